@@ -1,0 +1,32 @@
+# The two commands a fresh clone needs: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test clean contracts install bench
+
+$(STAMP): pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## run the whole network on embedded PostgreSQL and the embedded broker
+run: $(STAMP)
+	$(PY) -m services.cli run
+
+## run the test suite against the same embedded pieces
+test: $(STAMP)
+	$(PY) -m pytest
+
+## regenerate contracts/openapi and contracts/schemas after a contract change
+contracts: $(STAMP)
+	$(PY) -m contracts.export
+
+## delete local data (databases, keys, logs, traces)
+clean: $(STAMP)
+	$(PY) -m services.cli clean

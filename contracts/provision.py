@@ -1,0 +1,123 @@
+"""Provision to agencies (照会) and the provision records it produces.
+
+A query is a closed union discriminated by ``type`` (as in the Haal Centraal
+BRP API): anything not in the union is refused. Every query states the affair
+it is for and may narrow the items with ``fields``; the answer never holds
+more than the affair allows.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+from uuid import UUID
+
+from pydantic import Field, StrictInt
+
+from contracts.affairs import Item
+from contracts.base import Contract
+from contracts.identifiers import IndividualNumber, LocalGovernmentCode, ResidentCode
+from contracts.identity import ChangeReason, RegistrationStatus, Sex
+from contracts.text import AddressText, IsoDate, KanaText, NameText, ReasonText, ShortCode
+
+
+class _QueryBase(Contract):
+    affair: ShortCode
+    fields: list[Item] | None = Field(default=None, max_length=len(Item))
+    reason: ReasonText | None = None  # the requester's stated reason, shown to the resident
+
+
+class ByResidentCode(_QueryBase):
+    type: Literal["ByResidentCode"]
+    resident_code: ResidentCode
+
+
+class ByIndividualNumber(_QueryBase):
+    type: Literal["ByIndividualNumber"]
+    individual_number: IndividualNumber
+
+
+class ByBasicItems(_QueryBase):
+    """Search by the four basic items; name or furigana is required."""
+
+    type: Literal["ByBasicItems"]
+    family_name: NameText | None = None
+    given_name: NameText | None = None
+    family_name_kana: KanaText | None = None
+    given_name_kana: KanaText | None = None
+    birth_date: IsoDate
+    sex: Sex | None = None
+    address_contains: AddressText | None = None
+    limit: StrictInt = Field(default=10, ge=1, le=50)
+
+
+PersonQuery = Annotated[ByResidentCode | ByIndividualNumber | ByBasicItems, Field(discriminator="type")]
+
+
+class ProvidedName(Contract):
+    family_name: str
+    given_name: str | None = None
+
+
+class ProvidedKana(Contract):
+    family_name_kana: str | None = None
+    given_name_kana: str | None = None
+
+
+class ProvidedAddress(Contract):
+    municipality_code: str
+    text: str
+
+
+class ProvidedChange(Contract):
+    reason: ChangeReason
+    change_date: IsoDate
+
+
+class ProvidedPerson(Contract):
+    """One person as provided: only the items the affair (and ``fields``) allow are set."""
+
+    resident_code: str | None = None
+    individual_number: str | None = None
+    name: ProvidedName | None = None
+    name_kana: ProvidedKana | None = None
+    former_surname: str | None = None
+    alias: str | None = None
+    birth_date: IsoDate | None = None
+    sex: Sex | None = None
+    address: ProvidedAddress | None = None
+    status: RegistrationStatus | None = None
+    change: ProvidedChange | None = None
+
+
+class QueryResult(Contract):
+    affair: str
+    items: list[Item]
+    persons: list[ProvidedPerson]
+
+
+class ProvisionRecord(Contract):
+    """One provision of one person's information to one party (R-LOG-1).
+
+    Carries the minimum: the items are named, never copied.
+    """
+
+    kind: Literal["provision-record/v1"] = "provision-record/v1"
+    record_id: UUID
+    provided_at: datetime
+    provider: ShortCode  # e.g. "national" or "pref-13"
+    recipient: ShortCode  # agency id
+    recipient_name: str
+    affair: ShortCode
+    affair_name: str
+    items: list[Item]
+    resident_code: ResidentCode
+    municipality_code: LocalGovernmentCode | None = None
+    reason: str | None = None
+    query_type: str
+    trace_id: str | None = None
+
+
+class ProvisionRecordList(Contract):
+    resident_code: str
+    records: list[ProvisionRecord]

@@ -1,0 +1,1 @@
+"""The registry network's services; ``services.common`` holds what they share."""

@@ -1,0 +1,169 @@
+"""The store of 本人確認情報 kept by every network tier (CS, prefecture, national).
+
+Each tier keeps the latest identity of each person, the full history of
+changes (by version), changes held back because an earlier version is
+missing, and a record of every gap and how it was healed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+
+from sqlalchemy import BigInteger, Date, DateTime, Integer, String, Text, func, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+from contracts.identity import IdentityChange
+from services.common.telemetry import current_traceparent
+from services.common.versioning import Decision, decide
+
+
+class IdentityCurrentMixin:
+    resident_code: Mapped[str] = mapped_column(String(11), primary_key=True)
+    individual_number: Mapped[str] = mapped_column(String(12), unique=True)
+    version: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    municipality_code: Mapped[str] = mapped_column(String(6), index=True)
+    family_name: Mapped[str] = mapped_column(String(60), index=True)
+    given_name: Mapped[str | None] = mapped_column(String(60))
+    family_name_kana: Mapped[str | None] = mapped_column(String(120), index=True)
+    given_name_kana: Mapped[str | None] = mapped_column(String(120))
+    birth_date: Mapped[date] = mapped_column(Date, index=True)
+    sex: Mapped[str] = mapped_column(String(8))
+    address_text: Mapped[str] = mapped_column(String(200))
+    last_reason: Mapped[str] = mapped_column(String(32))
+    last_change_date: Mapped[date] = mapped_column(Date)
+    payload: Mapped[str] = mapped_column(Text)  # the IdentityChange that made this version
+    traceparent: Mapped[str | None] = mapped_column(String(100))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(), onupdate=func.now())
+
+
+class IdentityHistoryMixin:
+    resident_code: Mapped[str] = mapped_column(String(11), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(36), unique=True)
+    payload: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class HeldChangeMixin:
+    resident_code: Mapped[str] = mapped_column(String(11), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    payload: Mapped[str] = mapped_column(Text)
+    held_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class VersionGapMixin:
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    resident_code: Mapped[str] = mapped_column(String(11), index=True)
+    expected_version: Mapped[int] = mapped_column(Integer)
+    received_version: Mapped[int] = mapped_column(Integer)
+    detected_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    healed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    healed_by: Mapped[str | None] = mapped_column(String(200))
+
+
+@dataclass(frozen=True)
+class IdentityTables:
+    current: type
+    history: type
+    held: type
+    gaps: type
+
+
+class VersionConflict(ValueError):
+    """A different change claims a version this tier already holds."""
+
+
+@dataclass
+class ApplyOutcome:
+    decision: Decision
+    applied: list[IdentityChange] = field(default_factory=list)
+
+
+def _current_values(change: IdentityChange, raw: str) -> dict:
+    ident = change.identity
+    return dict(
+        resident_code=change.resident_code,
+        individual_number=ident.individual_number,
+        version=change.version,
+        status=change.status.value,
+        municipality_code=change.municipality_code,
+        family_name=ident.name.family_name,
+        given_name=ident.name.given_name,
+        family_name_kana=ident.name.family_name_kana,
+        given_name_kana=ident.name.given_name_kana,
+        birth_date=ident.birth_date,
+        sex=ident.sex.value,
+        address_text=ident.address.text,
+        last_reason=change.reason.value,
+        last_change_date=change.change_date,
+        payload=raw,
+        traceparent=current_traceparent(),
+    )
+
+
+async def apply_change(session: AsyncSession, tables: IdentityTables, change: IdentityChange, *, check=None) -> ApplyOutcome:
+    """Apply one change under the version rules, then any held successors.
+
+    ``check(current_row, change)`` may raise to refuse a change on a tier's own
+    rules (e.g. the national server's one-active-registration rule).
+    """
+    raw = change.model_dump_json()
+    current = (await session.execute(select(tables.current).where(tables.current.resident_code == change.resident_code).with_for_update())).scalar_one_or_none()
+    recorded = (await session.execute(select(tables.history.event_id).where(tables.history.resident_code == change.resident_code, tables.history.version == change.version))).scalar_one_or_none()
+    decision = decide(held_version=current.version if current else None, held_event_id_for_version=recorded, incoming_version=change.version, incoming_event_id=str(change.event_id))
+    if decision is Decision.duplicate:
+        return ApplyOutcome(decision)
+    if decision is Decision.conflict:
+        raise VersionConflict(f"version {change.version} of {change.resident_code} is already held with another event")
+    if decision is Decision.gap:
+        await session.execute(insert(tables.held).values(resident_code=change.resident_code, version=change.version, payload=raw).on_conflict_do_nothing())
+        session.add(tables.gaps(resident_code=change.resident_code, expected_version=(current.version if current else 0) + 1, received_version=change.version))
+        return ApplyOutcome(decision)
+
+    outcome = ApplyOutcome(Decision.apply)
+    while True:
+        if check is not None:
+            check(current, change)
+        values = _current_values(change, raw)
+        if current is None:
+            current = tables.current(**values)
+            session.add(current)
+        else:
+            for k, v in values.items():
+                setattr(current, k, v)
+        session.add(tables.history(resident_code=change.resident_code, version=change.version, event_id=str(change.event_id), payload=raw))
+        outcome.applied.append(change)
+        await session.flush()
+        successor = (await session.execute(select(tables.held).where(tables.held.resident_code == change.resident_code, tables.held.version == change.version + 1))).scalar_one_or_none()
+        if successor is None:
+            break
+        await session.delete(successor)
+        change = IdentityChange.model_validate_json(successor.payload)
+        raw = successor.payload
+    return outcome
+
+
+async def changes_after(session: AsyncSession, tables: IdentityTables, resident_code: str, after_version: int) -> list[IdentityChange]:
+    rows = (await session.execute(select(tables.history).where(tables.history.resident_code == resident_code, tables.history.version > after_version).order_by(tables.history.version))).scalars().all()
+    return [IdentityChange.model_validate_json(r.payload) for r in rows]
+
+
+async def persons_with_gaps(session: AsyncSession, tables: IdentityTables) -> list[tuple[str, int]]:
+    """(resident code, version this tier holds) for every person with held changes."""
+    rows = (await session.execute(select(tables.held.resident_code).distinct())).scalars().all()
+    out = []
+    for code in rows:
+        version = (await session.execute(select(tables.current.version).where(tables.current.resident_code == code))).scalar_one_or_none()
+        out.append((code, version or 0))
+    return out
+
+
+async def mark_gaps_healed(session: AsyncSession, tables: IdentityTables, resident_code: str, healed_by: str) -> None:
+    gaps = (await session.execute(select(tables.gaps).where(tables.gaps.resident_code == resident_code, tables.gaps.healed_at.is_(None)))).scalars().all()
+    for g in gaps:
+        g.healed_at = func.now()
+        g.healed_by = healed_by

@@ -1,0 +1,198 @@
+"""Kafka at the edges: a producer, topic creation, and a consumer whose
+offsets live in the consumer's own database.
+
+The consumer stores its position in the same transaction as the data it
+applies, so a crash at any point neither loses nor repeats an applied record.
+Partitions are assigned manually (one consumer process per topic and tier),
+which avoids group rebalances. If the broker was restarted empty, stored
+positions lie beyond the log end and the consumer starts again from the
+beginning; per-person versions make that harmless, and version gaps trigger
+a resync from the tier below.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from opentelemetry import trace
+from pydantic import ValidationError
+from sqlalchemy import BigInteger, DateTime, Integer, String, Text, func, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Mapped, mapped_column
+
+from contracts import topics
+from services.common.telemetry import context_from_kafka_headers, kafka_headers_with_trace, tracer
+
+log = logging.getLogger(__name__)
+
+PARTITIONS = 3
+
+
+class ConsumerOffsetMixin:
+    topic: Mapped[str] = mapped_column(String(200), primary_key=True)
+    partition: Mapped[int] = mapped_column(Integer, primary_key=True)
+    next_offset: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(), onupdate=func.now())
+
+
+class DeadLetterMixin:
+    """What this service refused from Kafka, with the reason (also sent to the dead-letter topic)."""
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    topic: Mapped[str] = mapped_column(String(200))
+    partition: Mapped[int] = mapped_column(Integer)
+    offset: Mapped[int] = mapped_column(BigInteger)
+    reason: Mapped[str] = mapped_column(Text)
+    payload: Mapped[str] = mapped_column(Text)
+    refused_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+async def ensure_topics(bootstrap: str, names: list[str]) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [n for n in names if n not in existing]
+        if missing:
+            try:
+                await admin.create_topics([NewTopic(n, num_partitions=PARTITIONS, replication_factor=1) for n in missing])
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        await admin.close()
+
+
+class Producer:
+    """Plain at-least-once producer (the embedded broker has no idempotent producers)."""
+
+    def __init__(self, bootstrap: str):
+        self._bootstrap = bootstrap
+        self._producer: AIOKafkaProducer | None = None
+        self._known_topics: set[str] = set()
+
+    async def start(self) -> None:
+        self._producer = AIOKafkaProducer(bootstrap_servers=self._bootstrap, enable_idempotence=False, acks="all", request_timeout_ms=10000)
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+
+    async def send(self, topic: str, *, key: str, value: bytes, headers: dict[str, str] | None = None) -> None:
+        assert self._producer is not None, "producer not started"
+        if topic not in self._known_topics:
+            await ensure_topics(self._bootstrap, [topic])
+            self._known_topics.add(topic)
+        with tracer().start_as_current_span(f"send {topic}", kind=trace.SpanKind.PRODUCER, attributes={"messaging.system": "kafka", "messaging.destination.name": topic}):
+            await self._producer.send_and_wait(topic, value, key=key.encode(), headers=kafka_headers_with_trace(headers))
+
+
+class Refuse(Exception):
+    """Raised by a handler when a record must go to the dead-letter topic."""
+
+
+Handler = Callable[[AsyncSession, ConsumerRecord], Awaitable[None]]
+
+
+class StoredOffsetConsumer:
+    """Consumes one topic, applying each record and its offset in one transaction."""
+
+    def __init__(self, *, bootstrap: str, topic: str, sessions: async_sessionmaker, offset_model, dead_letter_model, handler: Handler, producer: Producer, name: str):
+        self._bootstrap = bootstrap
+        self._topic = topic
+        self._sessions = sessions
+        self._offsets = offset_model
+        self._dead = dead_letter_model
+        self._handler = handler
+        self._producer = producer
+        self._name = name
+        self.applied = 0
+
+    async def _positions(self) -> dict[int, int]:
+        async with self._sessions() as session:
+            rows = (await session.execute(select(self._offsets).where(self._offsets.topic == self._topic))).scalars().all()
+            return {r.partition: r.next_offset for r in rows}
+
+    async def _start_consumer(self) -> AIOKafkaConsumer:
+        await ensure_topics(self._bootstrap, [self._topic])
+        consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, enable_auto_commit=False, auto_offset_reset="earliest", group_id=None)
+        await consumer.start()
+        partitions = consumer.partitions_for_topic(self._topic) or set()
+        while not partitions:
+            await consumer.force_metadata_update()
+            partitions = consumer.partitions_for_topic(self._topic) or set()
+            if not partitions:
+                await asyncio.sleep(0.5)
+        tps = [TopicPartition(self._topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        stored = await self._positions()
+        ends = await consumer.end_offsets(tps)
+        for tp in tps:
+            position = stored.get(tp.partition, 0)
+            if position > ends[tp]:
+                log.warning("%s: stored offset %s beyond log end %s of %s (broker restarted empty); starting again from the beginning", self._name, position, ends[tp], tp)
+                position = 0
+            consumer.seek(tp, position)
+        return consumer
+
+    async def _apply(self, record: ConsumerRecord) -> None:
+        parent = context_from_kafka_headers(record.headers)
+        with tracer().start_as_current_span(
+            f"consume {record.topic}", context=parent, kind=trace.SpanKind.CONSUMER,
+            attributes={"messaging.system": "kafka", "messaging.source.name": record.topic, "messaging.kafka.offset": record.offset, "jukinet.consumer": self._name},
+        ):
+            try:
+                async with self._sessions() as session, session.begin():
+                    await self._handler(session, record)
+                    await self._store_offset(session, record)
+            except (Refuse, ValidationError, UnicodeDecodeError, ValueError) as exc:
+                reason = f"{type(exc).__name__}: {exc}"[:4000]
+                await self._dead_letter(record, reason)
+
+    async def _store_offset(self, session: AsyncSession, record: ConsumerRecord) -> None:
+        stmt = insert(self._offsets).values(topic=record.topic, partition=record.partition, next_offset=record.offset + 1)
+        await session.execute(stmt.on_conflict_do_update(index_elements=["topic", "partition"], set_={"next_offset": record.offset + 1, "updated_at": func.now()}))
+
+    async def _dead_letter(self, record: ConsumerRecord, reason: str) -> None:
+        """Refused records go to the dead-letter topic and this service's own table; never dropped."""
+        log.warning("%s refused %s/%s@%s: %s", self._name, record.topic, record.partition, record.offset, reason)
+        payload = (record.value or b"").decode("utf-8", errors="replace")
+        await self._producer.send(
+            topics.DEAD_LETTER, key=(record.key or b"").decode("utf-8", errors="replace") or "-", value=record.value or b"",
+            headers={topics.HEADER_REFUSAL_REASON: reason[:1000], topics.HEADER_SOURCE_TOPIC: record.topic, "jukinet-refused-by": self._name},
+        )
+        async with self._sessions() as session, session.begin():
+            session.add(self._dead(topic=record.topic, partition=record.partition, offset=record.offset, reason=reason, payload=payload[:100000]))
+            await self._store_offset(session, record)
+
+    async def run_forever(self) -> None:
+        while True:
+            consumer = None
+            try:
+                consumer = await self._start_consumer()
+                while True:
+                    batches = await consumer.getmany(timeout_ms=500, max_records=200)
+                    for _tp, records in batches.items():
+                        for record in records:
+                            await self._apply(record)
+                            self.applied += 1
+            except asyncio.CancelledError:
+                raise
+            except KafkaError as exc:
+                log.warning("%s: broker problem (%s); reconnecting", self._name, exc)
+            except Exception:
+                log.exception("%s: consumer failed; restarting it", self._name)
+            finally:
+                if consumer is not None:
+                    try:
+                        await consumer.stop()
+                    except Exception:
+                        pass
+            await asyncio.sleep(1.0)

@@ -1,0 +1,99 @@
+"""The transactional outbox and its relay.
+
+A state change and the message announcing it are written in one database
+transaction; the relay then delivers outbox rows in order and marks them sent.
+A crash between delivery and marking re-delivers (at-least-once); receivers
+are idempotent, so nothing is lost and nothing is applied twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+
+from opentelemetry import trace
+from sqlalchemy import BigInteger, DateTime, Integer, String, Text, func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Mapped, mapped_column
+
+from services.common.telemetry import context_from_traceparent, current_traceparent, tracer
+
+log = logging.getLogger(__name__)
+
+
+class OutboxMixin:
+    """Columns of an outbox table; each service declares its own ``outbox`` table with it."""
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    destination: Mapped[str] = mapped_column(String(200))  # a topic, or "http:<node id>"
+    key: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[str] = mapped_column(Text)
+    traceparent: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+def enqueue(session: AsyncSession, outbox_model, *, destination: str, key: str, kind: str, payload: str) -> None:
+    """Add an outbox row to the caller's transaction, carrying the active trace."""
+    session.add(outbox_model(destination=destination, key=key, kind=kind, payload=payload, traceparent=current_traceparent(), attempts=0))
+
+
+Deliver = Callable[[object], Awaitable[None]]
+
+
+class OutboxRelay:
+    """Delivers unsent rows oldest first; stops at the first failure to keep per-key order."""
+
+    def __init__(self, sessions: async_sessionmaker, outbox_model, deliver: Deliver, *, poll_seconds: float = 0.2, batch: int = 200):
+        self._sessions = sessions
+        self._model = outbox_model
+        self._deliver = deliver
+        self._poll = poll_seconds
+        self._batch = batch
+        self.wakeup = asyncio.Event()
+
+    async def run_once(self) -> int:
+        delivered = 0
+        async with self._sessions() as session, session.begin():
+            rows = (
+                await session.execute(
+                    select(self._model).where(self._model.sent_at.is_(None)).order_by(self._model.id).limit(self._batch).with_for_update(skip_locked=True)
+                )
+            ).scalars().all()
+            for row in rows:
+                with tracer().start_as_current_span(
+                    f"outbox deliver {row.kind}", context=context_from_traceparent(row.traceparent), kind=trace.SpanKind.PRODUCER,
+                    attributes={"messaging.destination.name": row.destination, "jukinet.outbox.id": row.id},
+                ):
+                    try:
+                        await self._deliver(row)
+                    except Exception as exc:  # delivery failed: keep the row, retry later, keep order
+                        row.attempts += 1
+                        row.last_error = f"{type(exc).__name__}: {exc}"[:2000]
+                        log.warning("outbox delivery of %s failed: %s", row.id, row.last_error)
+                        break
+                row.sent_at = func.now()
+                row.attempts += 1
+                delivered += 1
+        return delivered
+
+    async def run_forever(self) -> None:
+        while True:
+            try:
+                delivered = await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("outbox relay pass failed")
+                delivered = 0
+            if delivered == 0:
+                try:
+                    await asyncio.wait_for(self.wakeup.wait(), timeout=self._poll)
+                except TimeoutError:
+                    pass
+                self.wakeup.clear()

@@ -1,0 +1,199 @@
+"""Provision of 本人確認情報 to agencies: authorisation, item selection, and
+the provision record written before any data leaves.
+
+Used by the national server (national affairs) and the prefecture servers
+(prefectural affairs of their prefecture).
+"""
+
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from opentelemetry import trace
+from sqlalchemy import or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from contracts import topics
+from contracts.affairs import AFFAIRS, Affair, Item, Level
+from contracts.identity import IdentityChange
+from contracts.provision import (
+    ByBasicItems, ByIndividualNumber, ByResidentCode, ProvidedAddress, ProvidedChange, ProvidedKana, ProvidedName,
+    ProvidedPerson, ProvisionRecord,
+)
+from services.common.outbox import enqueue
+from services.common.topology import AgencySpec, Topology
+from services.common.telemetry import context_from_traceparent
+
+
+class ProvisionRefused(Exception):
+    def __init__(self, slug: str, detail: str):
+        super().__init__(detail)
+        self.slug = slug
+        self.detail = detail
+
+
+class TooManyResults(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Grant:
+    agency: AgencySpec
+    affair: Affair
+    items: tuple[Item, ...]
+
+
+def authorise(topology: Topology, *, agency_id: str, affair_id: str, fields: list[Item] | None, level: Level, prefecture: str | None) -> Grant:
+    """The items this agency may receive for this affair from this provider, or a refusal."""
+    agency = topology.agency(agency_id)
+    if agency is None:
+        raise ProvisionRefused("unknown-agency", f"{agency_id} is not an agency of this network")
+    affair = AFFAIRS.get(affair_id)
+    if affair is None:
+        raise ProvisionRefused("unknown-affair", f"{affair_id} is not an affair in the catalogue")
+    if affair_id not in agency.affairs:
+        raise ProvisionRefused("affair-not-authorised", f"{agency.id} is not authorised for the affair {affair_id}")
+    if affair.level is not level or (level is Level.prefectural and agency.prefecture != prefecture):
+        raise ProvisionRefused("wrong-provider", f"the affair {affair_id} is not served here")
+    if fields:
+        outside = [f.value for f in fields if f not in affair.items]
+        if outside:
+            raise ProvisionRefused("fields-not-authorised", f"the affair {affair_id} does not cover: {', '.join(outside)}")
+        items = tuple(i for i in affair.items if i in fields)
+    else:
+        items = affair.items
+    return Grant(agency=agency, affair=affair, items=items)
+
+
+def project(row, items: tuple[Item, ...]) -> ProvidedPerson:
+    """Only the granted items, from a stored identity row (pure)."""
+    change = IdentityChange.model_validate_json(row.payload)
+    ident = change.identity
+    values: dict = {}
+    if Item.resident_code in items:
+        values["resident_code"] = row.resident_code
+    if Item.individual_number in items:
+        values["individual_number"] = row.individual_number
+    if Item.name in items:
+        values["name"] = ProvidedName(family_name=ident.name.family_name, given_name=ident.name.given_name)
+    if Item.name_kana in items:
+        values["name_kana"] = ProvidedKana(family_name_kana=ident.name.family_name_kana, given_name_kana=ident.name.given_name_kana)
+    if Item.former_surname in items:
+        values["former_surname"] = ident.former_surname
+    if Item.alias in items:
+        values["alias"] = ident.alias
+    if Item.birth_date in items:
+        values["birth_date"] = ident.birth_date
+    if Item.sex in items:
+        values["sex"] = ident.sex
+    if Item.address in items:
+        values["address"] = ProvidedAddress(municipality_code=ident.address.municipality_code, text=ident.address.text)
+    if Item.status in items:
+        values["status"] = change.status
+    if Item.change in items:
+        values["change"] = ProvidedChange(reason=change.reason, change_date=change.change_date)
+    return ProvidedPerson(**values)
+
+
+def _escape_like(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+async def find(session: AsyncSession, identity_model, query, *, municipalities: set[str] | None) -> list:
+    """Rows matching the query; raises TooManyResults past the query's limit."""
+    stmt = select(identity_model)
+    if municipalities is not None:
+        stmt = stmt.where(identity_model.municipality_code.in_(municipalities))
+    if isinstance(query, ByResidentCode):
+        return list((await session.execute(stmt.where(identity_model.resident_code == query.resident_code))).scalars())
+    if isinstance(query, ByIndividualNumber):
+        return list((await session.execute(stmt.where(identity_model.individual_number == query.individual_number))).scalars())
+    assert isinstance(query, ByBasicItems)
+    if not (query.family_name or query.family_name_kana):
+        raise ProvisionRefused("search-needs-name", "a search by basic items needs the family name or its furigana")
+    stmt = stmt.where(identity_model.birth_date == query.birth_date, identity_model.status == "active")
+    if query.family_name:
+        stmt = stmt.where(identity_model.family_name == query.family_name)
+    if query.given_name:
+        stmt = stmt.where(identity_model.given_name == query.given_name)
+    if query.family_name_kana:
+        stmt = stmt.where(identity_model.family_name_kana == query.family_name_kana)
+    if query.given_name_kana:
+        stmt = stmt.where(identity_model.given_name_kana == query.given_name_kana)
+    if query.sex:
+        stmt = stmt.where(identity_model.sex == query.sex.value)
+    if query.address_contains:
+        stmt = stmt.where(identity_model.address_text.like("%" + _escape_like(query.address_contains) + "%"))
+    rows = list((await session.execute(stmt.order_by(identity_model.resident_code).limit(query.limit + 1))).scalars())
+    if len(rows) > query.limit:
+        raise TooManyResults()
+    return rows
+
+
+def record_provisions(session: AsyncSession, outbox_model, *, provider: str, grant: Grant, rows: list, query, trace_id: str | None) -> list[ProvisionRecord]:
+    """One provision record per person, in the same transaction as the answer is prepared."""
+    now = datetime.now(UTC)
+    records = []
+    for row in rows:
+        record = ProvisionRecord(
+            record_id=uuid.uuid4(), provided_at=now, provider=provider, recipient=grant.agency.id, recipient_name=grant.agency.name,
+            affair=grant.affair.id, affair_name=grant.affair.name, items=list(grant.items), resident_code=row.resident_code,
+            municipality_code=row.municipality_code, reason=query.reason, query_type=query.type, trace_id=trace_id,
+        )
+        enqueue(session, outbox_model, destination=topics.PROVISIONS, key=row.resident_code, kind="provision-record", payload=record.model_dump_json())
+        records.append(record)
+    return records
+
+
+def link_to_changes(rows: list) -> None:
+    """Link the provision span to the traces of the changes being provided (counter → agency)."""
+    span = trace.get_current_span()
+    for row in rows:
+        if row.traceparent:
+            ctx = trace.get_current_span(context_from_traceparent(row.traceparent)).get_span_context()
+            if ctx.is_valid:
+                span.add_link(ctx, {"jukinet.link": "provided-change"})
+
+
+def provision_router(rt, *, identity_model, outbox_model, relay, level: Level, prefecture: str | None, municipalities: set[str] | None):
+    """``POST /v1/persons/query`` for agencies: signed token, stated affair, recorded provision."""
+    from typing import Annotated
+
+    from fastapi import APIRouter, Body, Depends, Response
+
+    from contracts.provision import PersonQuery, QueryResult
+    from services.common.auth import bearer_verifier
+    from services.common.problems import ProblemError
+    from services.common.tokens import VerifiedToken
+
+    router = APIRouter(prefix="/v1", tags=["provision"])
+    verify = bearer_verifier(rt.keys, audience=rt.party, allowed_issuers=lambda party: party.startswith(AGENCY_PARTY_PREFIX))
+
+    @router.post("/persons/query", response_model=QueryResult)
+    async def query_persons(query: Annotated[PersonQuery, Body()], response: Response, token: Annotated[VerifiedToken, Depends(verify)]) -> QueryResult:
+        """Look up persons for an affair the agency is authorised for. Every person provided is recorded."""
+        agency_id = token.issuer.removeprefix(AGENCY_PARTY_PREFIX)
+        try:
+            grant = authorise(rt.settings.topology_model, agency_id=agency_id, affair_id=query.affair, fields=query.fields, level=level, prefecture=prefecture)
+        except ProvisionRefused as exc:
+            raise ProblemError(403, exc.slug, "Not authorised for this affair", exc.detail) from None
+        trace_id = f"{trace.get_current_span().get_span_context().trace_id:032x}"
+        try:
+            async with rt.sessions() as session, session.begin():
+                rows = await find(session, identity_model, query, municipalities=municipalities)
+                persons = [project(row, grant.items) for row in rows]
+                records = record_provisions(session, outbox_model, provider=rt.party, grant=grant, rows=rows, query=query, trace_id=trace_id)
+                link_to_changes(rows)
+        except TooManyResults:
+            raise ProblemError(400, "too-many-results", "Too many persons match", f"more than {query.limit} persons match; narrow the search") from None
+        except ProvisionRefused as exc:
+            raise ProblemError(400, exc.slug, "The search is not specific enough", exc.detail) from None
+        relay.wakeup.set()
+        response.headers["X-Provision-Records"] = ",".join(str(r.record_id) for r in records)
+        return QueryResult(affair=grant.affair.id, items=list(grant.items), persons=persons)
+
+    return router
+
+
+AGENCY_PARTY_PREFIX = "agency-"

@@ -1,0 +1,54 @@
+"""Settings of one service process, from environment variables (``JUKINET_*``).
+
+The launcher (local) and docker compose (production) set the same variables;
+docs/configuration.md lists them. A service receives only its own database
+credentials and its own private key.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.common.topology import Node, Topology, load_topology
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="JUKINET_", extra="ignore")
+
+    service: str  # node kind, e.g. "cs_gateway"
+    tenant: str  # municipality code, prefecture code, "national" or "provision_log"
+    database_url: str  # postgresql+psycopg://role:password@host:port/db — this tenant's only
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    topology: Path = Path("deploy/topology.yaml")
+    keys_dir: Path  # public keys of every party (<party>.pub)
+    private_key: Path  # this party's Ed25519 private key
+    host: str = "127.0.0.1"
+    port: int = 8000
+    peers: str = Field(default="{}", description="JSON map node id → base URL")
+    trace_file: Path | None = None
+    otlp_endpoint: str | None = None
+    outbox_poll_seconds: float = 0.2
+    resync_poll_seconds: float = 2.0
+
+    @cached_property
+    def topology_model(self) -> Topology:
+        return load_topology(self.topology)
+
+    @cached_property
+    def node(self) -> Node:
+        return Node(kind=self.service, tenant=self.tenant)
+
+    @cached_property
+    def peer_urls(self) -> dict[str, str]:
+        return json.loads(self.peers)
+
+    def peer(self, node_id: str) -> str:
+        try:
+            return self.peer_urls[node_id]
+        except KeyError:
+            raise LookupError(f"no address configured for {node_id}") from None

@@ -1,0 +1,113 @@
+"""What every network tier (CS, prefecture, national) does with identity changes:
+apply them under the version rules, forward what was applied, heal gaps by
+asking the tier below, and answer the tier above when it asks."""
+
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from aiokafka import ConsumerRecord
+from fastapi import APIRouter, Depends, Query
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from contracts.identifiers import ResidentCode
+from contracts.identity import IdentityChange, IdentityChangeBatch
+from services.common.auth import bearer_verifier, is_network_node
+from services.common.identity_store import ApplyOutcome, IdentityTables, VersionConflict, apply_change, changes_after, mark_gaps_healed, persons_with_gaps
+from services.common.kafka import Refuse
+from services.common.outbox import enqueue
+from services.common.runtime import Runtime
+from services.common.topology import Node
+
+log = logging.getLogger(__name__)
+
+
+class Tier:
+    def __init__(self, rt: Runtime, tables: IdentityTables, outbox_model, *, forward_to: Callable[[IdentityChange], str] | None, source_of: Callable[[IdentityChange], str] | None, check=None):
+        self.rt = rt
+        self.tables = tables
+        self.outbox = outbox_model
+        self.forward_to = forward_to
+        self.source_of = source_of  # node id of the tier below for this change, for resync
+        self.check = check
+
+    async def receive(self, session: AsyncSession, change: IdentityChange) -> ApplyOutcome:
+        """Apply one change in the caller's transaction and queue what was applied for the tier above."""
+        try:
+            outcome = await apply_change(session, self.tables, change, check=self.check)
+        except IntegrityError as exc:
+            raise Refuse(f"conflicts with a stored identity: {exc.orig}") from None
+        except VersionConflict as exc:
+            raise Refuse(str(exc)) from None
+        if self.forward_to is not None:
+            for applied in outcome.applied:
+                enqueue(session, self.outbox, destination=self.forward_to(applied), key=applied.resident_code, kind="identity-change", payload=applied.model_dump_json())
+        return outcome
+
+    def kafka_handler(self, validate: Callable[[IdentityChange], None] | None = None):
+        async def handle(session: AsyncSession, record: ConsumerRecord) -> None:
+            change = IdentityChange.model_validate_json(record.value or b"")
+            if record.key is not None and record.key.decode() != change.resident_code:
+                raise Refuse("record key is not the resident code of the change")
+            if validate is not None:
+                validate(change)
+            await self.receive(session, change)
+
+        return handle
+
+    async def heal_gaps_once(self) -> int:
+        """Fetch missing versions from the tier below for every person with held changes."""
+        healed = 0
+        async with self.rt.sessions() as session:
+            pending = await persons_with_gaps(session, self.tables)
+        for resident_code, held_version in pending:
+            async with self.rt.sessions() as session:
+                sample = (await session.execute(
+                    self.tables.held.__table__.select().where(self.tables.held.resident_code == resident_code).limit(1)
+                )).first()
+            if sample is None or self.source_of is None:
+                continue
+            source = self.source_of(IdentityChange.model_validate_json(sample.payload))
+            party = Node(kind=source.split(".", 1)[0], tenant=source.split(".", 1)[1]).party
+            try:
+                response = await self.rt.http.get(
+                    f"{self.rt.settings.peer(source)}/internal/v1/identity/{resident_code}/changes",
+                    params={"after": held_version}, headers={"authorization": f"Bearer {self.rt.token_for(party)}"},
+                )
+                response.raise_for_status()
+                batch = IdentityChangeBatch.model_validate_json(response.content)
+            except Exception as exc:
+                log.warning("resync of %s from %s failed: %s", resident_code, source, exc)
+                continue
+            async with self.rt.sessions() as session, session.begin():
+                for change in batch.changes:
+                    await self.receive(session, change)
+                await mark_gaps_healed(session, self.tables, resident_code, healed_by=f"resync from {source}")
+            healed += 1
+        return healed
+
+    async def heal_gaps_forever(self) -> None:
+        while True:
+            try:
+                await self.heal_gaps_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("gap healing pass failed")
+            await asyncio.sleep(self.rt.settings.resync_poll_seconds)
+
+    def internal_router(self) -> APIRouter:
+        """Resync answers for the tier above (network nodes only, signed tokens)."""
+        router = APIRouter(prefix="/internal/v1", tags=["resync"])
+        verify = bearer_verifier(self.rt.keys, audience=self.rt.party, allowed_issuers=is_network_node)
+
+        @router.get("/identity/{resident_code}/changes", response_model=IdentityChangeBatch, dependencies=[Depends(verify)])
+        async def changes(resident_code: ResidentCode, after: int = Query(0, ge=0)) -> IdentityChangeBatch:
+            """This tier's changes of one person after a version, oldest first."""
+            async with self.rt.sessions() as session:
+                found = await changes_after(session, self.tables, resident_code, after)
+            return IdentityChangeBatch(resident_code=resident_code, changes=found)
+
+        return router

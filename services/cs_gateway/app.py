@@ -1,0 +1,61 @@
+"""HTTP edge of the CS: the RRS inbox (strict allow-list), resync answers, and
+the relay that forwards applied changes upward on Kafka."""
+
+
+from fastapi import Depends, FastAPI
+from sqlalchemy import func, select
+
+from contracts import topics
+from contracts.identity import IdentityChange, IdentityChangeAck
+from services.common.auth import bearer_verifier
+from services.common.kafka import Refuse
+from services.common.outbox import OutboxRelay
+from services.common.problems import ProblemError, install_problem_handlers
+from services.common.runtime import Runtime
+from services.common.settings import ServiceSettings
+from services.common.tier import Tier
+from services.common.versioning import Decision
+from services.cs_gateway.models import TABLES, Outbox, Refusal
+
+
+def build_app(settings: ServiceSettings) -> FastAPI:
+    rt = Runtime(settings)
+    topology = settings.topology_model
+    municipality = topology.municipality(settings.tenant)
+    if municipality is None:
+        raise SystemExit(f"municipality {settings.tenant} is not in the topology")
+    upward_topic = topics.prefecture_identity(municipality.prefecture) if topology.network.prefecture_tier else topics.NATIONAL_IDENTITY
+    tier = Tier(rt, TABLES, Outbox, forward_to=lambda change: upward_topic, source_of=None)
+
+    relay = OutboxRelay(rt.sessions, Outbox, rt.publish_outbox_row, poll_seconds=settings.outbox_poll_seconds)
+    app = FastAPI(
+        title=f"CS {municipality.name} ({municipality.code})",
+        version="1.0.0",
+        description="Communication server: the only door between the municipal register and the network. Fixed formats only.",
+        lifespan=rt.background(relay.run_forever),
+    )
+    install_problem_handlers(app, rt.refusal_recorder(Refusal))
+    from_own_rrs = bearer_verifier(rt.keys, audience=rt.party, allowed_issuers=lambda party: party == f"rrs-{municipality.code}")
+
+    @app.post("/v1/rrs/identity-changes", status_code=202, response_model=IdentityChangeAck, dependencies=[Depends(from_own_rrs)])
+    async def receive_identity_change(change: IdentityChange) -> IdentityChangeAck:
+        """Take one 本人確認情報 change from this municipality's RRS and forward it upward."""
+        if change.municipality_code != municipality.code:
+            raise ProblemError(422, "wrong-municipality", "The change is not for this municipality", f"this CS serves {municipality.code}, the change names {change.municipality_code}")
+        try:
+            async with rt.sessions() as session, session.begin():
+                outcome = await tier.receive(session, change)
+        except Refuse as exc:
+            raise ProblemError(409, "identity-conflict", "The change conflicts with what the CS holds", str(exc)) from None
+        relay.wakeup.set()
+        return IdentityChangeAck(event_id=change.event_id, resident_code=change.resident_code, version=change.version, outcome="duplicate" if outcome.decision is Decision.duplicate else "accepted")
+
+    @app.get("/internal/v1/refusals", tags=["operations"])
+    async def refusal_counts() -> dict[str, int]:
+        """Refused requests by reason (what the CS kept out)."""
+        async with rt.sessions() as session:
+            rows = (await session.execute(select(Refusal.reason, func.count()).group_by(Refusal.reason))).all()
+        return {reason: count for reason, count in rows}
+
+    app.include_router(tier.internal_router())
+    return app

@@ -1,0 +1,6 @@
+from pathlib import Path
+
+from services.common.runtime import serve
+from services.municipal_rrs.app import build_app
+
+serve(build_app, Path(__file__).parent)

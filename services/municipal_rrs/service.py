@@ -1,0 +1,150 @@
+"""Use cases of the resident register: one transaction each.
+
+Each writes the new state, a history entry, and — when 本人確認情報 changed —
+an outbox row for the CS, all in the same commit.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import date
+
+from sqlalchemy import or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from contracts.identifiers import new_individual_number, new_resident_code
+from contracts.register import HistoryEntry, HouseholdMember, HouseholdPlacement, RegisterResident, Relationship, ResidentRecord
+from services.common.outbox import enqueue
+from services.municipal_rrs.domain import Changed, RegistryRuleViolation, Resident
+from services.municipal_rrs.mapping import from_row, to_identity_change, to_record, to_row_values
+from services.municipal_rrs.models import Household, Outbox, ResidentHistoryRow, ResidentRow
+
+
+class NotFound(Exception):
+    pass
+
+
+def cs_destination(municipality_code: str) -> str:
+    return f"http:cs_gateway.{municipality_code}"
+
+
+async def _household_for(session: AsyncSession, placement: HouseholdPlacement) -> uuid.UUID:
+    if placement.household_id is None:
+        household = Household(id=uuid.uuid4())
+        session.add(household)
+        await session.flush()
+        return household.id
+    if await session.get(Household, placement.household_id) is None:
+        raise RegistryRuleViolation(f"household {placement.household_id} does not exist in this municipality")
+    if placement.relationship is Relationship.head:
+        head = (await session.execute(select(ResidentRow).where(ResidentRow.household_id == placement.household_id, ResidentRow.relationship == Relationship.head.value, ResidentRow.status == "active"))).scalar_one_or_none()
+        if head is not None:
+            raise RegistryRuleViolation("that household already has a head (世帯主)")
+    return placement.household_id
+
+
+async def _save(session: AsyncSession, resident: Resident, event: Changed, *, staff: str, new: bool) -> ResidentRecord:
+    values = to_row_values(resident)
+    if new:
+        session.add(ResidentRow(**values))
+    else:
+        row = await session.get(ResidentRow, resident.resident_code)
+        for k, v in values.items():
+            setattr(row, k, v)
+    await session.flush()
+    record = to_record(resident, await _head_of(session, resident.household_id))
+    session.add(ResidentHistoryRow(
+        resident_code=resident.resident_code, sequence=resident.sequence, version=resident.version, reason=event.reason.value,
+        change_date=event.change_date, notified_date=event.notified_date, explanation=event.explanation,
+        recorded_by=staff, record=record.model_dump_json(),
+    ))
+    if event.identity_changed:
+        change = to_identity_change(resident, event)
+        enqueue(session, Outbox, destination=cs_destination(resident.municipality_code), key=resident.resident_code, kind="identity-change", payload=change.model_dump_json())
+    return record
+
+
+async def _head_of(session: AsyncSession, household_id: uuid.UUID) -> HouseholdMember | None:
+    head = (await session.execute(select(ResidentRow).where(ResidentRow.household_id == household_id, ResidentRow.relationship == Relationship.head.value, ResidentRow.status == "active"))).scalar_one_or_none()
+    if head is None:
+        return None
+    return HouseholdMember(resident_code=head.resident_code, family_name=head.family_name, given_name=head.given_name, relationship=Relationship.head)
+
+
+async def register_resident(session: AsyncSession, cmd: RegisterResident, *, municipality_code: str, staff: str, today: date) -> ResidentRecord:
+    household_id = await _household_for(session, cmd.household)
+    for _ in range(5):  # fresh codes; retry on the (rare) collision
+        code, number = new_resident_code(), new_individual_number()
+        taken = (await session.execute(select(ResidentRow.resident_code).where(or_(ResidentRow.resident_code == code, ResidentRow.individual_number == number)))).first()
+        if taken is None:
+            break
+    else:
+        raise RegistryRuleViolation("could not allocate a fresh resident code")
+    resident, event = Resident.register(cmd, resident_code=code, individual_number=number, municipality_code=municipality_code, household_id=household_id, today=today)
+    return await _save(session, resident, event, staff=staff, new=True)
+
+
+async def load(session: AsyncSession, resident_code: str, *, for_update: bool = False) -> Resident:
+    stmt = select(ResidentRow).where(ResidentRow.resident_code == resident_code)
+    if for_update:
+        stmt = stmt.with_for_update()
+    row = (await session.execute(stmt)).scalar_one_or_none()
+    if row is None:
+        raise NotFound(resident_code)
+    return from_row(row)
+
+
+async def change(session: AsyncSession, resident_code: str, act: Callable[[Resident], Changed], *, staff: str) -> ResidentRecord:
+    """Load the record under a row lock, apply one domain method, save."""
+    resident = await load(session, resident_code, for_update=True)
+    event = act(resident)
+    return await _save(session, resident, event, staff=staff, new=False)
+
+
+async def change_household(session: AsyncSession, resident_code: str, cmd, *, staff: str) -> ResidentRecord:
+    resident = await load(session, resident_code, for_update=True)
+    household_id = await _household_for(session, cmd.household)
+    event = resident.change_household(cmd, household_id=household_id)
+    return await _save(session, resident, event, staff=staff, new=False)
+
+
+async def get_record(session: AsyncSession, resident_code: str) -> ResidentRecord:
+    resident = await load(session, resident_code)
+    return to_record(resident, await _head_of(session, resident.household_id))
+
+
+async def history(session: AsyncSession, resident_code: str) -> list[HistoryEntry]:
+    rows = (await session.execute(select(ResidentHistoryRow).where(ResidentHistoryRow.resident_code == resident_code).order_by(ResidentHistoryRow.sequence))).scalars().all()
+    if not rows:
+        raise NotFound(resident_code)
+    return [HistoryEntry(version=r.version, reason=r.reason, change_date=r.change_date, notified_date=r.notified_date, recorded_at=r.recorded_at, recorded_by=r.recorded_by, explanation=r.explanation) for r in rows]
+
+
+async def household_members(session: AsyncSession, household_id: uuid.UUID) -> list[HouseholdMember]:
+    rows = (await session.execute(select(ResidentRow).where(ResidentRow.household_id == household_id, ResidentRow.status == "active").order_by(ResidentRow.relationship != Relationship.head.value, ResidentRow.birth_date))).scalars().all()
+    if not rows and await session.get(Household, household_id) is None:
+        raise NotFound(str(household_id))
+    return [HouseholdMember(resident_code=r.resident_code, family_name=r.family_name, given_name=r.given_name, relationship=Relationship(r.relationship)) for r in rows]
+
+
+def _escape_like(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+async def search(session: AsyncSession, *, name: str | None, kana: str | None, birth_date: date | None, address: str | None, include_closed: bool, limit: int) -> tuple[list[ResidentRecord], bool]:
+    stmt = select(ResidentRow)
+    if name:
+        n = _escape_like(name) + "%"
+        stmt = stmt.where(or_(ResidentRow.family_name.like(n), ResidentRow.given_name.like(n), (ResidentRow.family_name + ResidentRow.given_name).like(n), ResidentRow.alias.like(n)))
+    if kana:
+        k = _escape_like(kana.replace(" ", "").replace("\u3000", "")) + "%"
+        stmt = stmt.where(or_(ResidentRow.family_name_kana.like(k), ResidentRow.given_name_kana.like(k), (ResidentRow.family_name_kana + ResidentRow.given_name_kana).like(k)))
+    if birth_date:
+        stmt = stmt.where(ResidentRow.birth_date == birth_date)
+    if address:
+        stmt = stmt.where(ResidentRow.address_text.like("%" + _escape_like(address) + "%"))
+    if not include_closed:
+        stmt = stmt.where(ResidentRow.status == "active")
+    rows = (await session.execute(stmt.order_by(ResidentRow.family_name_kana, ResidentRow.given_name_kana, ResidentRow.resident_code).limit(limit + 1))).scalars().all()
+    return [to_record(from_row(r)) for r in rows[:limit]], len(rows) > limit

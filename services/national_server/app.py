@@ -1,0 +1,57 @@
+"""The national server's edges: the Kafka consumer of identity changes, the
+agency API, resync answers, and the relay of provision records."""
+
+
+from fastapi import FastAPI
+
+from contracts import topics
+from contracts.affairs import Level
+from contracts.identity import IdentityChange
+from services.common.kafka import Refuse, StoredOffsetConsumer
+from services.common.outbox import OutboxRelay
+from services.common.problems import install_problem_handlers
+from services.common.provision import provision_router
+from services.common.runtime import Runtime
+from services.common.settings import ServiceSettings
+from services.common.tier import Tier
+from services.national_server.domain import RegistrationConflict, check_single_registration
+from services.national_server.models import TABLES, ConsumerOffset, DeadLetter, Identity, Outbox, Refusal
+
+
+def build_app(settings: ServiceSettings) -> FastAPI:
+    rt = Runtime(settings)
+    topology = settings.topology_model
+
+    def source_of(change: IdentityChange) -> str:
+        m = topology.municipality(change.municipality_code)
+        if m is None:
+            raise Refuse(f"unknown municipality {change.municipality_code}")
+        return topology.upstream_of_cs(m.code) if topology.network.prefecture_tier else f"cs_gateway.{m.code}"
+
+    def check(current, change: IdentityChange) -> None:
+        try:
+            check_single_registration(current, change)
+        except RegistrationConflict as exc:
+            raise Refuse(str(exc)) from None
+
+    def known_municipality(change: IdentityChange) -> None:
+        if topology.municipality(change.municipality_code) is None:
+            raise Refuse(f"unknown municipality {change.municipality_code}")
+
+    tier = Tier(rt, TABLES, Outbox, forward_to=None, source_of=source_of, check=check)
+    consumer = StoredOffsetConsumer(
+        bootstrap=settings.kafka_bootstrap, topic=topics.NATIONAL_IDENTITY, sessions=rt.sessions, offset_model=ConsumerOffset,
+        dead_letter_model=DeadLetter, handler=tier.kafka_handler(known_municipality), producer=rt.producer, name=rt.party,
+    )
+
+    relay = OutboxRelay(rt.sessions, Outbox, rt.publish_outbox_row, poll_seconds=settings.outbox_poll_seconds)
+    app = FastAPI(
+        title="全国サーバ (national server)",
+        version="1.0.0",
+        description="Latest 本人確認情報 of every resident; provision to agencies for authorised national affairs only.",
+        lifespan=rt.background(consumer.run_forever, relay.run_forever, tier.heal_gaps_forever),
+    )
+    install_problem_handlers(app, rt.refusal_recorder(Refusal))
+    app.include_router(provision_router(rt, identity_model=Identity, outbox_model=Outbox, relay=relay, level=Level.national, prefecture=None, municipalities=None))
+    app.include_router(tier.internal_router())
+    return app

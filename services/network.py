@@ -1,0 +1,179 @@
+"""Runs the whole network of a topology on this machine: embedded PostgreSQL,
+the embedded broker, and every node as its own process.
+
+``make run`` and the test suite both use :class:`Network`, so tests exercise
+exactly what an operator starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from contracts import topics
+from services.common.embedded import EmbeddedBroker, EmbeddedPostgres, TenantCredentials
+from services.common.kafka import ensure_topics
+from services.common.tokens import generate_key_pair, load_private_key, sign_token
+from services.common.topology import Node, Topology, load_topology
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Ports:
+    base: int = 8100
+    postgres: int = 54329
+    kafka: int = 19092
+
+
+@dataclass
+class RunningNode:
+    node: Node
+    port: int
+    process: subprocess.Popen | None = None
+    log_path: Path | None = None
+
+
+@dataclass
+class Network:
+    root: Path
+    topology_path: Path = REPO_ROOT / "deploy" / "topology.yaml"
+    ports: Ports = field(default_factory=Ports)
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.root = self.root.resolve()
+        self.topology: Topology = load_topology(self.topology_path)
+        self.postgres = EmbeddedPostgres(self.root / "postgres", self.ports.postgres)
+        self.broker = EmbeddedBroker(self.ports.kafka, self.root / "logs" / "broker.log")
+        self.nodes: dict[str, RunningNode] = {n.id: RunningNode(node=n, port=self.ports.base + i) for i, n in enumerate(self.topology.nodes)}
+        self.credentials: dict[str, TenantCredentials] = {}
+
+    # --- addresses and credentials ------------------------------------------------
+    @property
+    def private_keys(self) -> Path:
+        return self.root / "keys" / "private"
+
+    @property
+    def public_keys(self) -> Path:
+        return self.root / "keys" / "public"
+
+    def url(self, node_id: str) -> str:
+        return f"http://127.0.0.1:{self.nodes[node_id].port}"
+
+    def database_url(self, node_id: str) -> str:
+        return self.credentials[self.nodes[node_id].node.database].url(self.postgres.host, self.postgres.port)
+
+    def trace_file(self, node_id: str) -> Path:
+        return self.root / "traces" / f"{node_id}.jsonl"
+
+    def agency_token(self, agency_id: str, *, audience: str = "national", lifetime_seconds: int = 300) -> str:
+        key = load_private_key(self.private_keys / f"agency-{agency_id}.key")
+        return sign_token(key, issuer=f"agency-{agency_id}", audience=audience, lifetime_seconds=lifetime_seconds)
+
+    # --- lifecycle ----------------------------------------------------------------
+    def prepare(self) -> None:
+        """Start PostgreSQL and the broker; create tenants, keys and topics."""
+        (self.root / "logs").mkdir(parents=True, exist_ok=True)
+        self.postgres.start()
+        for running in self.nodes.values():
+            self.credentials[running.node.database] = self.postgres.ensure_tenant(running.node.database)
+            generate_key_pair(self.private_keys, self.public_keys, running.node.party)
+        for agency in self.topology.agencies:
+            generate_key_pair(self.private_keys, self.public_keys, f"agency-{agency.id}")
+        self.start_broker()
+
+    def start_broker(self) -> None:
+        self.broker.start()
+        names = [topics.NATIONAL_IDENTITY, topics.PROVISIONS, topics.DEAD_LETTER]
+        names += [topics.prefecture_identity(p.code) for p in self.topology.prefectures]
+        names += [topics.cs_inbox(m.code) for m in self.topology.municipalities]
+        asyncio.run(ensure_topics(self.broker.bootstrap, names))
+
+    def start(self) -> None:
+        self.prepare()
+        for node_id in self.nodes:
+            self.start_node(node_id, wait=False)
+        for node_id in self.nodes:
+            self.wait_healthy(node_id)
+
+    def node_env(self, node_id: str) -> dict[str, str]:
+        running = self.nodes[node_id]
+        node = running.node
+        peers = {nid: self.url(nid) for nid in self.nodes}
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("JUKINET_")},
+            "PYTHONPATH": str(REPO_ROOT),
+            "JUKINET_SERVICE": node.kind,
+            "JUKINET_TENANT": node.tenant,
+            "JUKINET_DATABASE_URL": self.database_url(node_id),
+            "JUKINET_KAFKA_BOOTSTRAP": self.broker.bootstrap,
+            "JUKINET_TOPOLOGY": str(self.topology_path),
+            "JUKINET_KEYS_DIR": str(self.public_keys),
+            "JUKINET_PRIVATE_KEY": str(self.private_keys / f"{node.party}.key"),
+            "JUKINET_HOST": "127.0.0.1",
+            "JUKINET_PORT": str(running.port),
+            "JUKINET_PEERS": json.dumps(peers),
+            "JUKINET_TRACE_FILE": str(self.trace_file(node_id)),
+            **self.extra_env,
+        }
+        return env
+
+    def start_node(self, node_id: str, *, wait: bool = True) -> None:
+        running = self.nodes[node_id]
+        running.log_path = self.root / "logs" / f"{node_id}.log"
+        log = running.log_path.open("ab")
+        running.process = subprocess.Popen(
+            [sys.executable, "-m", f"services.{running.node.kind}"], env=self.node_env(node_id), cwd=REPO_ROOT,
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        if wait:
+            self.wait_healthy(node_id)
+
+    def wait_healthy(self, node_id: str, timeout: float = 90.0) -> None:
+        running = self.nodes[node_id]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if running.process is not None and running.process.poll() is not None:
+                raise RuntimeError(f"{node_id} exited with {running.process.returncode}:\n{self.log_tail(node_id)}")
+            try:
+                if httpx.get(f"{self.url(node_id)}/health", timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"{node_id} not healthy after {timeout}s:\n{self.log_tail(node_id)}")
+
+    def log_tail(self, node_id: str, lines: int = 40) -> str:
+        path = self.nodes[node_id].log_path
+        if path is None or not path.exists():
+            return "(no log)"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop_node(self, node_id: str, *, kill: bool = False) -> None:
+        running = self.nodes[node_id]
+        if running.process is None:
+            return
+        if running.process.poll() is None:
+            running.process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+            try:
+                running.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                running.process.kill()
+                running.process.wait()
+        running.process = None
+
+    def stop(self) -> None:
+        for node_id in reversed(list(self.nodes)):
+            self.stop_node(node_id)
+        self.broker.stop()
+        self.postgres.stop()
