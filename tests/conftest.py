@@ -1,0 +1,78 @@
+"""The whole network, started once per test session on the embedded stack.
+
+Tests talk to it exactly as operators and agencies do: HTTP to the services,
+Kafka to the broker, and (to check what each tier stores) SQL with that
+tenant's own credentials.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import psycopg
+import pytest
+
+from services.common.embedded import free_port
+from services.network import Network, Ports
+
+T = TypeVar("T")
+
+
+def wait_until(probe: Callable[[], T], *, timeout: float = 30.0, interval: float = 0.2, what: str = "condition") -> T:
+    """Poll ``probe`` until it returns something truthy; fail with ``what`` at the deadline."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def _free_base_port(count: int) -> int:
+    base = free_port()
+    return base if base + count < 65000 else 20000
+
+
+@pytest.fixture(scope="session")
+def network(tmp_path_factory) -> Network:
+    root: Path = tmp_path_factory.mktemp("network")
+    probe = Network(root=root / "probe")
+    ports = Ports(base=_free_base_port(len(probe.nodes)), postgres=free_port(), kafka=free_port())
+    net = Network(root=root, ports=ports)
+    try:
+        net.start()
+    except Exception:
+        net.stop()
+        raise
+    yield net
+    net.stop()
+
+
+class TenantDb:
+    """SQL access to one tenant's database with that tenant's own role."""
+
+    def __init__(self, net: Network, database: str):
+        self.net = net
+        self.database = database
+
+    def connect(self) -> psycopg.Connection:
+        cred = self.net.credentials[self.database]
+        return psycopg.connect(host=self.net.postgres.host, port=self.net.postgres.port, user=cred.role, password=cred.password, dbname=cred.database, autocommit=True)
+
+    def rows(self, query: str, params: tuple = ()) -> list[tuple]:
+        with self.connect() as conn:
+            return conn.execute(query, params).fetchall()
+
+    def value(self, query: str, params: tuple = ()):
+        rows = self.rows(query, params)
+        return rows[0][0] if rows else None
+
+
+@pytest.fixture(scope="session")
+def db(network) -> Callable[[str], TenantDb]:
+    return lambda database: TenantDb(network, database)

@@ -1,0 +1,54 @@
+"""Building blocks for end-to-end tests: residents with real addresses, agency calls."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from datetime import date, timedelta
+
+import httpx
+from faker import Faker
+
+from services.common.gazetteer import neighborhoods
+from services.network import Network
+
+_fake = Faker("ja_JP")
+
+
+def address_in(municipality_code: str, rng: random.Random | None = None) -> dict:
+    rng = rng or random.Random()
+    postal, text = rng.choice(neighborhoods(municipality_code[:5]))
+    return {"municipality_code": municipality_code, "postal_code": postal, "text": f"{text}{rng.randint(1, 9)}-{rng.randint(1, 30)}"}
+
+
+def birth_body(municipality_code: str, *, family_name: str | None = None, family_kana: str | None = None, born: date | None = None, household_id: str | None = None) -> dict:
+    """A 出生届 with a synthetic name (and its reading) and a real address."""
+    family, kana_family, _ = _fake.last_name_pair()
+    given_name, kana_given, _ = _fake.first_name_pair()
+    born = born or date.today() - timedelta(days=random.randint(0, 30))
+    return {
+        "reason": "birth",
+        "name": {"family_name": family_name or family, "given_name": given_name, "family_name_kana": family_kana or kana_family, "given_name_kana": kana_given},
+        "birth_date": born.isoformat(),
+        "sex": random.choice(["male", "female"]),
+        "address": address_in(municipality_code),
+        "household": {"household_id": household_id, "relationship": "子"} if household_id else {"relationship": "世帯主"},
+        "became_resident_on": born.isoformat(),
+        "family_register": {"honseki": "東京都千代田区千代田1", "hittousha": family_name or family},
+        "notified_date": date.today().isoformat(),
+    }
+
+
+def register(net: Network, municipality_code: str, body: dict | None = None) -> dict:
+    response = httpx.post(f"{net.url(f'municipal_rrs.{municipality_code}')}/v1/residents", json=body or birth_body(municipality_code), timeout=10)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def query(net: Network, agency: str, body: dict, *, provider: str = "national") -> httpx.Response:
+    node = "national_server.national" if provider == "national" else f"prefecture_server.{provider.removeprefix('pref-')}"
+    return httpx.post(f"{net.url(node)}/v1/persons/query", json=body, headers={"authorization": f"Bearer {net.agency_token(agency, audience=provider)}"}, timeout=10)
+
+
+def unique_reason() -> str:
+    return f"確認{uuid.uuid4().hex[:8]}"
