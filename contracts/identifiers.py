@@ -98,7 +98,7 @@ ResidentCode = Annotated[
     str,
     BeforeValidator(_must_be_str),
     AfterValidator(_check(is_valid_resident_code, "住民票コード")),
-    Field(min_length=11, max_length=11, examples=["12345678906"]),
+    Field(min_length=11, max_length=11, examples=["12345678903"]),
 ]
 IndividualNumber = Annotated[
     str,
