@@ -15,7 +15,7 @@ from typing import TypeVar
 import psycopg
 import pytest
 
-from services.common.embedded import free_port
+from services.common.embedded import free_port_block
 from services.network import Network, Ports
 
 T = TypeVar("T")
@@ -33,16 +33,11 @@ def wait_until(probe: Callable[[], T], *, timeout: float = 30.0, interval: float
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
-def _free_base_port(count: int) -> int:
-    base = free_port()
-    return base if base + count < 65000 else 20000
-
-
 @pytest.fixture(scope="session")
 def network(tmp_path_factory) -> Network:
     root: Path = tmp_path_factory.mktemp("network")
-    probe = Network(root=root / "probe")
-    ports = Ports(base=_free_base_port(len(probe.nodes)), postgres=free_port(), kafka=free_port())
+    block = free_port_block(len(Network(root=root / "probe").nodes) + 2)
+    ports = Ports(base=block + 2, postgres=block, kafka=block + 1)
     net = Network(root=root, ports=ports)
     try:
         net.start()

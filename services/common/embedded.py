@@ -32,6 +32,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_port_block(count: int, *, low: int = 20000, high: int = 32000) -> int:
+    """The first port of ``count`` consecutive free ports below the ephemeral range.
+
+    Listening ports taken from the ephemeral range can collide with the
+    client side of outgoing connections, so blocks come from below it.
+    """
+    import random
+
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(low, high - count)
+        try:
+            for port in range(base, base + count):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return base
+    raise RuntimeError(f"no block of {count} free ports between {low} and {high}")
+
+
 def wait_for_port(host: str, port: int, *, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

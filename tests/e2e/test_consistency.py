@@ -1,0 +1,129 @@
+"""Crashes and lost messages: every tier ends up with the municipality's truth,
+nothing lost, nothing applied twice."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+from datetime import date
+
+import httpx
+from aiokafka import AIOKafkaProducer
+
+from contracts import topics
+from tests.conftest import wait_until
+from tests.e2e.helpers import address_in, register
+
+MUNICIPALITIES = ("131016", "131130", "272035")
+PREFECTURE_OF = {"131016": "13", "131130": "13", "272035": "27"}
+
+
+def _stream_changes(network, stop: threading.Event, touched: dict[str, str], errors: list[str]) -> None:
+    """Births and moves within each municipality, as fast as the counters go."""
+    rng = random.Random(7)
+    while not stop.is_set():
+        municipality = rng.choice(MUNICIPALITIES)
+        try:
+            mine = [code for code, m in touched.items() if m == municipality]
+            if mine and rng.random() < 0.5:
+                code = rng.choice(mine)
+                r = httpx.post(f"{network.url(f'municipal_rrs.{municipality}')}/v1/residents/{code}/move-within",
+                               json={"new_address": address_in(municipality, rng), "move_date": date.today().isoformat()}, timeout=10)
+                if r.status_code != 200 and r.status_code != 409:
+                    errors.append(r.text)
+            else:
+                touched[register(network, municipality)["resident_code"]] = municipality
+        except Exception as exc:  # the RRS itself is never killed here; record anything odd
+            errors.append(repr(exc))
+
+
+def _versions(db, database: str, codes: list[str]) -> dict[str, int]:
+    table = "residents" if database.startswith("rrs_") else "identity"
+    rows = db(database).rows(f"select resident_code, version from {table} where resident_code = any(%s)", (codes,))
+    return dict(rows)
+
+
+def test_killing_consumers_mid_stream_loses_nothing_and_applies_nothing_twice(network, db):
+    touched: dict[str, str] = {}
+    errors: list[str] = []
+    stop = threading.Event()
+    writer = threading.Thread(target=_stream_changes, args=(network, stop, touched, errors), daemon=True)
+    writer.start()
+    try:
+        wait_until(lambda: len(touched) >= 10, what="a stream of changes")
+        for victim in ("prefecture_server.13", "national_server.national", "provision_log.provision_log"):
+            network.stop_node(victim, kill=True)  # SIGKILL: no clean shutdown
+            wait_until(lambda n=len(touched): len(touched) >= n + 5, what="changes while a consumer is down")
+            network.start_node(victim)
+        network.stop_node("cs_gateway.131130", kill=True)
+        wait_until(lambda n=len(touched): len(touched) >= n + 5, what="changes while a CS is down")
+        network.start_node("cs_gateway.131130")
+        wait_until(lambda n=len(touched): len(touched) >= n + 5, what="changes after the restarts")
+    finally:
+        stop.set()
+        writer.join(timeout=30)
+    assert not errors, errors[:3]
+
+    codes = list(touched)
+    truth: dict[str, int] = {}
+    for municipality in MUNICIPALITIES:
+        truth.update(_versions(db, f"rrs_{municipality}", [c for c in codes if touched[c] == municipality]))
+    assert len(truth) == len(codes)
+
+    def converged(database: str, subset: list[str]) -> bool:
+        return _versions(db, database, subset) == {c: truth[c] for c in subset}
+
+    for municipality in MUNICIPALITIES:
+        subset = [c for c in codes if touched[c] == municipality]
+        wait_until(lambda: converged(f"cs_{municipality}", subset), timeout=60, what=f"CS {municipality} converged")
+        wait_until(lambda: converged(f"pref_{PREFECTURE_OF[municipality]}", subset), timeout=60, what=f"prefecture of {municipality} converged")
+    wait_until(lambda: converged("national", codes), timeout=60, what="national converged")
+
+    # nothing applied twice: every tier holds exactly versions 1..n of each person, once each
+    for database in ("national", "pref_13", "pref_27"):
+        rows = db(database).rows("select resident_code, count(*), max(version), count(distinct event_id) from identity_history where resident_code = any(%s) group by resident_code", (codes,))
+        for code, count, highest, events in rows:
+            assert count == highest == events == truth[code], (database, code)
+    # and each tier's current identity equals what the municipality holds
+    for municipality in MUNICIPALITIES:
+        subset = [c for c in codes if touched[c] == municipality]
+        rrs = dict(db(f"rrs_{municipality}").rows("select resident_code, address_text from residents where resident_code = any(%s)", (subset,)))
+        national = dict(db("national").rows("select resident_code, address_text from identity where resident_code = any(%s)", (subset,)))
+        assert rrs == national
+
+
+def test_a_version_gap_is_held_and_healed_from_the_tier_below(network, db):
+    person = register(network, "131016")
+    code = person["resident_code"]
+    rrs = network.url("municipal_rrs.131016")
+    for _ in range(2):
+        assert httpx.post(f"{rrs}/v1/residents/{code}/move-within", json={"new_address": address_in("131016"), "move_date": date.today().isoformat()}).status_code == 200
+    wait_until(lambda: db("pref_13").value("select version from identity where resident_code = %s", (code,)) == 3, what="version 3 at the prefecture")
+    wait_until(lambda: db("national").value("select version from identity where resident_code = %s", (code,)) == 3, what="version 3 at national")
+    latest = db("pref_13").value("select payload from identity_history where resident_code = %s and version = 3", (code,))
+
+    # The national server loses versions 2 and 3 (as after restoring an old backup) …
+    network.stop_node("national_server.national")
+    admin = network.postgres.admin_connect("national")
+    with admin:
+        first = admin.execute("select payload from identity_history where resident_code = %s and version = 1", (code,)).fetchone()[0]
+        admin.execute("delete from identity_history where resident_code = %s and version > 1", (code,))
+        admin.execute("update identity set version = 1, payload = %s where resident_code = %s", (first, code))
+    network.start_node("national_server.national")
+
+    # … and then receives version 3 again: it must hold it, fetch version 2 from the prefecture, and apply both in order.
+    async def redeliver():
+        producer = AIOKafkaProducer(bootstrap_servers=network.broker.bootstrap, enable_idempotence=False)
+        await producer.start()
+        try:
+            await producer.send_and_wait(topics.NATIONAL_IDENTITY, latest.encode(), key=code.encode())
+        finally:
+            await producer.stop()
+
+    asyncio.run(redeliver())
+    wait_until(lambda: db("national").value("select version from identity where resident_code = %s", (code,)) == 3, timeout=60, what="national healed to version 3")
+    gap = db("national").rows("select expected_version, received_version, healed_at, healed_by from version_gaps where resident_code = %s", (code,))
+    assert gap and gap[-1][0] == 2 and gap[-1][1] == 3 and gap[-1][2] is not None and "prefecture_server.13" in gap[-1][3]
+    assert db("national").value("select count(*) from held_changes where resident_code = %s", (code,)) == 0
+    assert [r[0] for r in db("national").rows("select version from identity_history where resident_code = %s order by version", (code,))] == [1, 2, 3]
