@@ -17,7 +17,7 @@ from pydantic import Field, model_validator
 from contracts.base import Contract
 from contracts.identifiers import IndividualNumber, ResidentCode
 from contracts.identity import Address, ChangeReason, PersonName, RegistrationStatus, Sex
-from contracts.text import AddressText, IsoDate, KanaText, NameText, ReasonText, ShortCode
+from contracts.text import AddressText, IsoDate, KanaText, LabelText, NameText, ReasonText, ShortCode
 
 
 class Relationship(StrEnum):
@@ -41,8 +41,8 @@ class ForeignResidentItems(Contract):
     """外国人住民: 国籍・地域, 在留資格, 在留期間 and its end, 在留カード番号."""
 
     nationality: NameText
-    residence_status: NameText
-    period_of_stay: NameText
+    residence_status: LabelText
+    period_of_stay: LabelText
     period_of_stay_ends: IsoDate
     residence_card_number: str = Field(pattern=r"^[A-Z]{2}[0-9]{8}[A-Z]{2}$")
     special_permanent_resident: bool = False

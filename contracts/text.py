@@ -50,6 +50,7 @@ NameText = Annotated[StrictStr, Field(min_length=1, max_length=60), AfterValidat
 KanaText = Annotated[StrictStr, Field(min_length=1, max_length=120), AfterValidator(_charset(KANA_PATTERN, "furigana (katakana)"))]
 AddressText = Annotated[StrictStr, Field(min_length=1, max_length=200), AfterValidator(_charset(ADDRESS_PATTERN, "address"))]
 ReasonText = Annotated[StrictStr, Field(min_length=1, max_length=400), AfterValidator(_charset(FREE_TEXT_PATTERN, "text"))]
+LabelText = Annotated[StrictStr, Field(min_length=1, max_length=60), AfterValidator(_charset(FREE_TEXT_PATTERN, "text"))]
 ShortCode = Annotated[StrictStr, Field(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
 PostalCode = Annotated[StrictStr, Field(pattern=r"^[0-9]{7}$")]
 

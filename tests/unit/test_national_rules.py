@@ -90,6 +90,3 @@ def test_ex_officio_record_after_removal_allowed():
     current = CurrentRow(municipality_code=CHIYODA, status="removed", version=2)
     check_single_registration(current, change(ChangeReason.ex_officio_record, version=3))
 
-
-def test_registration_conflict_is_a_value_error():
-    assert issubclass(RegistrationConflict, ValueError)
