@@ -22,7 +22,7 @@ _IDEOGRAPHS = (
     "\u3005\u3006\u3007"  # 々 〆 〇
     "\U000e0100-\U000e01ef"  # ideographic variation selectors (MJ glyphs)
 )
-_LATIN = "A-Za-z\uff21-\uff3a\uff41-\uff5a\u00c0-\u00ff"
+_LATIN = "A-Za-z\uff21-\uff3a\uff41-\uff5a\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u00ff"  # letters; not × ÷
 _NAME_PUNCT = " \u3000'\\-.,\u30fb\u30fc"  # spaces, apostrophe, hyphen, dot, comma, ・ ー
 _DIGITS = "0-9\uff10-\uff19"
 _ADDRESS_PUNCT = _NAME_PUNCT + "\u2010\uff0d\u2212/()\uff08\uff09#\u3001\u3002\u30f6\u30b1"
@@ -30,6 +30,7 @@ _ADDRESS_PUNCT = _NAME_PUNCT + "\u2010\uff0d\u2212/()\uff08\uff09#\u3001\u3002\u
 NAME_PATTERN = re.compile(f"^[{_KANA}{_IDEOGRAPHS}{_LATIN}{_NAME_PUNCT}]+$")
 KANA_PATTERN = re.compile("^[\u30a1-\u30fa\u30fc\u30fb \u3000]+$")
 ADDRESS_PATTERN = re.compile(f"^[{_KANA}{_IDEOGRAPHS}{_LATIN}{_DIGITS}{_ADDRESS_PUNCT}]+$")
+_STRAY_VARIATION_SELECTOR = re.compile("(?:^|(?<=[^\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ebef\U00030000-\U000323af\U0002f800-\U0002fa1f]))[\U000e0100-\U000e01ef]")
 FREE_TEXT_PATTERN = re.compile(f"^[{_KANA}{_IDEOGRAPHS}{_LATIN}{_DIGITS}{_ADDRESS_PUNCT}:;!?\u3001\u3002\u300c\u300d]+$")
 
 
@@ -39,6 +40,8 @@ def _charset(pattern: re.Pattern[str], what: str):
             bad = sorted({c for c in value if not pattern.match(c)})
             shown = ", ".join(f"U+{ord(c):04X}" for c in bad[:5])
             raise ValueError(f"{what} contains characters outside the allowed set ({shown})")
+        if _STRAY_VARIATION_SELECTOR.search(value):
+            raise ValueError(f"{what} has a variation selector that does not follow an ideograph")
         if value != value.strip():
             raise ValueError(f"{what} has leading or trailing spaces")
         return value

@@ -14,14 +14,25 @@ def _connect() -> sqlite3.Connection:
 
 
 @lru_cache(maxsize=4096)
-def municipality_name(jis_code: str) -> str | None:
-    """Prefecture + city name for a 5-digit JIS X 0402 code, or None if unknown."""
+def municipality_names(jis_code: str) -> tuple[str, str] | None:
+    """(prefecture, city) for a 5-digit JIS X 0402 code, or None if unknown."""
     with _connect() as conn:
         row = conn.execute(
             "select prefecture, city from postal_data where json_extract(data, '$.jisx0402') = ? limit 1",
             (jis_code,),
         ).fetchone()
-    return f"{row[0]}{row[1]}" if row else None
+    return (row[0], row[1]) if row else None
+
+
+def names_match(jis_code: str, name: str) -> bool:
+    """Whether ``name`` names that municipality: the city, prefecture + city, or a town without its 郡."""
+    found = municipality_names(jis_code)
+    if found is None or not name:
+        return False
+    prefecture, city = found
+    if name in (city, prefecture + city):
+        return True
+    return city.endswith(name) and city[: -len(name)].endswith("郡")
 
 
 @lru_cache(maxsize=512)

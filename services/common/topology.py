@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from contracts.affairs import AFFAIRS, Level
 from contracts.identifiers import LocalGovernmentCode, PrefectureCode
-from services.common.gazetteer import municipality_name
+from services.common.gazetteer import municipality_names, names_match
 
 
 class _Spec(BaseModel):
@@ -36,11 +36,11 @@ class MunicipalitySpec(_Spec):
     def _real_municipality(self):
         if self.code[:2] != self.prefecture:
             raise ValueError(f"municipality {self.code} is not in prefecture {self.prefecture}")
-        known = municipality_name(self.code[:5])
+        known = municipality_names(self.code[:5])
         if known is None:
             raise ValueError(f"{self.code} is not a local-government code in Japan Post's data")
-        if not known.endswith(self.name):
-            raise ValueError(f"{self.code} is {known}, not {self.name}")
+        if not names_match(self.code[:5], self.name):
+            raise ValueError(f"{self.code} is {''.join(known)}, not {self.name or '(empty)'}")
         return self
 
 

@@ -109,6 +109,8 @@ class Resident:
         updates = {k: v for k, v in (("name", cmd.name), ("birth_date", cmd.birth_date), ("sex", cmd.sex), ("alias", cmd.alias)) if v is not None}
         if not updates:
             raise RegistryRuleViolation("a correction must change at least one item")
+        if cmd.name is not None and self.foreign_resident is None and cmd.name.family_name_kana is None:
+            raise RegistryRuleViolation("Japanese nationals are recorded with the furigana of their name")
         for key, value in updates.items():
             setattr(self, key, value)
         reason = ChangeReason.ex_officio_correction if cmd.ex_officio else ChangeReason.correction

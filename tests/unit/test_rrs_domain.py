@@ -229,8 +229,6 @@ def test_correction_changes_only_the_given_items(resident):
     assert resident.version == 2
 
 
-@pytest.mark.xfail(reason="services/municipal_rrs/domain.py Resident.correct sets a new name without the furigana check "
-                   "that register and change_name apply to Japanese nationals", strict=True)
 def test_correction_of_name_needs_furigana_for_japanese_nationals(resident):
     with pytest.raises(RegistryRuleViolation, match="furigana"):
         resident.correct(CorrectRecord(name=PersonName(family_name="山田", given_name="華子"), correction_date=date(2024, 5, 1), explanation="氏名の誤記"))
