@@ -13,7 +13,9 @@ a resync from the tier below.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
@@ -33,12 +35,19 @@ from services.common.telemetry import context_from_kafka_headers, kafka_headers_
 log = logging.getLogger(__name__)
 
 PARTITIONS = 3
+VERIFY_EVERY_SECONDS = 5.0
+
+
+def fingerprint(record: ConsumerRecord) -> str:
+    return hashlib.sha256((record.key or b"") + b"\x00" + (record.value or b"")).hexdigest()
 
 
 class ConsumerOffsetMixin:
     topic: Mapped[str] = mapped_column(String(200), primary_key=True)
     partition: Mapped[int] = mapped_column(Integer, primary_key=True)
     next_offset: Mapped[int] = mapped_column(BigInteger)
+    # digest of the record at next_offset - 1: tells whether the broker still holds the log we read
+    fingerprint: Mapped[str | None] = mapped_column(String(64))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(), onupdate=func.now())
 
 
@@ -91,7 +100,12 @@ class Producer:
             await ensure_topics(self._bootstrap, [topic])
             self._known_topics.add(topic)
         with tracer().start_as_current_span(f"send {topic}", kind=trace.SpanKind.PRODUCER, attributes={"messaging.system": "kafka", "messaging.destination.name": topic}):
-            await self._producer.send_and_wait(topic, value, key=key.encode(), headers=kafka_headers_with_trace(headers))
+            try:
+                await self._producer.send_and_wait(topic, value, key=key.encode(), headers=kafka_headers_with_trace(headers))
+            except Exception:
+                # The broker may have restarted empty: make sure the topic exists again next time.
+                self._known_topics.discard(topic)
+                raise
 
 
 class Refuse(Exception):
@@ -115,10 +129,10 @@ class StoredOffsetConsumer:
         self._name = name
         self.applied = 0
 
-    async def _positions(self) -> dict[int, int]:
+    async def _positions(self) -> dict[int, tuple[int, str | None]]:
         async with self._sessions() as session:
             rows = (await session.execute(select(self._offsets).where(self._offsets.topic == self._topic))).scalars().all()
-            return {r.partition: r.next_offset for r in rows}
+            return {r.partition: (r.next_offset, r.fingerprint) for r in rows}
 
     async def _start_consumer(self) -> AIOKafkaConsumer:
         await ensure_topics(self._bootstrap, [self._topic])
@@ -133,14 +147,38 @@ class StoredOffsetConsumer:
         tps = [TopicPartition(self._topic, p) for p in sorted(partitions)]
         consumer.assign(tps)
         stored = await self._positions()
-        ends = await consumer.end_offsets(tps)
         for tp in tps:
-            position = stored.get(tp.partition, 0)
-            if position > ends[tp]:
-                log.warning("%s: stored offset %s beyond log end %s of %s (broker restarted empty); starting again from the beginning", self._name, position, ends[tp], tp)
-                position = 0
-            consumer.seek(tp, position)
+            consumer.seek(tp, stored.get(tp.partition, (0, None))[0])
+        await self._verify_log(consumer, {tp: stored.get(tp.partition, (0, None)) for tp in tps})
         return consumer
+
+    async def _verify_log(self, consumer: AIOKafkaConsumer, positions: dict[TopicPartition, tuple[int, str | None]]) -> None:
+        """Start a partition again from the beginning if the broker no longer holds the log we read.
+
+        The embedded broker forgets everything when it restarts and then
+        reuses offsets, so an offset alone cannot tell; the fingerprint of the
+        last record read can. Per-person versions make the replay harmless.
+        """
+        ends = await consumer.end_offsets(list(positions))
+        for tp, (position, expected) in positions.items():
+            if position == 0:
+                continue
+            lost = ends[tp] < position
+            if not lost and expected is not None:
+                consumer.seek(tp, position - 1)
+                fetched = await consumer.getmany(tp, timeout_ms=3000, max_records=1)
+                records = fetched.get(tp, [])
+                if records and records[0].offset == position - 1:
+                    lost = fingerprint(records[0]) != expected
+            if lost:
+                log.warning("%s: the broker no longer holds what was read from %s up to offset %s (restarted empty); reading it again from the beginning", self._name, tp, position)
+                consumer.seek(tp, 0)
+            else:
+                consumer.seek(tp, position)
+
+    async def _current_positions(self, consumer: AIOKafkaConsumer) -> dict[TopicPartition, tuple[int, str | None]]:
+        stored = await self._positions()
+        return {tp: stored.get(tp.partition, (0, None)) for tp in consumer.assignment()}
 
     async def _apply(self, record: ConsumerRecord) -> None:
         parent = context_from_kafka_headers(record.headers)
@@ -157,8 +195,9 @@ class StoredOffsetConsumer:
                 await self._dead_letter(record, reason)
 
     async def _store_offset(self, session: AsyncSession, record: ConsumerRecord) -> None:
-        stmt = insert(self._offsets).values(topic=record.topic, partition=record.partition, next_offset=record.offset + 1)
-        await session.execute(stmt.on_conflict_do_update(index_elements=["topic", "partition"], set_={"next_offset": record.offset + 1, "updated_at": func.now()}))
+        mark = fingerprint(record)
+        stmt = insert(self._offsets).values(topic=record.topic, partition=record.partition, next_offset=record.offset + 1, fingerprint=mark)
+        await session.execute(stmt.on_conflict_do_update(index_elements=["topic", "partition"], set_={"next_offset": record.offset + 1, "fingerprint": mark, "updated_at": func.now()}))
 
     async def _dead_letter(self, record: ConsumerRecord, reason: str) -> None:
         """Refused records go to the dead-letter topic and this service's own table; never dropped."""
@@ -177,7 +216,11 @@ class StoredOffsetConsumer:
             consumer = None
             try:
                 consumer = await self._start_consumer()
+                verified_at = time.monotonic()
                 while True:
+                    if time.monotonic() - verified_at > VERIFY_EVERY_SECONDS:
+                        await self._verify_log(consumer, await self._current_positions(consumer))
+                        verified_at = time.monotonic()
                     batches = await consumer.getmany(timeout_ms=500, max_records=200)
                     for _tp, records in batches.items():
                         for record in records:
