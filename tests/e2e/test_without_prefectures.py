@@ -1,0 +1,65 @@
+"""The network without prefecture servers (R-NET-4): CSs send to the national
+server directly, and a gap there is healed from the CS."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import date
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from contracts import topics
+from services.common.embedded import free_port_block
+from services.network import REPO_ROOT, Network, Ports
+from tests.conftest import TenantDb, wait_until
+from tests.e2e.helpers import address_in, query, register
+
+
+@pytest.fixture(scope="module")
+def flat_network(tmp_path_factory):
+    root = tmp_path_factory.mktemp("flat")
+    topology = REPO_ROOT / "deploy" / "topology-without-prefectures.yaml"
+    block = free_port_block(len(Network(root=root / "probe", topology_path=topology).nodes) + 2)
+    net = Network(root=root / "net", topology_path=topology, ports=Ports(base=block + 2, postgres=block, kafka=block + 1))
+    net.start()
+    yield net
+    net.stop()
+
+
+def test_changes_reach_the_national_server_without_the_prefecture_tier(flat_network):
+    net = flat_network
+    assert not any(node.startswith("prefecture_server") for node in net.nodes)
+    assert "pref_13" not in net.credentials
+    national = TenantDb(net, "national")
+    person = register(net, "272035")
+    code = person["resident_code"]
+    wait_until(lambda: national.value("select version from identity where resident_code = %s", (code,)) == 1, what="birth at national")
+    found = query(net, "pension-service", {"type": "ByResidentCode", "affair": "pension-benefits", "resident_code": code})
+    assert found.status_code == 200 and found.json()["persons"][0]["resident_code"] == code
+
+    # a lost version is fetched from the CS, the tier directly below
+    rrs = net.url("municipal_rrs.272035")
+    for _ in range(2):
+        assert httpx.post(f"{rrs}/v1/residents/{code}/move-within", json={"new_address": address_in("272035"), "move_date": date.today().isoformat()}).status_code == 200
+    wait_until(lambda: national.value("select version from identity where resident_code = %s", (code,)) == 3, what="version 3 at national")
+    latest = national.value("select payload from identity_history where resident_code = %s and version = 3", (code,))
+    net.stop_node("national_server.national")
+    with net.postgres.admin_connect("national") as admin:
+        first = admin.execute("select payload from identity_history where resident_code = %s and version = 1", (code,)).fetchone()[0]
+        admin.execute("delete from identity_history where resident_code = %s and version > 1", (code,))
+        admin.execute("update identity set version = 1, payload = %s where resident_code = %s", (first, code))
+    net.start_node("national_server.national")
+
+    async def redeliver():
+        producer = AIOKafkaProducer(bootstrap_servers=net.broker.bootstrap, enable_idempotence=False)
+        await producer.start()
+        try:
+            await producer.send_and_wait(topics.NATIONAL_IDENTITY, latest.encode(), key=code.encode())
+        finally:
+            await producer.stop()
+
+    asyncio.run(redeliver())
+    wait_until(lambda: national.value("select version from identity where resident_code = %s", (code,)) == 3, timeout=60, what="national healed from the CS")
+    assert "cs_gateway.272035" in national.value("select healed_by from version_gaps where resident_code = %s order by id desc limit 1", (code,))
