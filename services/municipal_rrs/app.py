@@ -126,7 +126,7 @@ def build_app(settings: ServiceSettings) -> FastAPI:
     @router.post("/residents/{resident_code}/death", response_model=ResidentRecord)
     async def record_death(resident_code: str, body: RecordDeath, session: SessionDep, staff: StaffDep) -> ResidentRecord:
         """死亡届: closes the record."""
-        return await run_change(session, resident_code, lambda r: r.record_death(body), staff)
+        return await run_change(session, resident_code, lambda r: r.record_death(body, today=date.today()), staff)
 
     @router.post("/residents/{resident_code}/move-within", response_model=ResidentRecord)
     async def move_within(resident_code: str, body: MoveWithin, session: SessionDep, staff: StaffDep) -> ResidentRecord:

@@ -79,10 +79,12 @@ class Resident:
         return resident, resident._record(Changed(cmd.reason, change_date, cmd.notified_date, None, identity_changed=True))
 
     # --- changes ------------------------------------------------------------------
-    def record_death(self, cmd: RecordDeath) -> Changed:
+    def record_death(self, cmd: RecordDeath, *, today: date) -> Changed:
         self._must_be_active()
         if cmd.death_date < self.birth_date:
             raise RegistryRuleViolation("the death date is before the birth date")
+        if cmd.death_date > today:
+            raise RegistryRuleViolation("the death date is in the future")
         self.status = RegistrationStatus.deceased
         return self._record(Changed(ChangeReason.death, cmd.death_date, cmd.notified_date, None, identity_changed=True))
 

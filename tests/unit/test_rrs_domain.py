@@ -103,7 +103,7 @@ def test_register_birth_must_make_resident_on_birth_date():
 # --- death ---------------------------------------------------------------------------------------
 
 def test_death_closes_the_record(resident):
-    changed = resident.record_death(RecordDeath(death_date=date(2024, 5, 20)))
+    changed = resident.record_death(RecordDeath(death_date=date(2024, 5, 20)), today=TODAY)
     assert resident.status is RegistrationStatus.deceased
     assert resident.version == 2 and resident.sequence == 2
     assert changed.reason is ChangeReason.death and changed.change_date == date(2024, 5, 20)
@@ -111,14 +111,14 @@ def test_death_closes_the_record(resident):
 
 
 def test_second_death_refused(resident):
-    resident.record_death(RecordDeath(death_date=date(2024, 5, 20)))
+    resident.record_death(RecordDeath(death_date=date(2024, 5, 20)), today=TODAY)
     with pytest.raises(RegistryRuleViolation, match="closed"):
-        resident.record_death(RecordDeath(death_date=date(2024, 5, 21)))
+        resident.record_death(RecordDeath(death_date=date(2024, 5, 21)), today=TODAY)
     assert resident.version == 2 and resident.sequence == 2
 
 
 def test_closed_record_refuses_other_changes_but_correction(resident):
-    resident.record_death(RecordDeath(death_date=date(2024, 5, 20)))
+    resident.record_death(RecordDeath(death_date=date(2024, 5, 20)), today=TODAY)
     with pytest.raises(RegistryRuleViolation):
         resident.move_within(MoveWithin(new_address=address("東京都千代田区丸の内1番1号"), move_date=date(2024, 5, 21)))
     with pytest.raises(RegistryRuleViolation):
@@ -135,7 +135,7 @@ def test_closed_record_refuses_other_changes_but_correction(resident):
 
 def test_death_before_birth_refused(resident):
     with pytest.raises(RegistryRuleViolation, match="before the birth"):
-        resident.record_death(RecordDeath(death_date=BIRTH - timedelta(days=1)))
+        resident.record_death(RecordDeath(death_date=BIRTH - timedelta(days=1)), today=TODAY)
     assert resident.status is RegistrationStatus.active and resident.version == 1
 
 
@@ -247,3 +247,9 @@ def test_copy_is_independent(resident):
     copy = resident.copy()
     resident.move_within(MoveWithin(new_address=address("東京都千代田区丸の内1番1号"), move_date=date(2024, 5, 1)))
     assert copy.version == 1 and copy.address == address()
+
+
+def test_death_date_in_the_future_refused(resident):
+    with pytest.raises(RegistryRuleViolation, match="future"):
+        resident.record_death(RecordDeath(death_date=TODAY + timedelta(days=1)), today=TODAY)
+    assert resident.status is RegistrationStatus.active and resident.version == 1
