@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import uuid
 from datetime import date, timedelta
 
 import httpx
+from aiokafka import AIOKafkaProducer
 from faker import Faker
 
+from contracts import topics
 from services.common.gazetteer import neighborhoods
 from services.network import Network
 
@@ -52,3 +55,31 @@ def query(net: Network, agency: str, body: dict, *, provider: str = "national") 
 
 def unique_reason() -> str:
     return f"確認{uuid.uuid4().hex[:8]}"
+
+
+def national_forgets_versions_after_first(net: Network, resident_code: str) -> None:
+    """Roll the national server back to version 1 of a person, as after restoring an old backup."""
+    net.stop_node("national_server.national")
+    with net.postgres.admin_connect("national") as admin:
+        first = admin.execute("select payload from identity_history where resident_code = %s and version = 1", (resident_code,)).fetchone()[0]
+        admin.execute("delete from identity_history where resident_code = %s and version > 1", (resident_code,))
+        admin.execute("update identity set version = 1, payload = %s where resident_code = %s", (first, resident_code))
+    net.start_node("national_server.national")
+
+
+def produce(net: Network, topic: str, *, key: str, value: bytes) -> None:
+    """Put one raw record on a topic, as any producer on the network could."""
+
+    async def send():
+        producer = AIOKafkaProducer(bootstrap_servers=net.broker.bootstrap, enable_idempotence=False)
+        await producer.start()
+        try:
+            await producer.send_and_wait(topic, value, key=key.encode())
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
+
+
+def redeliver_to_national(net: Network, resident_code: str, payload: str) -> None:
+    produce(net, topics.NATIONAL_IDENTITY, key=resident_code, value=payload.encode())

@@ -3,17 +3,14 @@ nothing lost, nothing applied twice."""
 
 from __future__ import annotations
 
-import asyncio
 import random
 import threading
 from datetime import date
 
 import httpx
-from aiokafka import AIOKafkaProducer
 
-from contracts import topics
 from tests.conftest import wait_until
-from tests.e2e.helpers import address_in, register
+from tests.e2e.helpers import address_in, national_forgets_versions_after_first, redeliver_to_national, register
 
 MUNICIPALITIES = ("131016", "131130", "272035")
 PREFECTURE_OF = {"131016": "13", "131130": "13", "272035": "27"}
@@ -103,25 +100,10 @@ def test_a_version_gap_is_held_and_healed_from_the_tier_below(network, db):
     wait_until(lambda: db("national").value("select version from identity where resident_code = %s", (code,)) == 3, what="version 3 at national")
     latest = db("pref_13").value("select payload from identity_history where resident_code = %s and version = 3", (code,))
 
-    # The national server loses versions 2 and 3 (as after restoring an old backup) …
-    network.stop_node("national_server.national")
-    admin = network.postgres.admin_connect("national")
-    with admin:
-        first = admin.execute("select payload from identity_history where resident_code = %s and version = 1", (code,)).fetchone()[0]
-        admin.execute("delete from identity_history where resident_code = %s and version > 1", (code,))
-        admin.execute("update identity set version = 1, payload = %s where resident_code = %s", (first, code))
-    network.start_node("national_server.national")
-
-    # … and then receives version 3 again: it must hold it, fetch version 2 from the prefecture, and apply both in order.
-    async def redeliver():
-        producer = AIOKafkaProducer(bootstrap_servers=network.broker.bootstrap, enable_idempotence=False)
-        await producer.start()
-        try:
-            await producer.send_and_wait(topics.NATIONAL_IDENTITY, latest.encode(), key=code.encode())
-        finally:
-            await producer.stop()
-
-    asyncio.run(redeliver())
+    # The national server loses versions 2 and 3 (as after restoring an old backup) and then receives
+    # version 3 again: it must hold it, fetch version 2 from the prefecture, and apply both in order.
+    national_forgets_versions_after_first(network, code)
+    redeliver_to_national(network, code, latest)
     wait_until(lambda: db("national").value("select version from identity where resident_code = %s", (code,)) == 3, timeout=60, what="national healed to version 3")
     gap = db("national").rows("select expected_version, received_version, healed_at, healed_by from version_gaps where resident_code = %s", (code,))
     assert gap and gap[-1][0] == 2 and gap[-1][1] == 3 and gap[-1][2] is not None and "prefecture_server.13" in gap[-1][3]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from datetime import UTC, datetime
@@ -10,12 +9,11 @@ from datetime import UTC, datetime
 import httpx
 import psycopg
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from contracts import topics
 from services.common.tokens import load_private_key, sign_token
 from tests.conftest import wait_until
-from tests.e2e.helpers import query, register
+from tests.e2e.helpers import produce, query, register
 
 
 def _rrs_token(network, municipality: str, audience: str | None = None) -> str:
@@ -106,17 +104,9 @@ def test_cs_refuses_unknown_routes_and_callers_other_than_its_own_rrs(network, d
 
 
 def test_malformed_kafka_records_go_to_the_dead_letter_topic_with_the_reason(network, db):
-    async def produce():
-        producer = AIOKafkaProducer(bootstrap_servers=network.broker.bootstrap, enable_idempotence=False)
-        await producer.start()
-        try:
-            await producer.send_and_wait(topics.prefecture_identity("13"), b'{"kind": "identity-change/v1", "oops": true}', key=VALID_CODE.encode())
-            await producer.send_and_wait(topics.prefecture_identity("13"), json.dumps(_change(VALID_CODE, municipality="272035")).encode(), key=VALID_CODE.encode())
-        finally:
-            await producer.stop()
-
     before = db("pref_13").value("select count(*) from dead_letters")
-    asyncio.run(produce())
+    produce(network, topics.prefecture_identity("13"), key=VALID_CODE, value=b'{"kind": "identity-change/v1", "oops": true}')
+    produce(network, topics.prefecture_identity("13"), key=VALID_CODE, value=json.dumps(_change(VALID_CODE, municipality="272035")).encode())
     wait_until(lambda: db("pref_13").value("select count(*) from dead_letters") >= before + 2, what="two dead letters at pref 13")
     reasons = [r[0] for r in db("pref_13").rows("select reason from dead_letters order by id desc limit 2")]
     assert any("ValidationError" in r for r in reasons)

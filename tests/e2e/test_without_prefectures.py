@@ -3,18 +3,15 @@ server directly, and a gap there is healed from the CS."""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import date
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaProducer
 
-from contracts import topics
 from services.common.embedded import free_port_block
 from services.network import REPO_ROOT, Network, Ports
 from tests.conftest import TenantDb, wait_until
-from tests.e2e.helpers import address_in, query, register
+from tests.e2e.helpers import address_in, national_forgets_versions_after_first, query, redeliver_to_national, register
 
 
 @pytest.fixture(scope="module")
@@ -45,21 +42,7 @@ def test_changes_reach_the_national_server_without_the_prefecture_tier(flat_netw
         assert httpx.post(f"{rrs}/v1/residents/{code}/move-within", json={"new_address": address_in("272035"), "move_date": date.today().isoformat()}).status_code == 200
     wait_until(lambda: national.value("select version from identity where resident_code = %s", (code,)) == 3, what="version 3 at national")
     latest = national.value("select payload from identity_history where resident_code = %s and version = 3", (code,))
-    net.stop_node("national_server.national")
-    with net.postgres.admin_connect("national") as admin:
-        first = admin.execute("select payload from identity_history where resident_code = %s and version = 1", (code,)).fetchone()[0]
-        admin.execute("delete from identity_history where resident_code = %s and version > 1", (code,))
-        admin.execute("update identity set version = 1, payload = %s where resident_code = %s", (first, code))
-    net.start_node("national_server.national")
-
-    async def redeliver():
-        producer = AIOKafkaProducer(bootstrap_servers=net.broker.bootstrap, enable_idempotence=False)
-        await producer.start()
-        try:
-            await producer.send_and_wait(topics.NATIONAL_IDENTITY, latest.encode(), key=code.encode())
-        finally:
-            await producer.stop()
-
-    asyncio.run(redeliver())
+    national_forgets_versions_after_first(net, code)
+    redeliver_to_national(net, code, latest)
     wait_until(lambda: national.value("select version from identity where resident_code = %s", (code,)) == 3, timeout=60, what="national healed from the CS")
     assert "cs_gateway.272035" in national.value("select healed_by from version_gaps where resident_code = %s order by id desc limit 1", (code,))
