@@ -30,3 +30,7 @@ contracts: $(STAMP)
 ## delete local data (databases, keys, logs, traces)
 clean: $(STAMP)
 	$(PY) -m services.cli clean
+
+## run every benchmark and write the figures to docs/benchmarks.md (never part of `make test`)
+bench: $(STAMP)
+	$(PY) -m bench

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from pydantic import model_validator
+
 from contracts.base import Contract
 
 
@@ -28,6 +30,7 @@ class Item(StrEnum):
     address = "address"
     status = "status"
     change = "change"  # 異動事由・異動年月日
+    household = "household"  # 世帯情報: members, head, 続柄 (household-based affairs only)
 
 
 class Level(StrEnum):
@@ -43,6 +46,20 @@ class Affair(Contract):
     items: tuple[Item, ...]
     requires_resident_code: bool
     household_based: bool = False
+    #: how long a change notification waits before delivery, so a municipality can correct an erroneous entry
+    hold_seconds: int = 0
+
+    @model_validator(mode="after")
+    def _household_item_only_for_household_affairs(self):
+        if (Item.household in self.items) != self.household_based:
+            raise ValueError(f"{self.id}: the household item belongs exactly to household-based affairs")
+        return self
+
+    @model_validator(mode="after")
+    def _pseudonymous_affairs_get_no_shared_identifier(self):
+        if not self.requires_resident_code and (Item.resident_code in self.items or Item.individual_number in self.items):
+            raise ValueError(f"{self.id}: an affair without the resident code may not provide a shared identifier")
+        return self
 
 
 _BASIC = (Item.name, Item.name_kana, Item.former_surname, Item.alias, Item.birth_date, Item.sex, Item.address, Item.status, Item.change)
@@ -57,6 +74,7 @@ AFFAIRS: dict[str, Affair] = {
             level=Level.national,
             items=(Item.resident_code, *_BASIC),
             requires_resident_code=True,
+            hold_seconds=3600,
         ),
         Affair(
             id="national-pension",
@@ -87,9 +105,18 @@ AFFAIRS: dict[str, Affair] = {
             name="児童手当法による児童手当の支給に関する事務",
             legal_basis="住民基本台帳法 別表第一",
             level=Level.national,
-            items=(Item.resident_code, *_BASIC),
+            items=(Item.resident_code, *_BASIC, Item.household),
             requires_resident_code=True,
             household_based=True,
+            hold_seconds=3600,
+        ),
+        Affair(
+            id="employment-insurance",
+            name="雇用保険法による失業等給付の支給に関する事務",
+            legal_basis="住民基本台帳法 別表第一",
+            level=Level.national,
+            items=(Item.name, Item.name_kana, Item.birth_date, Item.sex, Item.address, Item.status, Item.change),
+            requires_resident_code=False,
         ),
         Affair(
             id="pref-driver-license",

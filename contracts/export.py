@@ -84,9 +84,12 @@ def _openapi_documents() -> dict[str, dict]:
     with _quiet("opentelemetry.instrumentation.instrumentor"), tempfile.TemporaryDirectory(prefix="jukinet-export-") as tmp:
         tmp_path = Path(tmp)
         keys_dir = tmp_path / "public"
+        pseudonym_key = tmp_path / "pseudonym.key"
+        pseudonym_key.write_bytes(bytes(64))  # a throwaway key: the documents do not depend on it
         for service, tenant in SERVICE_TENANTS.items():
             party = Node(kind=service, tenant=tenant).party
             settings = settings_cls(
+                pseudonym_key=pseudonym_key if service == "national_server" else None,
                 service=service,
                 tenant=tenant,
                 database_url=_EXPORT_DATABASE_URL,
@@ -105,10 +108,17 @@ def _schemas() -> dict[str, dict]:
     from pydantic import TypeAdapter
 
     from contracts.affairs import AFFAIRS
+    from contracts.bulk import BulkJob, BulkQuery, BulkResultRow
+    from contracts.household import HouseholdAnswer, HouseholdComposition, HouseholdQuery, HouseholdRequest, ProvidedHousehold
     from contracts.identity import IdentityChange, IdentityChangeAck, IdentityChangeBatch
     from contracts.problem import Problem
+    from contracts.push import ChangeNotification, Follow, FollowRequest, NotificationFeed
     from contracts.provision import PersonQuery, ProvisionRecord, ProvisionRecordList, QueryResult
     from contracts.register import RegisterResident, ResidentRecord
+    from contracts.transparency import (
+        ConsistencyProof, IncidentLogEntry, IncidentRecorded, IncidentReport, InclusionProof, LogLeaves, ProvisionLogEntry,
+        ResidentProvisionList,
+    )
 
     schemas: dict[str, dict] = {
         model.__name__: model.model_json_schema()
@@ -122,9 +132,29 @@ def _schemas() -> dict[str, dict]:
             RegisterResident,
             ResidentRecord,
             Problem,
+            BulkJob,
+            BulkResultRow,
+            ProvisionLogEntry,
+            IncidentLogEntry,
+            IncidentReport,
+            IncidentRecorded,
+            InclusionProof,
+            ConsistencyProof,
+            LogLeaves,
+            ResidentProvisionList,
+            ChangeNotification,
+            Follow,
+            FollowRequest,
+            NotificationFeed,
+            HouseholdComposition,
+            HouseholdRequest,
+            HouseholdAnswer,
+            HouseholdQuery,
+            ProvidedHousehold,
         )
     }
     schemas["PersonQuery"] = TypeAdapter(PersonQuery).json_schema()
+    schemas["BulkQuery"] = TypeAdapter(BulkQuery).json_schema()
     schemas["affairs"] = {"affairs": [a.model_dump(mode="json") for a in AFFAIRS.values()]}
     return schemas
 

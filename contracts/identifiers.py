@@ -113,3 +113,6 @@ LocalGovernmentCode = Annotated[
     Field(min_length=6, max_length=6, examples=["131016"]),
 ]
 PrefectureCode = Annotated[str, Field(pattern=r"^(0[1-9]|[1-3][0-9]|4[0-7])$", examples=["13"])]
+
+#: A per-agency pseudonym (機関別符号) issued by the national server: "p1" + 44 base32 characters.
+AgencyPseudonym = Annotated[str, BeforeValidator(_must_be_str), Field(pattern=r"^p1[a-z2-7]{44}$", examples=["p1" + "a" * 44])]

@@ -38,6 +38,7 @@ class ChangeReason(StrEnum):
     ex_officio_record = "ex_officio_record"  # 職権記載
     ex_officio_removal = "ex_officio_removal"  # 職権消除
     ex_officio_correction = "ex_officio_correction"  # 職権修正
+    ex_officio_restoration = "ex_officio_restoration"  # 職権回復: an erroneous removal or death undone
     household_change = "household_change"  # 世帯変更 (stays in the municipality)
 
 

@@ -16,7 +16,7 @@ from pydantic import Field, StrictInt
 
 from contracts.affairs import Item
 from contracts.base import Contract
-from contracts.identifiers import IndividualNumber, LocalGovernmentCode, ResidentCode
+from contracts.identifiers import AgencyPseudonym, IndividualNumber, LocalGovernmentCode, ResidentCode
 from contracts.identity import ChangeReason, RegistrationStatus, Sex
 from contracts.text import AddressText, IsoDate, KanaText, NameText, ReasonText, ShortCode
 
@@ -37,6 +37,13 @@ class ByIndividualNumber(_QueryBase):
     individual_number: IndividualNumber
 
 
+class ByPseudonym(_QueryBase):
+    """By the pseudonym the national server issued to this agency (other agencies' pseudonyms find nothing)."""
+
+    type: Literal["ByPseudonym"]
+    pseudonym: AgencyPseudonym
+
+
 class ByBasicItems(_QueryBase):
     """Search by the four basic items; name or furigana is required."""
 
@@ -51,7 +58,7 @@ class ByBasicItems(_QueryBase):
     limit: StrictInt = Field(default=10, ge=1, le=50)
 
 
-PersonQuery = Annotated[ByResidentCode | ByIndividualNumber | ByBasicItems, Field(discriminator="type")]
+PersonQuery = Annotated[ByResidentCode | ByIndividualNumber | ByPseudonym | ByBasicItems, Field(discriminator="type")]
 
 
 class ProvidedName(Contract):
@@ -78,6 +85,7 @@ class ProvidedPerson(Contract):
     """One person as provided: only the items the affair (and ``fields``) allow are set."""
 
     resident_code: str | None = None
+    pseudonym: str | None = None  # for affairs that do not need the resident code
     individual_number: str | None = None
     name: ProvidedName | None = None
     name_kana: ProvidedKana | None = None
@@ -115,6 +123,8 @@ class ProvisionRecord(Contract):
     municipality_code: LocalGovernmentCode | None = None
     reason: str | None = None
     query_type: str
+    bulk_job_id: UUID | None = None
+    notification_id: UUID | None = None
     trace_id: str | None = None
 
 

@@ -121,6 +121,7 @@ class CorrectRecord(Contract):
 
     ex_officio: bool = True
     name: PersonName | None = None
+    address: Address | None = None  # e.g. a mistyped house number of a 転居
     birth_date: IsoDate | None = None
     sex: Sex | None = None
     alias: NameText | None = None
@@ -132,6 +133,13 @@ class RemoveExOfficio(Contract):
     """職権消除, e.g. when a person is found not to live at the address."""
 
     removal_date: IsoDate
+    explanation: ReasonText
+
+
+class RestoreExOfficio(Contract):
+    """職権回復: an erroneous removal or death recorded on this register is undone."""
+
+    restoration_date: IsoDate
     explanation: ReasonText
 
 

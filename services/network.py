@@ -67,6 +67,11 @@ class Network:
     def public_keys(self) -> Path:
         return self.root / "keys" / "public"
 
+    @property
+    def pseudonym_key(self) -> Path:
+        """Master key of per-agency pseudonyms; only the national server receives it."""
+        return self.private_keys / "national-pseudonym.key"
+
     def url(self, node_id: str) -> str:
         return f"http://127.0.0.1:{self.nodes[node_id].port}"
 
@@ -90,6 +95,10 @@ class Network:
             generate_key_pair(self.private_keys, self.public_keys, running.node.party)
         for agency in self.topology.agencies:
             generate_key_pair(self.private_keys, self.public_keys, f"agency-{agency.id}")
+        generate_key_pair(self.private_keys, self.public_keys, "operator")  # signs operator commands (services.cli)
+        if not self.pseudonym_key.exists():
+            self.pseudonym_key.write_bytes(os.urandom(64))
+            self.pseudonym_key.chmod(0o600)
         self.start_broker()
 
     def start_broker(self) -> None:
@@ -105,6 +114,12 @@ class Network:
             self.start_node(node_id, wait=False)
         for node_id in self.nodes:
             self.wait_healthy(node_id)
+        self.write_addresses()
+
+    def write_addresses(self) -> None:
+        """``network.json`` in the data directory: where every node listens, for the operator CLI."""
+        addresses = {"nodes": {nid: self.url(nid) for nid in self.nodes}, "postgres": f"{self.postgres.host}:{self.postgres.port}", "kafka": self.broker.bootstrap}
+        (self.root / "network.json").write_text(json.dumps(addresses, indent=2))
 
     def node_env(self, node_id: str) -> dict[str, str]:
         running = self.nodes[node_id]
@@ -126,6 +141,8 @@ class Network:
             "JUKINET_TRACE_FILE": str(self.trace_file(node_id)),
             **self.extra_env,
         }
+        if node.kind == "national_server":
+            env["JUKINET_PSEUDONYM_KEY"] = str(self.pseudonym_key)
         return env
 
     def start_node(self, node_id: str, *, wait: bool = True) -> None:

@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped, mapped_column
 
 from contracts import topics
+from services.common import metrics
 from services.common.telemetry import context_from_kafka_headers, kafka_headers_with_trace, tracer
 
 log = logging.getLogger(__name__)
@@ -94,18 +95,45 @@ class Producer:
         if self._producer is not None:
             await self._producer.stop()
 
+    async def ready(self, timeout: float = 2.0) -> bool:
+        """Whether the broker answers a metadata request now (for ``/ready``)."""
+        if self._producer is None:
+            return False
+        try:
+            return bool(await asyncio.wait_for(self._producer.client.fetch_all_metadata(), timeout=timeout))
+        except Exception:
+            return False
+
     async def send(self, topic: str, *, key: str, value: bytes, headers: dict[str, str] | None = None) -> None:
+        """Send and wait for the broker's acknowledgement."""
+        await (await self.enqueue(topic, key=key, value=value, headers=headers))
+
+    async def enqueue(self, topic: str, *, key: str, value: bytes, headers: dict[str, str] | None = None) -> Awaitable[None]:
+        """Queue a record; the returned awaitable completes when the broker acknowledged it.
+
+        Records queued one after another keep their order within a partition,
+        so a relay can queue a whole batch and wait once.
+        """
         assert self._producer is not None, "producer not started"
         if topic not in self._known_topics:
             await ensure_topics(self._bootstrap, [topic])
             self._known_topics.add(topic)
         with tracer().start_as_current_span(f"send {topic}", kind=trace.SpanKind.PRODUCER, attributes={"messaging.system": "kafka", "messaging.destination.name": topic}):
             try:
-                await self._producer.send_and_wait(topic, value, key=key.encode(), headers=kafka_headers_with_trace(headers))
+                future = await self._producer.send(topic, value, key=key.encode(), headers=kafka_headers_with_trace(headers))
             except Exception:
                 # The broker may have restarted empty: make sure the topic exists again next time.
                 self._known_topics.discard(topic)
                 raise
+
+        async def acknowledged() -> None:
+            try:
+                await future
+            except Exception:
+                self._known_topics.discard(topic)
+                raise
+
+        return acknowledged()
 
 
 class Refuse(Exception):
@@ -128,6 +156,8 @@ class StoredOffsetConsumer:
         self._producer = producer
         self._name = name
         self.applied = 0
+        self.lag: dict[tuple[str, int], int] = {}  # (topic, partition) → records not applied yet
+        metrics.watch_consumer(self)
 
     async def _positions(self) -> dict[int, tuple[int, str | None]]:
         async with self._sessions() as session:
@@ -140,7 +170,7 @@ class StoredOffsetConsumer:
         await consumer.start()
         partitions = consumer.partitions_for_topic(self._topic) or set()
         while not partitions:
-            await consumer.force_metadata_update()
+            await consumer.topics()  # refreshes the metadata
             partitions = consumer.partitions_for_topic(self._topic) or set()
             if not partitions:
                 await asyncio.sleep(0.5)
@@ -180,19 +210,39 @@ class StoredOffsetConsumer:
         stored = await self._positions()
         return {tp: stored.get(tp.partition, (0, None)) for tp in consumer.assignment()}
 
-    async def _apply(self, record: ConsumerRecord) -> None:
-        parent = context_from_kafka_headers(record.headers)
-        with tracer().start_as_current_span(
-            f"consume {record.topic}", context=parent, kind=trace.SpanKind.CONSUMER,
+    def _span(self, record: ConsumerRecord):
+        return tracer().start_as_current_span(
+            f"consume {record.topic}", context=context_from_kafka_headers(record.headers), kind=trace.SpanKind.CONSUMER,
             attributes={"messaging.system": "kafka", "messaging.source.name": record.topic, "messaging.kafka.offset": record.offset, "jukinet.consumer": self._name},
-        ):
+        )
+
+    async def _apply(self, record: ConsumerRecord) -> None:
+        with self._span(record):
             try:
                 async with self._sessions() as session, session.begin():
                     await self._handler(session, record)
                     await self._store_offset(session, record)
-            except (Refuse, ValidationError, UnicodeDecodeError, ValueError) as exc:
+            except _REFUSALS as exc:
                 reason = f"{type(exc).__name__}: {exc}"[:4000]
                 await self._dead_letter(record, reason)
+                metrics.count_refusal(channel="kafka", reason=_refusal_kind(exc))
+
+    async def _apply_batch(self, records: list[ConsumerRecord]) -> None:
+        """Records of one partition in one transaction with the last offset; if any
+        is refused, the batch is rolled back and taken one record at a time, so a
+        refused record goes to the dead letters and the others are applied."""
+        if len(records) == 1:
+            await self._apply(records[0])
+            return
+        try:
+            async with self._sessions() as session, session.begin():
+                for record in records:
+                    with self._span(record):
+                        await self._handler(session, record)
+                await self._store_offset(session, records[-1])
+        except _REFUSALS:
+            for record in records:
+                await self._apply(record)
 
     async def _store_offset(self, session: AsyncSession, record: ConsumerRecord) -> None:
         mark = fingerprint(record)
@@ -211,6 +261,12 @@ class StoredOffsetConsumer:
             session.add(self._dead(topic=record.topic, partition=record.partition, offset=record.offset, reason=reason, payload=payload[:100000]))
             await self._store_offset(session, record)
 
+    async def _measure_lag(self, consumer: AIOKafkaConsumer) -> None:
+        for tp in consumer.assignment():
+            end = consumer.highwater(tp)
+            if end is not None:
+                self.lag[(tp.topic, tp.partition)] = max(0, end - await consumer.position(tp))
+
     async def run_forever(self) -> None:
         while True:
             consumer = None
@@ -223,9 +279,9 @@ class StoredOffsetConsumer:
                         verified_at = time.monotonic()
                     batches = await consumer.getmany(timeout_ms=500, max_records=200)
                     for _tp, records in batches.items():
-                        for record in records:
-                            await self._apply(record)
-                            self.applied += 1
+                        await self._apply_batch(records)
+                        self.applied += len(records)
+                    await self._measure_lag(consumer)
             except asyncio.CancelledError:
                 raise
             except KafkaError as exc:
@@ -239,3 +295,17 @@ class StoredOffsetConsumer:
                     except Exception:
                         pass
             await asyncio.sleep(1.0)
+
+
+_REFUSALS = (Refuse, ValidationError, UnicodeDecodeError, ValueError)
+
+
+def _refusal_kind(exc: Exception) -> str:
+    """A short label for the metrics: why a record was dead-lettered."""
+    if isinstance(exc, Refuse):
+        return "refused-by-rule"
+    if isinstance(exc, ValidationError):
+        return "invalid-contract"
+    if isinstance(exc, UnicodeDecodeError):
+        return "not-utf8"
+    return "invalid-value"

@@ -14,10 +14,11 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 from opentelemetry import trace
-from sqlalchemy import BigInteger, DateTime, Integer, String, Text, func, select
+from sqlalchemy import BigInteger, DateTime, Integer, String, Text, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped, mapped_column
 
+from services.common import metrics
 from services.common.telemetry import context_from_traceparent, current_traceparent, tracer
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ def enqueue(session: AsyncSession, outbox_model, *, destination: str, key: str, 
     session.add(outbox_model(destination=destination, key=key, kind=kind, payload=payload, traceparent=current_traceparent(), attempts=0))
 
 
-Deliver = Callable[[object], Awaitable[None]]
+Deliver = Callable[[object], Awaitable[Awaitable[None] | None]]
 
 
 class OutboxRelay:
@@ -56,8 +57,34 @@ class OutboxRelay:
         self._poll = poll_seconds
         self._batch = batch
         self.wakeup = asyncio.Event()
+        self.name = getattr(outbox_model, "__tablename__", "outbox")
+        metrics.watch_outbox(self)
+
+    async def backlog(self) -> int:
+        """Rows not yet delivered."""
+        async with self._sessions() as session:
+            return (await session.execute(select(func.count()).select_from(self._model).where(self._model.sent_at.is_(None)))).scalar_one()
+
+    async def replay(self, *, from_id: int, to_id: int) -> int:
+        """Deliver rows ``from_id``..``to_id`` again, in order (operator replay).
+
+        Safe because every receiver is idempotent (versions, event and record
+        ids); the relay delivers them again oldest first.
+        """
+        async with self._sessions() as session, session.begin():
+            result = await session.execute(
+                update(self._model).where(self._model.id >= from_id, self._model.id <= to_id, self._model.sent_at.is_not(None)).values(sent_at=None, last_error="replayed by operator")
+            )
+        self.wakeup.set()
+        return result.rowcount
 
     async def run_once(self) -> int:
+        """Hand a batch to the deliverer in order, then wait for every acknowledgement.
+
+        ``deliver`` may return an awaitable acknowledgement (Kafka: the batch is
+        pipelined) or deliver synchronously (HTTP). Rows are marked sent only up
+        to the first failure; the rest are tried again, in order, later.
+        """
         delivered = 0
         async with self._sessions() as session, session.begin():
             rows = (
@@ -65,21 +92,36 @@ class OutboxRelay:
                     select(self._model).where(self._model.sent_at.is_(None)).order_by(self._model.id).limit(self._batch).with_for_update(skip_locked=True)
                 )
             ).scalars().all()
+            handed: list[tuple[object, object]] = []
+            failed = None
             for row in rows:
                 with tracer().start_as_current_span(
                     f"outbox deliver {row.kind}", context=context_from_traceparent(row.traceparent), kind=trace.SpanKind.PRODUCER,
                     attributes={"messaging.destination.name": row.destination, "jukinet.outbox.id": row.id},
                 ):
                     try:
-                        await self._deliver(row)
-                    except Exception as exc:  # delivery failed: keep the row, retry later, keep order
-                        row.attempts += 1
-                        row.last_error = f"{type(exc).__name__}: {exc}"[:2000]
-                        log.warning("outbox delivery of %s failed: %s", row.id, row.last_error)
+                        handed.append((row, await self._deliver(row)))
+                    except Exception as exc:
+                        failed = (row, exc)
+                        break
+            for position, (row, ack) in enumerate(handed):
+                if ack is not None:
+                    try:
+                        await ack
+                    except Exception as exc:
+                        failed = (row, exc)
+                        for _, later in handed[position + 1:]:
+                            if later is not None:
+                                later.close()  # not waited for: those rows stay unsent and go again
                         break
                 row.sent_at = func.now()
                 row.attempts += 1
                 delivered += 1
+            if failed is not None:  # keep the row, retry later, keep order
+                row, exc = failed
+                row.attempts += 1
+                row.last_error = f"{type(exc).__name__}: {exc}"[:2000]
+                log.warning("outbox delivery of %s failed: %s", row.id, row.last_error)
         return delivered
 
     async def run_forever(self) -> None:

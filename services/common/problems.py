@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from contracts.problem import PROBLEM_BASE, InvalidParam, Problem
+from services.common import metrics
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 
@@ -45,6 +46,7 @@ def invalid_params(exc: RequestValidationError) -> list[InvalidParam]:
 
 def install_problem_handlers(app: FastAPI, on_refusal: RefusalHook | None = None) -> None:
     async def record(request: Request, slug: str, detail: str) -> None:
+        metrics.count_refusal(channel="http", reason=slug)
         if on_refusal is not None:
             await on_refusal(request, slug, detail)
 

@@ -7,6 +7,7 @@ Used by the national server (national affairs) and the prefecture servers
 
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -18,9 +19,10 @@ from contracts import topics
 from contracts.affairs import AFFAIRS, Affair, Item, Level
 from contracts.identity import IdentityChange
 from contracts.provision import (
-    ByBasicItems, ByIndividualNumber, ByResidentCode, ProvidedAddress, ProvidedChange, ProvidedKana, ProvidedName,
+    ByBasicItems, ByIndividualNumber, ByPseudonym, ByResidentCode, ProvidedAddress, ProvidedChange, ProvidedKana, ProvidedName,
     ProvidedPerson, ProvisionRecord,
 )
+from services.common.metrics import count_provisions
 from services.common.outbox import enqueue
 from services.common.topology import AgencySpec, Topology
 from services.common.telemetry import context_from_traceparent
@@ -66,15 +68,19 @@ def authorise(topology: Topology, *, agency_id: str, affair_id: str, fields: lis
     return Grant(agency=agency, affair=affair, items=items)
 
 
-def project(row, items: tuple[Item, ...]) -> ProvidedPerson:
+def project(row, items: tuple[Item, ...], *, pseudonym: str | None = None) -> ProvidedPerson:
     """Only the granted items, from a stored identity row (pure)."""
-    change = IdentityChange.model_validate_json(row.payload)
+    return project_change(IdentityChange.model_validate_json(row.payload), items, pseudonym=pseudonym)
+
+
+def project_change(change: IdentityChange, items: tuple[Item, ...], *, pseudonym: str | None = None) -> ProvidedPerson:
+    """Only the granted items of one version of a person (pure)."""
     ident = change.identity
-    values: dict = {}
+    values: dict = {"pseudonym": pseudonym} if pseudonym else {}
     if Item.resident_code in items:
-        values["resident_code"] = row.resident_code
+        values["resident_code"] = change.resident_code
     if Item.individual_number in items:
-        values["individual_number"] = row.individual_number
+        values["individual_number"] = ident.individual_number
     if Item.name in items:
         values["name"] = ProvidedName(family_name=ident.name.family_name, given_name=ident.name.given_name)
     if Item.name_kana in items:
@@ -100,13 +106,20 @@ def _escape_like(value: str) -> str:
     return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-async def find(session: AsyncSession, identity_model, query, *, municipalities: set[str] | None) -> list:
+async def find(session: AsyncSession, identity_model, query, *, municipalities: set[str] | None, resolve_pseudonym: Callable[[str], str | None] | None = None) -> list:
     """Rows matching the query; raises TooManyResults past the query's limit."""
     stmt = select(identity_model)
     if municipalities is not None:
         stmt = stmt.where(identity_model.municipality_code.in_(municipalities))
     if isinstance(query, ByResidentCode):
         return list((await session.execute(stmt.where(identity_model.resident_code == query.resident_code))).scalars())
+    if isinstance(query, ByPseudonym):
+        if resolve_pseudonym is None:
+            raise ProvisionRefused("pseudonyms-not-resolved-here", "pseudonyms are resolved only by the national server")
+        resident_code = resolve_pseudonym(query.pseudonym)
+        if resident_code is None:  # another agency's pseudonym, or none at all: nothing to find
+            return []
+        return list((await session.execute(stmt.where(identity_model.resident_code == resident_code))).scalars())
     if isinstance(query, ByIndividualNumber):
         return list((await session.execute(stmt.where(identity_model.individual_number == query.individual_number))).scalars())
     assert isinstance(query, ByBasicItems)
@@ -131,15 +144,19 @@ async def find(session: AsyncSession, identity_model, query, *, municipalities: 
     return rows
 
 
-def record_provisions(session: AsyncSession, outbox_model, *, provider: str, grant: Grant, rows: list, query, trace_id: str | None) -> list[ProvisionRecord]:
-    """One provision record per person, in the same transaction as the answer is prepared."""
+def record_provisions(session: AsyncSession, outbox_model, *, provider: str, grant: Grant, rows: list, reason: str | None, query_type: str, trace_id: str | None, bulk_job_id=None, notification_id=None) -> list[ProvisionRecord]:
+    """One provision record per person, in the same transaction as the answer is prepared.
+
+    ``rows`` are anything with ``resident_code`` and ``municipality_code``.
+    """
     now = datetime.now(UTC)
     records = []
     for row in rows:
         record = ProvisionRecord(
             record_id=uuid.uuid4(), provided_at=now, provider=provider, recipient=grant.agency.id, recipient_name=grant.agency.name,
             affair=grant.affair.id, affair_name=grant.affair.name, items=list(grant.items), resident_code=row.resident_code,
-            municipality_code=row.municipality_code, reason=query.reason, query_type=query.type, trace_id=trace_id,
+            municipality_code=row.municipality_code, reason=reason, query_type=query_type, trace_id=trace_id,
+            bulk_job_id=bulk_job_id, notification_id=notification_id,
         )
         enqueue(session, outbox_model, destination=topics.PROVISIONS, key=row.resident_code, kind="provision-record", payload=record.model_dump_json())
         records.append(record)
@@ -156,7 +173,16 @@ def link_to_changes(rows: list) -> None:
                 span.add_link(ctx, {"jukinet.link": "provided-change"})
 
 
-def provision_router(rt, *, identity_model, outbox_model, relay, level: Level, prefecture: str | None, municipalities: set[str] | None):
+def subject_for(grant: Grant, resident_code: str, pseudonymizer) -> tuple[str | None, str | None]:
+    """(resident code, pseudonym) the agency may see for this person under this grant."""
+    if grant.affair.requires_resident_code:
+        return resident_code, None
+    if pseudonymizer is None:
+        return None, None
+    return None, pseudonymizer.pseudonym(grant.agency.id, resident_code)
+
+
+def provision_router(rt, *, identity_model, outbox_model, relay, level: Level, prefecture: str | None, municipalities: set[str] | None, pseudonymizer=None):
     """``POST /v1/persons/query`` for agencies: signed token, stated affair, recorded provision."""
     from typing import Annotated
 
@@ -181,15 +207,17 @@ def provision_router(rt, *, identity_model, outbox_model, relay, level: Level, p
         trace_id = f"{trace.get_current_span().get_span_context().trace_id:032x}"
         try:
             async with rt.sessions() as session, session.begin():
-                rows = await find(session, identity_model, query, municipalities=municipalities)
-                persons = [project(row, grant.items) for row in rows]
-                records = record_provisions(session, outbox_model, provider=rt.party, grant=grant, rows=rows, query=query, trace_id=trace_id)
+                resolve = (lambda p: pseudonymizer.resolve(agency_id, p)) if pseudonymizer is not None else None
+                rows = await find(session, identity_model, query, municipalities=municipalities, resolve_pseudonym=resolve)
+                persons = [project(row, grant.items, pseudonym=subject_for(grant, row.resident_code, pseudonymizer)[1]) for row in rows]
+                records = record_provisions(session, outbox_model, provider=rt.party, grant=grant, rows=rows, reason=query.reason, query_type=query.type, trace_id=trace_id)
                 link_to_changes(rows)
         except TooManyResults:
             raise ProblemError(400, "too-many-results", "Too many persons match", f"more than {query.limit} persons match; narrow the search") from None
         except ProvisionRefused as exc:
             raise ProblemError(400, exc.slug, "The search is not specific enough", exc.detail) from None
         relay.wakeup.set()
+        count_provisions(affair=grant.affair.id, provider=rt.party, persons=len(records))
         response.headers["X-Provision-Records"] = ",".join(str(r.record_id) for r in records)
         return QueryResult(affair=grant.affair.id, items=list(grant.items), persons=persons)
 

@@ -62,7 +62,7 @@ class Runtime:
     async def publish_outbox_row(self, row) -> None:
         """Outbox delivery to Kafka: the row's destination is the topic, its key the record key."""
         assert self.producer is not None
-        await self.producer.send(row.destination, key=row.key, value=row.payload.encode(), headers={HEADER_MESSAGE_KIND: row.kind})
+        return await self.producer.enqueue(row.destination, key=row.key, value=row.payload.encode(), headers={HEADER_MESSAGE_KIND: row.kind})
 
     def refusal_recorder(self, refusal_model) -> Callable[[Request, str, str], Awaitable[None]]:
         async def record(request: Request, slug: str, detail: str) -> None:
@@ -77,6 +77,7 @@ class Runtime:
 
         @contextlib.asynccontextmanager
         async def lifespan(app: FastAPI):
+            app.state.runtime = self  # for /ready and the operator endpoints
             if self.producer is not None:
                 await self._start_producer()
             self._tasks = [asyncio.create_task(c()) for c in coroutines]
@@ -105,9 +106,68 @@ class Runtime:
 
 
 def add_health(app: FastAPI, settings: ServiceSettings) -> None:
+    """``/health`` (the process answers), ``/ready`` (its database, and its broker if it produces) and ``/metrics``."""
+    from fastapi.responses import JSONResponse, Response
+    from sqlalchemy import text
+
+    from services.common import metrics
+
     @app.get("/health", include_in_schema=False)
     async def health() -> dict:
         return {"status": "ok", "node": settings.node.id}
+
+    @app.get("/ready", include_in_schema=False)
+    async def ready(request: Request) -> JSONResponse:
+        rt: Runtime | None = getattr(request.app.state, "runtime", None)
+        checks: dict[str, bool] = {"database": False}
+        if rt is not None:
+            try:
+                async with rt.engine.connect() as conn:
+                    await asyncio.wait_for(conn.execute(text("select 1")), timeout=2.0)
+                checks["database"] = True
+            except Exception:
+                pass
+            if rt.producer is not None:
+                checks["broker"] = await rt.producer.ready()
+        ok = all(checks.values())
+        return JSONResponse({"status": "ready" if ok else "not-ready", "node": settings.node.id, "checks": checks}, status_code=200 if ok else 503)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus_metrics() -> Response:
+        await metrics.refresh()
+        body, content_type = metrics.exposition()
+        return Response(body, media_type=content_type)
+
+    add_operator_routes(app, settings)
+
+
+OPERATOR_PARTY = "operator"
+
+
+def add_operator_routes(app: FastAPI, settings: ServiceSettings) -> None:
+    """Operator-only endpoints (token signed by the ``operator`` key): outbox replay."""
+    from fastapi import Depends, Query
+
+    from services.common import metrics
+    from services.common.auth import bearer_verifier
+    from services.common.problems import ProblemError
+
+    async def operator(request: Request):
+        rt: Runtime | None = getattr(request.app.state, "runtime", None)
+        if rt is None:
+            raise ProblemError(503, "not-ready", "The service is starting")
+        return await bearer_verifier(rt.keys, audience=rt.party, allowed_issuers=lambda party: party == OPERATOR_PARTY)(request)
+
+    @app.post("/internal/v1/operator/outbox/replay", tags=["operations"], dependencies=[Depends(operator)])
+    async def replay_outbox(from_id: int = Query(ge=1), to_id: int = Query(ge=1)) -> dict:
+        """Deliver outbox rows from_id..to_id again, oldest first (receivers are idempotent)."""
+        if to_id < from_id:
+            raise ProblemError(400, "invalid-range", "to_id is before from_id")
+        relays = metrics.outboxes()
+        if not relays:
+            raise ProblemError(404, "no-outbox", "This node has no outbox")
+        replayed = sum([await relay.replay(from_id=from_id, to_id=to_id) for relay in relays])
+        return {"node": settings.node.id, "replayed": replayed, "from_id": from_id, "to_id": to_id}
 
 
 def serve(build_app: Callable[[ServiceSettings], FastAPI], service_dir: Path) -> None:
@@ -115,10 +175,13 @@ def serve(build_app: Callable[[ServiceSettings], FastAPI], service_dir: Path) ->
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = ServiceSettings()
     setup_tracing(settings.node.id, trace_file=settings.trace_file, otlp_endpoint=settings.otlp_endpoint)
+    from services.common.metrics import setup_metrics
+
+    setup_metrics(settings.node.id)
     run_migrations(service_dir, settings.database_url)
     app = build_app(settings)
     add_health(app, settings)
     from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
-    FastAPIInstrumentor.instrument_app(app, excluded_urls="health")
+    FastAPIInstrumentor.instrument_app(app, excluded_urls="health,ready,metrics")
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)

@@ -27,6 +27,7 @@ class ServiceSettings(BaseSettings):
     topology: Path = Path("deploy/topology.yaml")
     keys_dir: Path  # public keys of every party (<party>.pub)
     private_key: Path  # this party's Ed25519 private key
+    pseudonym_key: Path | None = None  # national server only: master key of per-agency pseudonyms
     host: str = "127.0.0.1"
     port: int = 8000
     peers: str = Field(default="{}", description="JSON map node id → base URL")

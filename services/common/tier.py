@@ -25,13 +25,14 @@ log = logging.getLogger(__name__)
 
 
 class Tier:
-    def __init__(self, rt: Runtime, tables: IdentityTables, outbox_model, *, forward_to: Callable[[IdentityChange], str] | None, source_of: Callable[[IdentityChange], str] | None, check=None):
+    def __init__(self, rt: Runtime, tables: IdentityTables, outbox_model, *, forward_to: Callable[[IdentityChange], str] | None, source_of: Callable[[IdentityChange], str] | None, check=None, on_applied=None):
         self.rt = rt
         self.tables = tables
         self.outbox = outbox_model
         self.forward_to = forward_to
         self.source_of = source_of  # node id of the tier below for this change, for resync
         self.check = check
+        self.on_applied = on_applied  # async (session, change): more work in the same transaction
 
     async def receive(self, session: AsyncSession, change: IdentityChange) -> ApplyOutcome:
         """Apply one change in the caller's transaction and queue what was applied for the tier above."""
@@ -41,6 +42,9 @@ class Tier:
             raise Refuse(f"conflicts with a stored identity: {exc.orig}") from None
         except VersionConflict as exc:
             raise Refuse(str(exc)) from None
+        if self.on_applied is not None:
+            for applied in outcome.applied:
+                await self.on_applied(session, applied)
         if self.forward_to is not None:
             for applied in outcome.applied:
                 enqueue(session, self.outbox, destination=self.forward_to(applied), key=applied.resident_code, kind="identity-change", payload=applied.model_dump_json())
@@ -98,6 +102,32 @@ class Tier:
                 log.exception("gap healing pass failed")
             await asyncio.sleep(self.rt.settings.resync_poll_seconds)
 
+    async def resync_person(self, resident_code: str) -> dict:
+        """Operator resync: ask the tier below for every change of one person after the version held here."""
+        async with self.rt.sessions() as session:
+            current = (await session.execute(self.tables.current.__table__.select().where(self.tables.current.resident_code == resident_code))).first()
+            held = (await session.execute(self.tables.held.__table__.select().where(self.tables.held.resident_code == resident_code).limit(1))).first()
+        known = current if current is not None else held
+        if self.source_of is None:
+            raise LookupError("this tier has no tier below it that answers resync requests")
+        if known is None:
+            raise LookupError(f"{resident_code} is unknown here; nothing tells which tier below holds the person")
+        source = self.source_of(IdentityChange.model_validate_json(known.payload))
+        party = Node(kind=source.split(".", 1)[0], tenant=source.split(".", 1)[1]).party
+        held_version = current.version if current is not None else 0
+        response = await self.rt.http.get(
+            f"{self.rt.settings.peer(source)}/internal/v1/identity/{resident_code}/changes",
+            params={"after": held_version}, headers={"authorization": f"Bearer {self.rt.token_for(party)}"},
+        )
+        response.raise_for_status()
+        batch = IdentityChangeBatch.model_validate_json(response.content)
+        applied = 0
+        async with self.rt.sessions() as session, session.begin():
+            for change in batch.changes:
+                applied += len((await self.receive(session, change)).applied)
+            await mark_gaps_healed(session, self.tables, resident_code, healed_by=f"operator resync from {source}")
+        return {"resident_code": resident_code, "source": source, "held_version": held_version, "received": len(batch.changes), "applied": applied}
+
     def internal_router(self) -> APIRouter:
         """Resync answers for the tier above (network nodes only, signed tokens)."""
         router = APIRouter(prefix="/internal/v1", tags=["resync"])
@@ -109,5 +139,17 @@ class Tier:
             async with self.rt.sessions() as session:
                 found = await changes_after(session, self.tables, resident_code, after)
             return IdentityChangeBatch(resident_code=resident_code, changes=found)
+
+        operator = bearer_verifier(self.rt.keys, audience=self.rt.party, allowed_issuers=lambda party: party == "operator")
+
+        @router.post("/operator/resync/{resident_code}", tags=["operations"], dependencies=[Depends(operator)])
+        async def resync(resident_code: ResidentCode) -> dict:
+            """Operator: fetch this person's missing changes from the tier below now."""
+            from services.common.problems import ProblemError
+
+            try:
+                return await self.resync_person(resident_code)
+            except LookupError as exc:
+                raise ProblemError(409, "cannot-resync", "This person cannot be resynced here", str(exc)) from None
 
         return router

@@ -66,6 +66,17 @@ class AgencySpec(_Spec):
 
 class NetworkSpec(_Spec):
     prefecture_tier: bool = True
+    #: per-affair hold window of push notifications, overriding the catalogue's default
+    hold_seconds: dict[str, int] = {}
+
+    @model_validator(mode="after")
+    def _hold_windows_name_affairs(self):
+        for affair_id, seconds in self.hold_seconds.items():
+            if affair_id not in AFFAIRS:
+                raise ValueError(f"hold_seconds: unknown affair {affair_id}")
+            if not 0 <= seconds <= 7 * 24 * 3600:
+                raise ValueError(f"hold_seconds: {affair_id} must be between 0 and one week")
+        return self
 
 
 class Topology(_Spec):
@@ -94,6 +105,9 @@ class Topology(_Spec):
 
     def municipality(self, code: str) -> MunicipalitySpec | None:
         return next((m for m in self.municipalities if m.code == code), None)
+
+    def hold_seconds(self, affair_id: str) -> int:
+        return self.network.hold_seconds.get(affair_id, AFFAIRS[affair_id].hold_seconds)
 
     def agency(self, agency_id: str) -> AgencySpec | None:
         return next((a for a in self.agencies if a.id == agency_id), None)

@@ -6,11 +6,15 @@ from fastapi import Depends, FastAPI
 from sqlalchemy import func, select
 
 from contracts import topics
+from contracts.household import HouseholdAnswer, HouseholdComposition, HouseholdRequest
 from contracts.identity import IdentityChange, IdentityChangeAck
 from services.common.auth import bearer_verifier
 from services.common.kafka import Refuse
 from services.common.outbox import OutboxRelay
 from services.common.problems import ProblemError, install_problem_handlers
+from services.common.provision import ProvisionRefused
+from services.common.households import household_grant
+from services.cs_gateway import households
 from services.common.runtime import Runtime
 from services.common.settings import ServiceSettings
 from services.common.tier import Tier
@@ -49,6 +53,31 @@ def build_app(settings: ServiceSettings) -> FastAPI:
             raise ProblemError(409, "identity-conflict", "The change conflicts with what the CS holds", str(exc)) from None
         relay.wakeup.set()
         return IdentityChangeAck(event_id=change.event_id, resident_code=change.resident_code, version=change.version, outcome="duplicate" if outcome.decision is Decision.duplicate else "accepted")
+
+    @app.post("/v1/rrs/household-compositions", status_code=202, dependencies=[Depends(from_own_rrs)])
+    async def receive_household(composition: HouseholdComposition) -> dict:
+        """Take the current composition of one household from this municipality's RRS (kept here, never forwarded)."""
+        if composition.municipality_code != municipality.code:
+            raise ProblemError(422, "wrong-municipality", "The household is not of this municipality")
+        async with rt.sessions() as session, session.begin():
+            stored = await households.store_composition(session, composition)
+        return {"household_id": str(composition.household_id), "outcome": "accepted" if stored else "stale"}
+
+    from_national = bearer_verifier(rt.keys, audience=rt.party, allowed_issuers=lambda party: party == "national")
+
+    @app.post("/internal/v1/household-queries", response_model=HouseholdAnswer, dependencies=[Depends(from_national)], tags=["provision"])
+    async def household_query(request: HouseholdRequest) -> HouseholdAnswer:
+        """The household of a person of this municipality, for an authorised household-based affair (recorded)."""
+        try:
+            grant = household_grant(topology, agency_id=request.agency, affair_id=request.affair)
+        except ProvisionRefused as exc:
+            raise ProblemError(403, exc.slug, "Not authorised for household information", exc.detail) from None
+        async with rt.sessions() as session, session.begin():
+            found = await households.answer(session, request=request, grant=grant, municipality_code=municipality.code, provider=rt.party)
+        if found is None:
+            raise ProblemError(404, "not-found", "No household known for this person")
+        relay.wakeup.set()
+        return found
 
     @app.get("/internal/v1/refusals", tags=["operations"])
     async def refusal_counts() -> dict[str, int]:

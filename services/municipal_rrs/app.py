@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.register import (
     ChangeHousehold, ChangeName, CorrectRecord, HistoryEntry, HouseholdMember, MoveWithin, PortalCredential,
-    RecordDeath, RegisterResident, RemoveExOfficio, ResidentList, ResidentRecord,
+    RecordDeath, RegisterResident, RemoveExOfficio, ResidentList, ResidentRecord, RestoreExOfficio,
 )
 from services.common.problems import ProblemError, install_problem_handlers
 from services.common.runtime import Runtime
@@ -31,9 +31,11 @@ def build_app(settings: ServiceSettings) -> FastAPI:
     cs_node = f"cs_gateway.{municipality.code}"
     cs_party = f"cs-{municipality.code}"
 
+    cs_inbox_paths = {"identity-change": "/v1/rrs/identity-changes", "household-composition": "/v1/rrs/household-compositions"}
+
     async def deliver_to_cs(row: Outbox) -> None:
         response = await rt.http.post(
-            f"{settings.peer(cs_node)}/v1/rrs/identity-changes",
+            f"{settings.peer(cs_node)}{cs_inbox_paths[row.kind]}",
             content=row.payload,
             headers={"content-type": "application/json", "authorization": f"Bearer {rt.token_for(cs_party)}"},
         )
@@ -147,6 +149,11 @@ def build_app(settings: ServiceSettings) -> FastAPI:
     async def remove(resident_code: str, body: RemoveExOfficio, session: SessionDep, staff: StaffDep) -> ResidentRecord:
         """職権消除: close the record ex officio."""
         return await run_change(session, resident_code, lambda r: r.remove_ex_officio(body), staff)
+
+    @router.post("/residents/{resident_code}/restoration", response_model=ResidentRecord)
+    async def restore(resident_code: str, body: RestoreExOfficio, session: SessionDep, staff: StaffDep) -> ResidentRecord:
+        """職権回復: undo an erroneous death or removal."""
+        return await run_change(session, resident_code, lambda r: r.restore_ex_officio(body), staff)
 
     @router.post("/residents/{resident_code}/household", response_model=ResidentRecord)
     async def change_household(resident_code: str, body: ChangeHousehold, session: SessionDep, staff: StaffDep) -> ResidentRecord:

@@ -16,7 +16,7 @@ from datetime import date
 from contracts.identity import Address, ChangeReason, PersonName, RegistrationStatus, Sex
 from contracts.register import (
     ChangeHousehold, ChangeName, CorrectRecord, FamilyRegisterItems, ForeignResidentItems,
-    MoveWithin, RecordDeath, RegisterResident, Relationship, RemoveExOfficio,
+    MoveWithin, RecordDeath, RegisterResident, Relationship, RemoveExOfficio, RestoreExOfficio,
 )
 
 
@@ -108,9 +108,11 @@ class Resident:
         return self._record(Changed(ChangeReason.name_change, cmd.change_date, cmd.notified_date, None, identity_changed=True))
 
     def correct(self, cmd: CorrectRecord) -> Changed:
-        updates = {k: v for k, v in (("name", cmd.name), ("birth_date", cmd.birth_date), ("sex", cmd.sex), ("alias", cmd.alias)) if v is not None}
+        updates = {k: v for k, v in (("name", cmd.name), ("address", cmd.address), ("birth_date", cmd.birth_date), ("sex", cmd.sex), ("alias", cmd.alias)) if v is not None}
         if not updates:
             raise RegistryRuleViolation("a correction must change at least one item")
+        if cmd.address is not None and cmd.address.municipality_code != self.municipality_code:
+            raise RegistryRuleViolation("a corrected address stays within the municipality")
         if cmd.name is not None and self.foreign_resident is None and cmd.name.family_name_kana is None:
             raise RegistryRuleViolation("Japanese nationals are recorded with the furigana of their name")
         for key, value in updates.items():
@@ -122,6 +124,13 @@ class Resident:
         self._must_be_active()
         self.status = RegistrationStatus.removed
         return self._record(Changed(ChangeReason.ex_officio_removal, cmd.removal_date, None, cmd.explanation, identity_changed=True))
+
+    def restore_ex_officio(self, cmd: RestoreExOfficio) -> Changed:
+        """Undo an erroneous death or removal; agencies that were told get a retraction."""
+        if self.status is RegistrationStatus.active:
+            raise RegistryRuleViolation("the record is not closed; there is nothing to restore")
+        self.status = RegistrationStatus.active
+        return self._record(Changed(ChangeReason.ex_officio_restoration, cmd.restoration_date, None, cmd.explanation, identity_changed=True))
 
     def change_household(self, cmd: ChangeHousehold, *, household_id: uuid.UUID) -> Changed:
         """世帯変更 — household data stays in the municipality, so the network sees nothing."""

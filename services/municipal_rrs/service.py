@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from datetime import date
+from datetime import UTC, date, datetime
 
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from contracts.household import HouseholdComposition, HouseholdMemberEntry
 from contracts.identifiers import new_individual_number, new_resident_code
 from contracts.register import HistoryEntry, HouseholdMember, HouseholdPlacement, RegisterResident, Relationship, ResidentRecord
 from services.common.outbox import enqueue
@@ -44,7 +45,15 @@ async def _household_for(session: AsyncSession, placement: HouseholdPlacement) -
     return placement.household_id
 
 
-async def _save(session: AsyncSession, resident: Resident, event: Changed, *, staff: str, new: bool) -> ResidentRecord:
+async def _household_composition(session: AsyncSession, household_id: uuid.UUID, municipality_code: str) -> HouseholdComposition:
+    members = (await session.execute(select(ResidentRow.resident_code, ResidentRow.relationship).where(ResidentRow.household_id == household_id, ResidentRow.status == "active").order_by(ResidentRow.resident_code))).all()
+    return HouseholdComposition(
+        household_id=household_id, municipality_code=municipality_code, recorded_at=datetime.now(UTC),
+        members=[HouseholdMemberEntry(resident_code=code, relationship=Relationship(rel)) for code, rel in members],
+    )
+
+
+async def _save(session: AsyncSession, resident: Resident, event: Changed, *, staff: str, new: bool, left_household: uuid.UUID | None = None) -> ResidentRecord:
     values = to_row_values(resident)
     if new:
         session.add(ResidentRow(**values))
@@ -62,6 +71,10 @@ async def _save(session: AsyncSession, resident: Resident, event: Changed, *, st
     if event.identity_changed:
         change = to_identity_change(resident, event)
         enqueue(session, Outbox, destination=cs_destination(resident.municipality_code), key=resident.resident_code, kind="identity-change", payload=change.model_dump_json())
+    # the CS answers household requests from what the register sends it (R-PRV-3)
+    for household_id in {resident.household_id, left_household} - {None}:
+        composition = await _household_composition(session, household_id, resident.municipality_code)
+        enqueue(session, Outbox, destination=cs_destination(resident.municipality_code), key=str(household_id), kind="household-composition", payload=composition.model_dump_json())
     return record
 
 
@@ -104,9 +117,10 @@ async def change(session: AsyncSession, resident_code: str, act: Callable[[Resid
 
 async def change_household(session: AsyncSession, resident_code: str, cmd, *, staff: str) -> ResidentRecord:
     resident = await load(session, resident_code, for_update=True)
+    previous = resident.household_id
     household_id = await _household_for(session, cmd.household)
     event = resident.change_household(cmd, household_id=household_id)
-    return await _save(session, resident, event, staff=staff, new=False)
+    return await _save(session, resident, event, staff=staff, new=False, left_household=previous)
 
 
 async def get_record(session: AsyncSession, resident_code: str) -> ResidentRecord:

@@ -14,7 +14,11 @@ from services.common.provision import provision_router
 from services.common.runtime import Runtime
 from services.common.settings import ServiceSettings
 from services.common.tier import Tier
+from services.national_server.bulk import build_bulk
 from services.national_server.domain import RegistrationConflict, check_single_registration
+from services.national_server.pseudonyms import Pseudonymizer
+from services.national_server.households import household_router
+from services.national_server.push import Push
 from services.national_server.models import TABLES, ConsumerOffset, DeadLetter, Identity, Outbox, Refusal
 
 
@@ -38,20 +42,28 @@ def build_app(settings: ServiceSettings) -> FastAPI:
         if topology.municipality(change.municipality_code) is None:
             raise Refuse(f"unknown municipality {change.municipality_code}")
 
-    tier = Tier(rt, TABLES, Outbox, forward_to=None, source_of=source_of, check=check)
+    if settings.pseudonym_key is None:
+        raise SystemExit("the national server needs JUKINET_PSEUDONYM_KEY (master key of per-agency pseudonyms)")
+    pseudonymizer = Pseudonymizer(settings.pseudonym_key.read_bytes())
+    relay = OutboxRelay(rt.sessions, Outbox, rt.publish_outbox_row, poll_seconds=settings.outbox_poll_seconds)
+    push = Push(rt, pseudonymizer=pseudonymizer, relay=relay)
+    tier = Tier(rt, TABLES, Outbox, forward_to=None, source_of=source_of, check=check, on_applied=push.on_applied)
     consumer = StoredOffsetConsumer(
         bootstrap=settings.kafka_bootstrap, topic=topics.NATIONAL_IDENTITY, sessions=rt.sessions, offset_model=ConsumerOffset,
         dead_letter_model=DeadLetter, handler=tier.kafka_handler(known_municipality), producer=rt.producer, name=rt.party,
     )
 
-    relay = OutboxRelay(rt.sessions, Outbox, rt.publish_outbox_row, poll_seconds=settings.outbox_poll_seconds)
+    bulk_router, bulk_worker = build_bulk(rt, identity_model=Identity, outbox_model=Outbox, relay=relay, pseudonymizer=pseudonymizer, topology=topology)
     app = FastAPI(
         title="全国サーバ (national server)",
         version="1.0.0",
         description="Latest 本人確認情報 of every resident; provision to agencies for authorised national affairs only.",
-        lifespan=rt.background(consumer.run_forever, relay.run_forever, tier.heal_gaps_forever),
+        lifespan=rt.background(consumer.run_forever, relay.run_forever, tier.heal_gaps_forever, push.deliver_forever, bulk_worker),
     )
     install_problem_handlers(app, rt.refusal_recorder(Refusal))
-    app.include_router(provision_router(rt, identity_model=Identity, outbox_model=Outbox, relay=relay, level=Level.national, prefecture=None, municipalities=None))
+    app.include_router(provision_router(rt, identity_model=Identity, outbox_model=Outbox, relay=relay, level=Level.national, prefecture=None, municipalities=None, pseudonymizer=pseudonymizer))
+    app.include_router(push.router())
+    app.include_router(household_router(rt, pseudonymizer=pseudonymizer, relay=relay))
+    app.include_router(bulk_router)
     app.include_router(tier.internal_router())
     return app

@@ -83,3 +83,38 @@ def produce(net: Network, topic: str, *, key: str, value: bytes) -> None:
 
 def redeliver_to_national(net: Network, resident_code: str, payload: str) -> None:
     produce(net, topics.NATIONAL_IDENTITY, key=resident_code, value=payload.encode())
+
+
+def read_topic(net: Network, topic: str, *, idle_ms: int = 1500) -> list:
+    """Every record currently on a topic, from the beginning (as an agency's consumer would read it)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    async def read():
+        consumer = AIOKafkaConsumer(bootstrap_servers=net.broker.bootstrap, enable_auto_commit=False, auto_offset_reset="earliest", group_id=None)
+        await consumer.start()
+        try:
+            partitions = consumer.partitions_for_topic(topic)
+            if not partitions:
+                await consumer.topics()  # refreshes the metadata
+                partitions = consumer.partitions_for_topic(topic) or set()
+            tps = [TopicPartition(topic, p) for p in partitions]
+            if not tps:
+                return []
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            out = []
+            while True:
+                batch = await consumer.getmany(timeout_ms=idle_ms)
+                if not batch:
+                    return out
+                for records in batch.values():
+                    out.extend(records)
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(read())
+
+
+def agency_call(net: Network, agency: str, method: str, path: str, **kwargs) -> httpx.Response:
+    headers = {"authorization": f"Bearer {net.agency_token(agency)}", **kwargs.pop("headers", {})}
+    return httpx.request(method, f"{net.url('national_server.national')}{path}", headers=headers, timeout=10, **kwargs)

@@ -1,0 +1,47 @@
+"""Households at the CS: kept from what the RRS sends, answered to the national
+server for authorised household-based affairs, each answer a recorded provision."""
+
+from types import SimpleNamespace
+
+from sqlalchemy import delete, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from contracts.household import HouseholdAnswer, HouseholdComposition, HouseholdMemberAnswer, HouseholdRequest
+from services.common.provision import Grant, record_provisions
+from services.cs_gateway.models import HouseholdMemberRow, HouseholdRow, Outbox, TABLES
+
+
+async def store_composition(session: AsyncSession, composition: HouseholdComposition) -> bool:
+    """Keep the newest composition of a household; an older one arriving late changes nothing."""
+    current = await session.get(HouseholdRow, composition.household_id, with_for_update=True)
+    if current is not None and current.recorded_at > composition.recorded_at:
+        return False
+    payload = composition.model_dump_json()
+    if current is None:
+        session.add(HouseholdRow(household_id=composition.household_id, members=payload, recorded_at=composition.recorded_at))
+    else:
+        current.members, current.recorded_at = payload, composition.recorded_at
+    await session.execute(delete(HouseholdMemberRow).where(HouseholdMemberRow.household_id == composition.household_id))
+    for member in composition.members:
+        stmt = insert(HouseholdMemberRow).values(resident_code=member.resident_code, household_id=composition.household_id)
+        await session.execute(stmt.on_conflict_do_update(index_elements=["resident_code"], set_={"household_id": composition.household_id}))
+    return True
+
+
+async def answer(session: AsyncSession, *, request: HouseholdRequest, grant: Grant, municipality_code: str, provider: str) -> HouseholdAnswer | None:
+    household_id = (await session.execute(select(HouseholdMemberRow.household_id).where(HouseholdMemberRow.resident_code == request.resident_code))).scalar_one_or_none()
+    if household_id is None:
+        return None
+    composition = HouseholdComposition.model_validate_json((await session.get(HouseholdRow, household_id)).members)
+    codes = [m.resident_code for m in composition.members]
+    names = {r.resident_code: r for r in (await session.execute(select(TABLES.current).where(TABLES.current.resident_code.in_(codes)))).scalars()}
+    members = [
+        HouseholdMemberAnswer(resident_code=m.resident_code, relationship=m.relationship, family_name=names[m.resident_code].family_name, given_name=names[m.resident_code].given_name)
+        for m in composition.members if m.resident_code in names
+    ]
+    record_provisions(
+        session, Outbox, provider=provider, grant=grant, rows=[SimpleNamespace(resident_code=m.resident_code, municipality_code=municipality_code) for m in members],
+        reason=request.reason, query_type="Household", trace_id=None,
+    )
+    return HouseholdAnswer(municipality_code=municipality_code, members=members)

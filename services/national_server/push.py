@@ -1,0 +1,221 @@
+"""Push-type provision (R-PRV-2): follows, notifications held for the affair's
+hold window, delivery to the agency's Kafka topic and REST feed, each delivery
+a recorded provision.
+
+The rules of what a correction does to a pending or delivered notification
+are in ``domain.plan_notification``; this module does the I/O around them.
+"""
+
+import asyncio
+import logging
+import uuid
+from datetime import UTC, date, datetime, timedelta
+from types import SimpleNamespace
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Response
+from sqlalchemy import or_, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from contracts import topics
+from contracts.affairs import Level
+from contracts.identity import IdentityChange
+from contracts.push import NOTIFICATION_TYPE_OF, ChangeNotification, Follow, FollowList, FollowRequest, NotificationFeed, NotificationType
+from services.common.auth import bearer_verifier
+from services.common.outbox import enqueue
+from services.common.problems import ProblemError
+from services.common.provision import AGENCY_PARTY_PREFIX, Grant, ProvisionRefused, authorise, project_change, record_provisions, subject_for
+from services.common.tokens import VerifiedToken
+from services.national_server.domain import LatestNotification, plan_notification
+from services.national_server.models import FollowRow, Identity, NotificationRow, Outbox
+
+log = logging.getLogger(__name__)
+
+PENDING, DELIVERED, SUPERSEDED, WITHDRAWN = "pending", "delivered", "superseded", "withdrawn"
+
+
+class Push:
+    def __init__(self, rt, *, pseudonymizer, relay):
+        self.rt = rt
+        self.topology = rt.settings.topology_model
+        self.pseudonymizer = pseudonymizer
+        self.relay = relay
+        self.wakeup = asyncio.Event()
+
+    def grant(self, agency_id: str, affair_id: str) -> Grant:
+        return authorise(self.topology, agency_id=agency_id, affair_id=affair_id, fields=None, level=Level.national, prefecture=None)
+
+    # --- follows ---------------------------------------------------------------------
+    async def follow(self, session: AsyncSession, *, agency_id: str, request: FollowRequest) -> tuple[Follow, bool]:
+        grant = self.grant(agency_id, request.affair)
+        if request.resident_code is not None and not grant.affair.requires_resident_code:
+            raise ProvisionRefused("resident-code-not-authorised", f"the affair {request.affair} works with pseudonyms, not resident codes")
+        resident_code = request.resident_code or self.pseudonymizer.resolve(agency_id, request.pseudonym)
+        person = await session.get(Identity, resident_code) if resident_code else None
+        if person is None:
+            raise LookupError("no such person")
+        existing = (await session.execute(select(FollowRow).where(
+            FollowRow.agency_id == agency_id, FollowRow.affair == request.affair, FollowRow.resident_code == resident_code, FollowRow.stopped_at.is_(None),
+        ).with_for_update())).scalar_one_or_none()
+        if existing is not None:
+            existing.until = request.until
+            return self._follow_view(existing, grant), False
+        row = FollowRow(id=uuid.uuid4(), agency_id=agency_id, affair=request.affair, resident_code=resident_code, until=request.until, created_at=datetime.now(UTC))
+        session.add(row)
+        await session.flush()
+        return self._follow_view(row, grant), True
+
+    def _follow_view(self, row: FollowRow, grant: Grant) -> Follow:
+        code, pseudonym = subject_for(grant, row.resident_code, self.pseudonymizer)
+        return Follow(follow_id=row.id, affair=row.affair, subject=code or pseudonym, until=row.until, created_at=row.created_at)
+
+    async def unfollow(self, session: AsyncSession, *, agency_id: str, follow_id: uuid.UUID) -> bool:
+        row = await session.get(FollowRow, follow_id, with_for_update=True)
+        if row is None or row.agency_id != agency_id or row.stopped_at is not None:
+            return False
+        row.stopped_at = datetime.now(UTC)
+        # what is still in its hold window is not sent after the agency stopped following
+        pending = (await session.execute(select(NotificationRow).where(NotificationRow.follow_id == follow_id, NotificationRow.status == PENDING))).scalars()
+        for n in pending:
+            n.status = WITHDRAWN
+        return True
+
+    async def follows(self, session: AsyncSession, *, agency_id: str) -> FollowList:
+        rows = (await session.execute(select(FollowRow).where(FollowRow.agency_id == agency_id, FollowRow.stopped_at.is_(None)).order_by(FollowRow.created_at))).scalars().all()
+        return FollowList(follows=[self._follow_view(r, self.grant(agency_id, r.affair)) for r in rows])
+
+    # --- from an applied change to notifications ------------------------------------------
+    async def on_applied(self, session: AsyncSession, change: IdentityChange) -> None:
+        """In the transaction that applied the change: one notification per active follow."""
+        incoming = NOTIFICATION_TYPE_OF.get(change.reason)
+        if incoming is None:
+            return
+        today = date.today()
+        follows = (await session.execute(select(FollowRow).where(
+            FollowRow.resident_code == change.resident_code, FollowRow.stopped_at.is_(None), or_(FollowRow.until.is_(None), FollowRow.until >= today),
+        ))).scalars().all()
+        now = datetime.now(UTC)
+        for f in follows:
+            latest_row = (await session.execute(select(NotificationRow).where(
+                NotificationRow.follow_id == f.id, NotificationRow.status.in_((PENDING, DELIVERED)),
+            ).order_by(NotificationRow.created_at.desc()).limit(1).with_for_update())).scalar_one_or_none()
+            latest = None if latest_row is None else LatestNotification(
+                notification_id=str(latest_row.id), type=NotificationType(latest_row.type), delivered=latest_row.status == DELIVERED,
+                corrects=str(latest_row.corrects) if latest_row.corrects else None,
+            )
+            plan = plan_notification(latest, incoming)
+            if plan.supersede_latest:
+                latest_row.status = SUPERSEDED
+            if plan.send:
+                session.add(NotificationRow(
+                    id=uuid.uuid4(), follow_id=f.id, agency_id=f.agency_id, affair=f.affair, resident_code=change.resident_code,
+                    change_event_id=str(change.event_id), version=change.version, type=plan.type.value,
+                    corrects=uuid.UUID(plan.corrects) if plan.corrects else None, change=change.model_dump_json(), status=PENDING,
+                    due_at=now + timedelta(seconds=self.topology.hold_seconds(f.affair)), created_at=now,
+                ))
+        if follows:
+            self.wakeup.set()
+
+    # --- delivery ------------------------------------------------------------------------
+    async def deliver_due(self) -> int:
+        async with self.rt.sessions() as session, session.begin():
+            due = (await session.execute(select(NotificationRow).where(
+                NotificationRow.status == PENDING, NotificationRow.due_at <= datetime.now(UTC),
+            ).order_by(NotificationRow.due_at, NotificationRow.created_at).limit(200).with_for_update(skip_locked=True))).scalars().all()
+            for n in due:
+                await self._deliver(session, n)
+        if due:
+            self.relay.wakeup.set()
+        return len(due)
+
+    async def _deliver(self, session: AsyncSession, n: NotificationRow) -> None:
+        try:
+            grant = self.grant(n.agency_id, n.affair)
+        except ProvisionRefused as exc:  # the agency lost the authorisation meanwhile: nothing leaves
+            log.warning("notification %s withdrawn: %s", n.id, exc.detail)
+            n.status = WITHDRAWN
+            return
+        change = IdentityChange.model_validate_json(n.change)
+        code, pseudonym = subject_for(grant, n.resident_code, self.pseudonymizer)
+        sequence = (await session.execute(text("select nextval('notification_feed_seq')"))).scalar_one()
+        delivered_at = datetime.now(UTC)
+        notification = ChangeNotification(
+            notification_id=n.id, sequence=sequence, agency=n.agency_id, affair=n.affair, subject=code or pseudonym,
+            type=NotificationType(n.type), version=n.version, change_date=change.change_date,
+            person=project_change(change, grant.items, pseudonym=pseudonym), corrects=n.corrects, delivered_at=delivered_at,
+        )
+        payload = notification.model_dump_json()
+        n.status, n.sequence, n.delivered_at, n.payload = DELIVERED, sequence, delivered_at, payload
+        enqueue(session, Outbox, destination=topics.agency_push(n.agency_id), key=notification.subject, kind="change-notification", payload=payload)
+        record_provisions(
+            session, Outbox, provider=self.rt.party, grant=grant, rows=[SimpleNamespace(resident_code=n.resident_code, municipality_code=change.municipality_code)],
+            reason=f"変更通知 ({n.type})", query_type="Notification", trace_id=None, notification_id=n.id,
+        )
+
+    async def deliver_forever(self) -> None:
+        while True:
+            try:
+                delivered = await self.deliver_due()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("notification delivery pass failed")
+                delivered = 0
+            if delivered == 0:
+                try:
+                    await asyncio.wait_for(self.wakeup.wait(), timeout=0.5)
+                except TimeoutError:
+                    pass
+                self.wakeup.clear()
+
+    async def feed(self, session: AsyncSession, *, agency_id: str, after: int, since: datetime | None, limit: int) -> NotificationFeed:
+        stmt = select(NotificationRow.payload, NotificationRow.sequence).where(NotificationRow.agency_id == agency_id, NotificationRow.status == DELIVERED, NotificationRow.sequence > after)
+        if since is not None:
+            stmt = stmt.where(NotificationRow.delivered_at >= since)
+        rows = (await session.execute(stmt.order_by(NotificationRow.sequence).limit(limit))).all()
+        return NotificationFeed(notifications=[ChangeNotification.model_validate_json(p) for p, _ in rows], next_cursor=rows[-1][1] if rows else after)
+
+    # --- HTTP ---------------------------------------------------------------------------
+    def router(self) -> APIRouter:
+        router = APIRouter(prefix="/v1", tags=["push"])
+        verify = bearer_verifier(self.rt.keys, audience=self.rt.party, allowed_issuers=lambda party: party.startswith(AGENCY_PARTY_PREFIX))
+        Agency = Annotated[VerifiedToken, Depends(verify)]
+
+        def agency_of(token: VerifiedToken) -> str:
+            return token.issuer.removeprefix(AGENCY_PARTY_PREFIX)
+
+        @router.post("/follows", response_model=Follow, status_code=201)
+        async def follow(request: FollowRequest, token: Agency, response: Response) -> Follow:
+            """Follow a person for an authorised affair; changes arrive as notifications."""
+            try:
+                async with self.rt.sessions() as session, session.begin():
+                    view, created = await self.follow(session, agency_id=agency_of(token), request=request)
+            except ProvisionRefused as exc:
+                raise ProblemError(403, exc.slug, "Not authorised to follow for this affair", exc.detail) from None
+            except LookupError:
+                raise ProblemError(404, "not-found", "No such person") from None
+            if not created:
+                response.status_code = 200
+            return view
+
+        @router.get("/follows", response_model=FollowList)
+        async def follows(token: Agency) -> FollowList:
+            """The persons this agency follows."""
+            async with self.rt.sessions() as session:
+                return await self.follows(session, agency_id=agency_of(token))
+
+        @router.delete("/follows/{follow_id}", status_code=204)
+        async def unfollow(follow_id: uuid.UUID, token: Agency) -> Response:
+            """Stop following; notifications still in their hold window are withdrawn."""
+            async with self.rt.sessions() as session, session.begin():
+                if not await self.unfollow(session, agency_id=agency_of(token), follow_id=follow_id):
+                    raise ProblemError(404, "not-found", "No such follow")
+            return Response(status_code=204)
+
+        @router.get("/notifications", response_model=NotificationFeed)
+        async def notifications(token: Agency, after: Annotated[int, Query(ge=0)] = 0, since: datetime | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> NotificationFeed:
+            """The agency's change feed: delivered notifications after a cursor, or from a point in time (replay)."""
+            async with self.rt.sessions() as session:
+                return await self.feed(session, agency_id=agency_of(token), after=after, since=since, limit=limit)
+
+        return router
