@@ -39,7 +39,8 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-async def _consume(bootstrap: str, topic: str, arrivals: dict, stop: asyncio.Event) -> None:
+async def _consume(bootstrap: str, topic: str, arrivals: list, stop: asyncio.Event) -> None:
+    """Append (arrival time, key, value) of every record on the topic until stopped."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest", group_id=None)
     await consumer.start()
     try:
@@ -50,8 +51,7 @@ async def _consume(bootstrap: str, topic: str, arrivals: dict, stop: asyncio.Eve
         while not stop.is_set():
             for records in (await consumer.getmany(timeout_ms=200)).values():
                 now = time.perf_counter()
-                for r in records:
-                    arrivals.setdefault(r.key, (now, r.value))
+                arrivals.extend((now, r.key, r.value) for r in records)
     finally:
         await consumer.stop()
 
@@ -59,7 +59,7 @@ async def _consume(bootstrap: str, topic: str, arrivals: dict, stop: asyncio.Eve
 async def _baseline(bootstrap: str, rate: int, seconds: int) -> dict:
     topic = "bench.baseline.roundtrip"
     await ensure_topics(bootstrap, [topic])
-    arrivals: dict = {}
+    arrivals: list = []
     stop = asyncio.Event()
     consumer = asyncio.create_task(_consume(bootstrap, topic, arrivals, stop))
     await asyncio.sleep(2.0)
@@ -80,13 +80,16 @@ async def _baseline(bootstrap: str, rate: int, seconds: int) -> dict:
     stop.set()
     await consumer
     await producer.stop()
-    latencies = [(arrivals[k][0] - t) * 1000 for k, t in sent.items() if k in arrivals]
+    first = {}
+    for t, k, _ in arrivals:
+        first.setdefault(k, t)
+    latencies = [(first[k] - t) * 1000 for k, t in sent.items() if k in first]
     return {"messages": len(sent), "lost": len(sent) - len(latencies), "median ms": round(statistics.median(latencies), 1), "p99 ms": round(_percentile(latencies, 0.99), 1)}
 
 
 async def _propagation(net: Network, people: list[tuple[str, str]]) -> dict:
     topic = topics.agency_push(AGENCY)
-    arrivals: dict = {}
+    arrivals: list = []
     stop = asyncio.Event()
     consumer = asyncio.create_task(_consume(net.broker.bootstrap, topic, arrivals, stop))
     await asyncio.sleep(2.0)
@@ -117,16 +120,17 @@ async def _propagation(net: Network, people: list[tuple[str, str]]) -> dict:
         await asyncio.gather(*in_flight.values())
         driven_seconds = time.perf_counter() - start
     deadline = time.perf_counter() + 120
+    by_key: dict[tuple[str, int], float] = {}
     while time.perf_counter() < deadline:
-        received = {(k.decode(), json.loads(v)["version"]) for k, (_, v) in arrivals.items()}
-        if all(key in received for key in committed):
+        for t, k, v in arrivals:
+            by_key.setdefault((k.decode(), json.loads(v)["version"]), t)
+        if all(key in by_key for key in committed):
             break
         await asyncio.sleep(0.5)
     stop.set()
     await consumer
-    by_key = {}
-    for k, (t, v) in arrivals.items():
-        by_key[(k.decode(), json.loads(v)["version"])] = t
+    for t, k, v in arrivals:
+        by_key.setdefault((k.decode(), json.loads(v)["version"]), t)
     latencies = [(by_key[key] - t) * 1000 for key, t in committed.items() if key in by_key]
     return {
         "changes committed": len(committed), "achieved rate /s": round(len(committed) / driven_seconds, 1), "refused or failed": errors,

@@ -190,6 +190,10 @@ class StoredOffsetConsumer:
         last record read can. Per-person versions make the replay harmless.
         """
         ends = await consumer.end_offsets(list(positions))
+        short = [tp for tp, (position, _) in positions.items() if ends[tp] < position]
+        if short:  # a log end below what was read: ask again before believing it
+            await asyncio.sleep(0.5)
+            ends.update(await consumer.end_offsets(short))
         for tp, (position, expected) in positions.items():
             if position == 0:
                 continue
