@@ -101,7 +101,11 @@ async def _propagation(net: Network, people: list[tuple[str, str]]) -> dict:
             nonlocal errors
             postal, text = addresses[municipality][i % len(addresses[municipality])]
             body = {"new_address": {"municipality_code": municipality, "postal_code": postal, "text": f"{text}{i % 9 + 1}-{i % 30 + 1}"}, "move_date": date.today().isoformat()}
-            r = await client.post(f"{net.url(f'municipal_rrs.{municipality}')}/v1/residents/{code}/move-within", json=body)
+            try:
+                r = await client.post(f"{net.url(f'municipal_rrs.{municipality}')}/v1/residents/{code}/move-within", json=body)
+            except httpx.HTTPError:
+                errors += 1
+                return
             if r.status_code == 200:
                 committed[(code, r.json()["version"])] = time.perf_counter()
             else:
@@ -131,10 +135,10 @@ async def _propagation(net: Network, people: list[tuple[str, str]]) -> dict:
     await consumer
     for t, k, v in arrivals:
         by_key.setdefault((k.decode(), json.loads(v)["version"]), t)
-    latencies = [(by_key[key] - t) * 1000 for key, t in committed.items() if key in by_key]
+    latencies = [(by_key[key] - t) * 1000 for key, t in committed.items() if key in by_key] or [float("nan")]
     return {
         "changes committed": len(committed), "achieved rate /s": round(len(committed) / driven_seconds, 1), "refused or failed": errors,
-        "lost": len(committed) - len(latencies), "median ms": round(statistics.median(latencies), 1), "p99 ms": round(_percentile(latencies, 0.99), 1),
+        "lost": len(committed) - sum(1 for key in committed if key in by_key), "median ms": round(statistics.median(latencies), 1), "p99 ms": round(_percentile(latencies, 0.99), 1),
     }
 
 

@@ -45,15 +45,20 @@ def enqueue(session: AsyncSession, outbox_model, *, destination: str, key: str, 
 
 
 Deliver = Callable[[object], Awaitable[Awaitable[None] | None]]
+#: Delivers the rows of one pass in order, all or nothing (e.g. one HTTP request).
+DeliverBatch = Callable[[list], Awaitable[None]]
 
 
 class OutboxRelay:
     """Delivers unsent rows oldest first; stops at the first failure to keep per-key order."""
 
-    def __init__(self, sessions: async_sessionmaker, outbox_model, deliver: Deliver, *, poll_seconds: float = 0.2, batch: int = 200):
+    def __init__(self, sessions: async_sessionmaker, outbox_model, deliver: Deliver | None = None, *, deliver_batch: DeliverBatch | None = None, poll_seconds: float = 0.2, batch: int = 200):
+        if (deliver is None) == (deliver_batch is None):
+            raise ValueError("give exactly one of deliver (per row) or deliver_batch (all rows of a pass at once)")
         self._sessions = sessions
         self._model = outbox_model
         self._deliver = deliver
+        self._deliver_batch = deliver_batch
         self._poll = poll_seconds
         self._batch = batch
         self.wakeup = asyncio.Event()
@@ -92,6 +97,8 @@ class OutboxRelay:
                     select(self._model).where(self._model.sent_at.is_(None)).order_by(self._model.id).limit(self._batch).with_for_update(skip_locked=True)
                 )
             ).scalars().all()
+            if self._deliver_batch is not None:
+                return await self._hand_over_batch(rows)
             handed: list[tuple[object, object]] = []
             failed = None
             for row in rows:
@@ -123,6 +130,22 @@ class OutboxRelay:
                 row.last_error = f"{type(exc).__name__}: {exc}"[:2000]
                 log.warning("outbox delivery of %s failed: %s", row.id, row.last_error)
         return delivered
+
+    async def _hand_over_batch(self, rows: list) -> int:
+        if not rows:
+            return 0
+        with tracer().start_as_current_span(f"outbox deliver batch of {len(rows)}", kind=trace.SpanKind.PRODUCER, attributes={"jukinet.outbox.first_id": rows[0].id}):
+            try:
+                await self._deliver_batch(rows)
+            except Exception as exc:  # nothing was taken: keep every row, retry later, in order
+                rows[0].attempts += 1
+                rows[0].last_error = f"{type(exc).__name__}: {exc}"[:2000]
+                log.warning("outbox delivery of %s rows from %s failed: %s", len(rows), rows[0].id, rows[0].last_error)
+                return 0
+        for row in rows:
+            row.sent_at = func.now()
+            row.attempts += 1
+        return len(rows)
 
     async def run_forever(self) -> None:
         while True:

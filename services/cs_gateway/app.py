@@ -8,10 +8,14 @@ from sqlalchemy import func, select
 from contracts import topics
 from contracts.household import HouseholdAnswer, HouseholdComposition, HouseholdRequest
 from contracts.identity import IdentityChange, IdentityChangeAck
+from contracts.rrs_inbox import RrsBatch, RrsBatchAck
 from services.common.auth import bearer_verifier
 from services.common.kafka import Refuse
 from services.common.outbox import OutboxRelay
+from opentelemetry import trace
+
 from services.common.problems import ProblemError, install_problem_handlers
+from services.common.telemetry import context_from_traceparent, tracer
 from services.common.provision import ProvisionRefused
 from services.common.households import household_grant
 from services.cs_gateway import households
@@ -53,6 +57,28 @@ def build_app(settings: ServiceSettings) -> FastAPI:
             raise ProblemError(409, "identity-conflict", "The change conflicts with what the CS holds", str(exc)) from None
         relay.wakeup.set()
         return IdentityChangeAck(event_id=change.event_id, resident_code=change.resident_code, version=change.version, outcome="duplicate" if outcome.decision is Decision.duplicate else "accepted")
+
+    @app.post("/v1/rrs/batches", status_code=202, response_model=RrsBatchAck, dependencies=[Depends(from_own_rrs)])
+    async def receive_batch(batch: RrsBatch) -> RrsBatchAck:
+        """Take the messages of one RRS outbox pass, in order, in one transaction (all or nothing)."""
+        accepted = duplicates = 0
+        try:
+            async with rt.sessions() as session, session.begin():
+                for envelope in batch.messages:
+                    message = envelope.message
+                    with tracer().start_as_current_span(f"cs take {message.kind}", context=context_from_traceparent(envelope.traceparent), kind=trace.SpanKind.CONSUMER):
+                        if message.municipality_code != municipality.code:
+                            raise ProblemError(422, "wrong-municipality", "A message is not for this municipality", f"this CS serves {municipality.code}, a message names {message.municipality_code}")
+                        if isinstance(message, IdentityChange):
+                            fresh = (await tier.receive(session, message)).decision is not Decision.duplicate
+                        else:
+                            fresh = await households.store_composition(session, message)
+                    accepted += fresh
+                    duplicates += not fresh
+        except Refuse as exc:
+            raise ProblemError(409, "identity-conflict", "A change conflicts with what the CS holds", str(exc)) from None
+        relay.wakeup.set()
+        return RrsBatchAck(accepted=accepted, duplicates=duplicates)
 
     @app.post("/v1/rrs/household-compositions", status_code=202, dependencies=[Depends(from_own_rrs)])
     async def receive_household(composition: HouseholdComposition) -> dict:

@@ -2,6 +2,7 @@
 the relay that carries identity changes to the municipality's own CS."""
 
 
+import json
 import uuid
 from datetime import date, datetime, timedelta, UTC
 from typing import Annotated
@@ -13,6 +14,7 @@ from contracts.register import (
     ChangeHousehold, ChangeName, CorrectRecord, HistoryEntry, HouseholdMember, MoveWithin, PortalCredential,
     RecordDeath, RegisterResident, RemoveExOfficio, ResidentList, ResidentRecord, RestoreExOfficio,
 )
+from services.common.outbox import OutboxRelay
 from services.common.problems import ProblemError, install_problem_handlers
 from services.common.runtime import Runtime
 from services.common.settings import ServiceSettings
@@ -31,20 +33,20 @@ def build_app(settings: ServiceSettings) -> FastAPI:
     cs_node = f"cs_gateway.{municipality.code}"
     cs_party = f"cs-{municipality.code}"
 
-    cs_inbox_paths = {"identity-change": "/v1/rrs/identity-changes", "household-composition": "/v1/rrs/household-compositions"}
-
-    async def deliver_to_cs(row: Outbox) -> None:
+    async def deliver_to_cs(rows: list[Outbox]) -> None:
+        """One pass of the outbox in one request, in order; each message keeps its change's trace."""
+        body = '{"messages":[' + ",".join(
+            '{"traceparent":%s,"message":%s}' % (json.dumps(row.traceparent), row.payload) for row in rows
+        ) + "]}"
         response = await rt.http.post(
-            f"{settings.peer(cs_node)}{cs_inbox_paths[row.kind]}",
-            content=row.payload,
+            f"{settings.peer(cs_node)}/v1/rrs/batches",
+            content=body.encode(),
             headers={"content-type": "application/json", "authorization": f"Bearer {rt.token_for(cs_party)}"},
         )
         if response.status_code not in (200, 201, 202):
             raise RuntimeError(f"CS answered {response.status_code}: {response.text[:500]}")
 
-    from services.common.outbox import OutboxRelay
-
-    relay = OutboxRelay(rt.sessions, Outbox, deliver_to_cs, poll_seconds=settings.outbox_poll_seconds)
+    relay = OutboxRelay(rt.sessions, Outbox, deliver_batch=deliver_to_cs, poll_seconds=settings.outbox_poll_seconds)
     app = FastAPI(
         title=f"住民記録システム {municipality.name} ({municipality.code})",
         version="1.0.0",

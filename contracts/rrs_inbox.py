@@ -1,0 +1,34 @@
+"""What the municipal register sends its own CS, batched.
+
+The RRS relay sends the outbox rows of one pass in one request, in order;
+each message keeps the W3C trace context of the change that produced it, so
+batching does not break the trace from the counter to the agency.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field
+
+from contracts.base import Contract
+from contracts.household import HouseholdComposition
+from contracts.identity import IdentityChange
+
+TRACEPARENT_PATTERN = r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"
+
+RrsMessage = Annotated[IdentityChange | HouseholdComposition, Field(discriminator="kind")]
+
+
+class RrsEnvelope(Contract):
+    traceparent: str | None = Field(default=None, pattern=TRACEPARENT_PATTERN)
+    message: RrsMessage
+
+
+class RrsBatch(Contract):
+    messages: list[RrsEnvelope] = Field(min_length=1, max_length=500)
+
+
+class RrsBatchAck(Contract):
+    accepted: int
+    duplicates: int
