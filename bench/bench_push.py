@@ -138,7 +138,7 @@ async def _propagation(net: Network, people: list[tuple[str, str]]) -> dict:
     latencies = [(by_key[key] - t) * 1000 for key, t in committed.items() if key in by_key] or [float("nan")]
     return {
         "changes committed": len(committed), "achieved rate /s": round(len(committed) / driven_seconds, 1), "refused or failed": errors,
-        "lost": len(committed) - sum(1 for key in committed if key in by_key), "median ms": round(statistics.median(latencies), 1), "p99 ms": round(_percentile(latencies, 0.99), 1),
+        "not delivered 120 s after the load stopped": len(committed) - sum(1 for key in committed if key in by_key), "median ms": round(statistics.median(latencies), 1), "p99 ms": round(_percentile(latencies, 0.99), 1),
     }
 
 
@@ -175,6 +175,7 @@ def main() -> dict:
         "notes": [
             "Path: RRS commit → outbox → CS → prefecture → national (apply, notification, outbox) → agency topic; affair without hold window.",
             "Latency counts from the RRS's HTTP answer (the change is committed) to the agency consumer reading the notification.",
+            "Changes not delivered 120 s after the load stopped are still queued (a backlog), not lost: nothing is dropped on the way (the 20-s runs drain to zero).",
         ],
     }
     print(json.dumps(figures, ensure_ascii=False, indent=2))
