@@ -23,7 +23,7 @@ import statistics
 import tempfile
 import threading
 import time
-from datetime import UTC, datetime
+
 from pathlib import Path
 
 import httpx
@@ -31,7 +31,7 @@ import psycopg
 
 from services.common.embedded import free_port_block
 from services.network import Network, Ports
-from services.population import IDENTITY_COLUMNS, Identifiers, PopulationSpec, copy_rows, households, materialise, tier_rows
+from services.population import IDENTITY_COLUMNS, Identifiers, copy_rows, identity_row_pool
 
 NATIONAL = "national_server.national"
 PERSONS = int(os.environ.get("JUKINET_BENCH_BULK_PERSONS", "1000000"))
@@ -41,19 +41,9 @@ IDLE_SECONDS = 20.0
 JOB_TIMEOUT_SECONDS = 3600.0
 
 
-def _pool(seed: int) -> list[tuple]:
-    spec = PopulationSpec(seed=seed, municipalities=("131016", "131130", "272035"))
-    ids = Identifiers(seed)
-    recorded_at = datetime.now(UTC)
-    changes = []
-    for household in households(spec, POOL):
-        changes += materialise(spec, household, ids, recorded_at)[3]
-    return tier_rows(changes).identity
-
-
 def load_persons(conn: psycopg.Connection, count: int, *, batch: int = 50_000) -> tuple[list[str], list[str], list[tuple[str, str | None, object]], float]:
     """COPY ``count`` persons into identity; (codes, individual numbers, (family, given, birth) samples, persons/s)."""
-    pool = _pool(seed=7)
+    pool = identity_row_pool(size=POOL, seed=7)
     ids = Identifiers(77)
     codes: list[str] = []
     numbers: list[str] = []

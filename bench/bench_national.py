@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
+
 from pathlib import Path
 
 import httpx
@@ -28,7 +28,7 @@ import psycopg
 
 from services.common.embedded import free_port, free_port_block
 from services.network import REPO_ROOT, Network, Ports
-from services.population import HISTORY_COLUMNS, IDENTITY_COLUMNS, Identifiers, PopulationSpec, copy_rows, households, materialise, tier_rows
+from services.population import HISTORY_COLUMNS, IDENTITY_COLUMNS, Identifiers, copy_rows, identity_row_pool
 
 NATIONAL = "national_server.national"
 POOL = 20_000
@@ -36,16 +36,6 @@ POOL = 20_000
 SIZES = tuple(int(s) for s in os.environ.get("JUKINET_BENCH_SIZES", "100000,1000000").split(","))
 THROUGHPUT_SECONDS = float(os.environ.get("JUKINET_BENCH_SECONDS", "15"))
 CONCURRENCY = 8
-
-
-def _pool(seed: int) -> list:
-    spec = PopulationSpec(seed=seed, municipalities=("131016", "131130", "272035"))
-    ids = Identifiers(seed)
-    recorded_at = datetime.now(UTC)
-    changes = []
-    for household in households(spec, POOL):
-        changes += materialise(spec, household, ids, recorded_at)[3]
-    return tier_rows(changes).identity
 
 
 def load(conn: psycopg.Connection, pool: list, ids: Identifiers, count: int, *, batch: int = 50_000, label: str) -> list[str]:
@@ -156,7 +146,7 @@ def main() -> dict:
             cred = net.credentials["national"]
             conn = psycopg.connect(host=net.postgres.host, port=net.postgres.port, user=cred.role, password=cred.password, dbname=cred.database, autocommit=True)
             print(f"  generating a pool of {POOL:,} synthetic persons", flush=True)
-            pool = _pool(seed=42)
+            pool = identity_row_pool(size=POOL, seed=42)
             ids = Identifiers(4242)
             loaded, codes = 0, []
             bare_port = free_port()

@@ -397,3 +397,14 @@ def bulk_load(connect: Callable[[str], object], topology, spec: PopulationSpec, 
         for conn in conns.values():
             conn.close()
     return written
+
+
+def identity_row_pool(*, seed: int, size: int, municipalities: tuple[str, ...] = ("131016", "131130", "272035")) -> list:
+    """Identity-table rows of ``size`` households' persons, for loaders that reuse them as templates."""
+    spec = PopulationSpec(seed=seed, municipalities=municipalities)
+    ids = Identifiers(seed)
+    recorded_at = datetime.now(UTC)
+    changes = []
+    for household in households(spec, size):
+        changes += materialise(spec, household, ids, recorded_at)[3]
+    return tier_rows(changes).identity

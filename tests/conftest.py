@@ -7,8 +7,9 @@ tenant's own credentials.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -33,19 +34,23 @@ def wait_until(probe: Callable[[], T], *, timeout: float = 30.0, interval: float
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
-@pytest.fixture(scope="session")
-def network(tmp_path_factory) -> Network:
-    root: Path = tmp_path_factory.mktemp("network")
-    block = free_port_block(len(Network(root=root / "probe").nodes) + 2)
-    ports = Ports(base=block + 2, postgres=block, kafka=block + 1)
-    net = Network(root=root, ports=ports)
+@contextlib.contextmanager
+def running_network(root: Path, topology_path: Path | None = None) -> Iterator[Network]:
+    """A whole network on free ports under ``root``, stopped afterwards whatever happens."""
+    options = {"topology_path": topology_path} if topology_path is not None else {}
+    block = free_port_block(len(Network(root=root / "probe", **options).nodes) + 2)
+    net = Network(root=root / "net", ports=Ports(base=block + 2, postgres=block, kafka=block + 1), **options)
     try:
         net.start()
-    except Exception:
+        yield net
+    finally:
         net.stop()
-        raise
-    yield net
-    net.stop()
+
+
+@pytest.fixture(scope="session")
+def network(tmp_path_factory) -> Network:
+    with running_network(tmp_path_factory.mktemp("network")) as net:
+        yield net
 
 
 class TenantDb:

@@ -11,9 +11,8 @@ import httpx
 import pytest
 
 from contracts.identifiers import new_resident_code
-from services.common.embedded import free_port_block
-from services.network import Network, Ports
-from tests.conftest import TenantDb, wait_until
+from services.network import Network
+from tests.conftest import TenantDb, running_network, wait_until
 from tests.e2e.helpers import birth_body, query, register, unique_reason
 
 NATIONAL = "national_server.national"
@@ -166,16 +165,8 @@ def test_submissions_that_do_not_fit_are_refused_and_recorded(network, db):
 
 @pytest.fixture(scope="module")
 def own_network(tmp_path_factory):
-    root = tmp_path_factory.mktemp("bulk-restart")
-    block = free_port_block(len(Network(root=root / "probe").nodes) + 2)
-    net = Network(root=root / "net", ports=Ports(base=block + 2, postgres=block, kafka=block + 1))
-    try:
-        net.start()
-    except Exception:
-        net.stop()
-        raise
-    yield net
-    net.stop()
+    with running_network(tmp_path_factory.mktemp("bulk-restart")) as net:
+        yield net
 
 
 def test_a_job_interrupted_by_a_server_kill_completes_with_every_row_exactly_once(own_network):

@@ -13,25 +13,16 @@ import pytest
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from services.common.db import make_sessionmaker
-from services.common.embedded import free_port_block
-from services.network import Network, Ports
+from services.network import Network
 from services.provision_log import store
-from tests.conftest import TenantDb, wait_until
+from tests.conftest import TenantDb, running_network, wait_until
 from tests.e2e.test_provision_log import LOG, log_key, proof_of, provide, registered_at_national, resident_auth, verifier
 
 
 @pytest.fixture(scope="module")
 def own_network(tmp_path_factory):
-    root = tmp_path_factory.mktemp("provision-log")
-    block = free_port_block(len(Network(root=root / "probe").nodes) + 2)
-    net = Network(root=root / "net", ports=Ports(base=block + 2, postgres=block, kafka=block + 1))
-    try:
-        net.start()
-    except Exception:
-        net.stop()
-        raise
-    yield net
-    net.stop()
+    with running_network(tmp_path_factory.mktemp("provision-log")) as net:
+        yield net
 
 
 def test_a_provider_whose_log_is_unreachable_hands_out_nothing_unrecorded(own_network, tmp_path):

@@ -8,20 +8,15 @@ from datetime import date
 import httpx
 import pytest
 
-from services.common.embedded import free_port_block
-from services.network import Network, Ports
-from tests.conftest import TenantDb, wait_until
+from services.network import Network
+from tests.conftest import TenantDb, running_network, wait_until
 from tests.e2e.helpers import address_in, query, register
 
 
 @pytest.fixture(scope="module")
 def own_network(tmp_path_factory):
-    root = tmp_path_factory.mktemp("restart")
-    block = free_port_block(len(Network(root=root / "probe").nodes) + 2)
-    net = Network(root=root / "net", ports=Ports(base=block + 2, postgres=block, kafka=block + 1))
-    net.start()
-    yield net
-    net.stop()
+    with running_network(tmp_path_factory.mktemp("restart")) as net:
+        yield net
 
 
 def _national_version(net: Network, code: str):

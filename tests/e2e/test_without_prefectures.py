@@ -8,21 +8,15 @@ from datetime import date
 import httpx
 import pytest
 
-from services.common.embedded import free_port_block
-from services.network import REPO_ROOT, Network, Ports
-from tests.conftest import TenantDb, wait_until
+from services.network import REPO_ROOT
+from tests.conftest import TenantDb, running_network, wait_until
 from tests.e2e.helpers import address_in, national_forgets_versions_after_first, query, redeliver_to_national, register
 
 
 @pytest.fixture(scope="module")
 def flat_network(tmp_path_factory):
-    root = tmp_path_factory.mktemp("flat")
-    topology = REPO_ROOT / "deploy" / "topology-without-prefectures.yaml"
-    block = free_port_block(len(Network(root=root / "probe", topology_path=topology).nodes) + 2)
-    net = Network(root=root / "net", topology_path=topology, ports=Ports(base=block + 2, postgres=block, kafka=block + 1))
-    net.start()
-    yield net
-    net.stop()
+    with running_network(tmp_path_factory.mktemp("flat"), REPO_ROOT / "deploy" / "topology-without-prefectures.yaml") as net:
+        yield net
 
 
 def test_changes_reach_the_national_server_without_the_prefecture_tier(flat_network):
