@@ -29,8 +29,7 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from services.common.embedded import free_port_block
-from services.network import Network, Ports
+from services.network import Network
 from services.population import IDENTITY_COLUMNS, Identifiers, copy_rows, identity_row_pool
 
 NATIONAL = "national_server.national"
@@ -167,8 +166,7 @@ def main() -> dict:
     figures: dict = {"notes": []}
     with tempfile.TemporaryDirectory(prefix="jukinet-bench-bulk-") as tmp:
         root = Path(tmp)
-        block = free_port_block(len(Network(root=root / "probe").nodes) + 2)
-        net = Network(root=root / "net", ports=Ports(base=block + 2, postgres=block, kafka=block + 1))
+        net = Network.on_free_ports(root)
         try:
             print("  starting PostgreSQL, the broker and the national server", flush=True)
             net.prepare()

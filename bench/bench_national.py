@@ -26,8 +26,8 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from services.common.embedded import free_port, free_port_block
-from services.network import REPO_ROOT, Network, Ports
+from services.common.embedded import free_port
+from services.network import REPO_ROOT, Network
 from services.population import HISTORY_COLUMNS, IDENTITY_COLUMNS, Identifiers, copy_rows, identity_row_pool
 
 NATIONAL = "national_server.national"
@@ -136,8 +136,7 @@ def main() -> dict:
     figures: dict = {"notes": []}
     with tempfile.TemporaryDirectory(prefix="jukinet-bench-") as tmp:
         root = Path(tmp)
-        block = free_port_block(len(Network(root=root / "probe").nodes) + 2)
-        net = Network(root=root / "net", ports=Ports(base=block + 2, postgres=block, kafka=block + 1))
+        net = Network.on_free_ports(root)
         bare = None
         try:
             print("  starting PostgreSQL, the broker and the national server", flush=True)

@@ -23,10 +23,9 @@ import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from contracts import topics
-from services.common.embedded import free_port_block
 from services.common.gazetteer import neighborhoods
 from services.common.kafka import ensure_topics
-from services.network import Network, Ports
+from services.network import Network
 
 RATE = int(os.environ.get("BENCH_PUSH_RATE", "100"))  # changes per second
 SECONDS = int(os.environ.get("BENCH_PUSH_SECONDS", "60"))
@@ -145,8 +144,7 @@ async def _propagation(net: Network, people: list[tuple[str, str]]) -> dict:
 def main() -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-push-") as tmp:
         root = Path(tmp)
-        block = free_port_block(12)
-        net = Network(root=root, ports=Ports(base=block + 2, postgres=block, kafka=block + 1))
+        net = Network.on_free_ports(root)
         net.start()
         try:
             from tests.e2e.helpers import birth_body

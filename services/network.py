@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 
 from contracts import topics
-from services.common.embedded import EmbeddedBroker, EmbeddedPostgres, TenantCredentials
+from services.common.embedded import EmbeddedBroker, EmbeddedPostgres, TenantCredentials, free_port_block
 from services.common.kafka import ensure_topics
 from services.common.tokens import generate_key_pair, load_private_key, sign_token
 from services.common.topology import Node, Topology, load_topology
@@ -57,6 +57,14 @@ class Network:
         self.broker = EmbeddedBroker(self.ports.kafka, self.root / "logs" / "broker.log")
         self.nodes: dict[str, RunningNode] = {n.id: RunningNode(node=n, port=self.ports.base + i) for i, n in enumerate(self.topology.nodes)}
         self.credentials: dict[str, TenantCredentials] = {}
+
+    @classmethod
+    def on_free_ports(cls, root: Path, *, topology_path: Path | None = None) -> "Network":
+        """A network under ``root/net`` whose services, PostgreSQL and broker use a block of free ports
+        (tests and benchmarks run beside ``make run`` and each other)."""
+        options = {"topology_path": topology_path} if topology_path is not None else {}
+        block = free_port_block(len(load_topology(options.get("topology_path", cls.topology_path)).nodes) + 2)
+        return cls(root=root / "net", ports=Ports(base=block + 2, postgres=block, kafka=block + 1), **options)
 
     # --- addresses and credentials ------------------------------------------------
     @property

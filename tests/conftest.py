@@ -16,8 +16,7 @@ from typing import TypeVar
 import psycopg
 import pytest
 
-from services.common.embedded import free_port_block
-from services.network import Network, Ports
+from services.network import Network
 
 T = TypeVar("T")
 
@@ -37,9 +36,7 @@ def wait_until(probe: Callable[[], T], *, timeout: float = 30.0, interval: float
 @contextlib.contextmanager
 def running_network(root: Path, topology_path: Path | None = None) -> Iterator[Network]:
     """A whole network on free ports under ``root``, stopped afterwards whatever happens."""
-    options = {"topology_path": topology_path} if topology_path is not None else {}
-    block = free_port_block(len(Network(root=root / "probe", **options).nodes) + 2)
-    net = Network(root=root / "net", ports=Ports(base=block + 2, postgres=block, kafka=block + 1), **options)
+    net = Network.on_free_ports(root, topology_path=topology_path)
     try:
         net.start()
         yield net

@@ -49,6 +49,27 @@ Deliver = Callable[[object], Awaitable[Awaitable[None] | None]]
 DeliverBatch = Callable[[list], Awaitable[None]]
 
 
+async def poll_forever(work: Callable[[], Awaitable[int]], *, wakeup: asyncio.Event, idle_seconds: float, what: str) -> None:
+    """Run ``work`` again and again; when it did nothing, sleep until woken or ``idle_seconds`` pass.
+
+    A failed pass is logged and retried: a loop of a service never dies of one error.
+    """
+    while True:
+        try:
+            done = await work()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s failed", what)
+            done = 0
+        if done == 0:
+            try:
+                await asyncio.wait_for(wakeup.wait(), timeout=idle_seconds)
+            except TimeoutError:
+                pass
+            wakeup.clear()
+
+
 class OutboxRelay:
     """Delivers unsent rows oldest first; stops at the first failure to keep per-key order."""
 
@@ -148,17 +169,4 @@ class OutboxRelay:
         return len(rows)
 
     async def run_forever(self) -> None:
-        while True:
-            try:
-                delivered = await self.run_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("outbox relay pass failed")
-                delivered = 0
-            if delivered == 0:
-                try:
-                    await asyncio.wait_for(self.wakeup.wait(), timeout=self._poll)
-                except TimeoutError:
-                    pass
-                self.wakeup.clear()
+        await poll_forever(self.run_once, wakeup=self.wakeup, idle_seconds=self._poll, what="outbox relay pass")

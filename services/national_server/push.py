@@ -22,7 +22,7 @@ from contracts.affairs import Level
 from contracts.identity import IdentityChange
 from contracts.push import NOTIFICATION_TYPE_OF, ChangeNotification, Follow, FollowList, FollowRequest, NotificationFeed, NotificationType
 from services.common.auth import bearer_verifier
-from services.common.outbox import enqueue
+from services.common.outbox import enqueue, poll_forever
 from services.common.problems import ProblemError
 from services.common.provision import AGENCY_PARTY_PREFIX, Grant, ProvisionRefused, authorise, project_change, record_provisions, subject_for
 from services.common.tokens import VerifiedToken
@@ -153,20 +153,7 @@ class Push:
         )
 
     async def deliver_forever(self) -> None:
-        while True:
-            try:
-                delivered = await self.deliver_due()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("notification delivery pass failed")
-                delivered = 0
-            if delivered == 0:
-                try:
-                    await asyncio.wait_for(self.wakeup.wait(), timeout=0.5)
-                except TimeoutError:
-                    pass
-                self.wakeup.clear()
+        await poll_forever(self.deliver_due, wakeup=self.wakeup, idle_seconds=0.5, what="notification delivery pass")
 
     async def feed(self, session: AsyncSession, *, agency_id: str, after: int, since: datetime | None, limit: int) -> NotificationFeed:
         stmt = select(NotificationRow.payload, NotificationRow.sequence).where(NotificationRow.agency_id == agency_id, NotificationRow.status == DELIVERED, NotificationRow.sequence > after)
