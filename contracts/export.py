@@ -86,10 +86,14 @@ def _openapi_documents() -> dict[str, dict]:
         keys_dir = tmp_path / "public"
         pseudonym_key = tmp_path / "pseudonym.key"
         pseudonym_key.write_bytes(bytes(64))  # a throwaway key: the documents do not depend on it
+        from services.national_server.jpki_store import generate_ca_key_file
+
+        jpki_ca_key = generate_ca_key_file(tmp_path / "jpki-ca.key")  # throwaway too
         for service, tenant in SERVICE_TENANTS.items():
             party = Node(kind=service, tenant=tenant).party
             settings = settings_cls(
                 pseudonym_key=pseudonym_key if service == "national_server" else None,
+                jpki_ca_key=jpki_ca_key if service == "national_server" else None,
                 service=service,
                 tenant=tenant,
                 database_url=_EXPORT_DATABASE_URL,
@@ -111,6 +115,12 @@ def _schemas() -> dict[str, dict]:
     from contracts.bulk import BulkJob, BulkQuery, BulkResultRow
     from contracts.household import HouseholdAnswer, HouseholdComposition, HouseholdQuery, HouseholdRequest, ProvidedHousehold
     from contracts.identity import IdentityChange, IdentityChangeAck, IdentityChangeBatch
+    from contracts.jpki import (
+        AssuranceEvent, AssuranceState, CardPublicKeys, CertificateIssuanceRequest, CertificateStatus, FilingVerification, IssuedCertificate,
+        IssuedCertificates, SignedFiling,
+    )
+    from contracts.moves import CsInboxMessage, CsNoticeBatch, MoveInFiling, MoveInFromAbroad, MoveOutCancellation, MoveOutFiling
+    from contracts.online import OnlineCertificateRenewal, OnlineFilingContent, OnlineFilingOutcome, OnlineFilingReceipt, OnlineSubmission
     from contracts.problem import Problem
     from contracts.push import ChangeNotification, Follow, FollowRequest, NotificationFeed
     from contracts.provision import PersonQuery, ProvisionRecord, ProvisionRecordList, QueryResult
@@ -151,8 +161,22 @@ def _schemas() -> dict[str, dict]:
             HouseholdAnswer,
             HouseholdQuery,
             ProvidedHousehold,
+            CertificateIssuanceRequest,
+            CardPublicKeys,
+            IssuedCertificate,
+            IssuedCertificates,
+            CertificateStatus,
+            SignedFiling,
+            FilingVerification,
+            AssuranceState,
+            AssuranceEvent,
         )
     }
+    for model in (MoveOutFiling, MoveOutCancellation, MoveInFiling, MoveInFromAbroad, CsNoticeBatch, OnlineSubmission, OnlineCertificateRenewal,
+                  OnlineFilingOutcome, OnlineFilingReceipt):
+        schemas[model.__name__] = model.model_json_schema()
+    schemas["CsInboxMessage"] = TypeAdapter(CsInboxMessage).json_schema()
+    schemas["OnlineFilingContent"] = TypeAdapter(OnlineFilingContent).json_schema()
     schemas["PersonQuery"] = TypeAdapter(PersonQuery).json_schema()
     schemas["BulkQuery"] = TypeAdapter(BulkQuery).json_schema()
     schemas["affairs"] = {"affairs": [a.model_dump(mode="json") for a in AFFAIRS.values()]}

@@ -17,7 +17,7 @@ from pydantic import Field, StrictInt
 
 from contracts.base import Contract
 from contracts.identifiers import IndividualNumber, LocalGovernmentCode, ResidentCode
-from contracts.text import AddressText, IsoDate, KanaText, NameText, PostalCode
+from contracts.text import AddressText, IsoDate, KanaText, LabelText, NameText, PostalCode
 
 
 class Sex(StrEnum):
@@ -40,12 +40,14 @@ class ChangeReason(StrEnum):
     ex_officio_correction = "ex_officio_correction"  # 職権修正
     ex_officio_restoration = "ex_officio_restoration"  # 職権回復: an erroneous removal or death undone
     household_change = "household_change"  # 世帯変更 (stays in the municipality)
+    move_out_cancellation = "move_out_cancellation"  # 転出取消: the person stays after all
 
 
 class RegistrationStatus(StrEnum):
     active = "active"  # 住民票が有効
     deceased = "deceased"  # 死亡により消除
-    removed = "removed"  # その他の消除 (職権消除, 転出)
+    removed = "removed"  # その他の消除 (職権消除, 転出 confirmed or abroad)
+    moving_out = "moving_out"  # 転出予定: in transit to a known destination municipality
 
 
 class PersonName(Contract):
@@ -74,6 +76,20 @@ class IdentityInfo(Contract):
     address: Address
 
 
+class MoveDetails(Contract):
+    """Where a move comes from and goes to: what makes an in-transit person traceable.
+
+    On a 転出 the destination is known (a municipality, or a country abroad);
+    on a 転入 the origin is (a municipality, or ``None`` when from abroad).
+    """
+
+    procedure_id: UUID  # one 転出届 or 転入届, possibly for a whole household
+    origin_municipality_code: LocalGovernmentCode | None = None
+    destination_municipality_code: LocalGovernmentCode | None = None
+    destination_country: LabelText | None = None  # 国外転出
+    planned_date: IsoDate | None = None  # 転出予定日
+
+
 class IdentityChange(Contract):
     """One change of one person's 本人確認情報: RRS → CS → prefecture → national.
 
@@ -92,6 +108,7 @@ class IdentityChange(Contract):
     notified_date: IsoDate | None = None  # 届出年月日
     status: RegistrationStatus
     identity: IdentityInfo
+    move: MoveDetails | None = None  # on 転出, 転入 and 転出取消
     recorded_at: datetime
 
 

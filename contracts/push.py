@@ -46,6 +46,7 @@ NOTIFICATION_TYPE_OF: dict[ChangeReason, NotificationType] = {
     ChangeReason.correction: NotificationType.correction,
     ChangeReason.ex_officio_correction: NotificationType.correction,
     ChangeReason.ex_officio_restoration: NotificationType.retraction,
+    ChangeReason.move_out_cancellation: NotificationType.retraction,  # the announced move does not happen
 }
 
 

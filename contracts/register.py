@@ -16,7 +16,7 @@ from pydantic import Field, model_validator
 
 from contracts.base import Contract
 from contracts.identifiers import IndividualNumber, ResidentCode
-from contracts.identity import Address, ChangeReason, PersonName, RegistrationStatus, Sex
+from contracts.identity import Address, ChangeReason, MoveDetails, PersonName, RegistrationStatus, Sex
 from contracts.text import AddressText, IsoDate, KanaText, LabelText, NameText, ReasonText, ShortCode
 
 
@@ -71,7 +71,9 @@ class HouseholdPlacement(Contract):
 class RegisterResident(Contract):
     """Record a person on the register: birth (出生届) or ex-officio record (職権記載)."""
 
-    reason: Literal[ChangeReason.birth, ChangeReason.ex_officio_record]
+    #: 出生届, 職権記載, or 国外からの転入 of a person never registered before (a 転入 from another
+    #: municipality is a MoveInFiling, from the 転出証明書情報)
+    reason: Literal[ChangeReason.birth, ChangeReason.ex_officio_record, ChangeReason.move_in]
     name: PersonName
     former_surname: NameText | None = None
     former_surname_kana: KanaText | None = None
@@ -191,6 +193,7 @@ class ResidentRecord(Contract):
     foreign_resident: ForeignResidentItems | None = None
     last_change: ChangeReason
     last_change_date: IsoDate
+    pending_move: MoveDetails | None = None  # 転出予定: filed, not yet confirmed by the destination's 転入通知
 
 
 class ResidentList(Contract):

@@ -14,10 +14,17 @@ from pydantic import Field
 from contracts.base import Contract
 from contracts.household import HouseholdComposition
 from contracts.identity import IdentityChange
+from contracts.moves import MoveInReply, MoveOutCertificate, MoveOutWithdrawal
+from contracts.online import OnlineFilingOutcome
 
 TRACEPARENT_PATTERN = r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"
 
-RrsMessage = Annotated[IdentityChange | HouseholdComposition, Field(discriminator="kind")]
+#: the first leg of a move's messages (certificate, withdrawal, reply) also starts at the RRS;
+#: the CS forwards them to the other municipality's CS
+RrsMessage = Annotated[
+    IdentityChange | HouseholdComposition | MoveOutCertificate | MoveOutWithdrawal | MoveInReply | OnlineFilingOutcome,
+    Field(discriminator="kind"),
+]
 
 
 class RrsEnvelope(Contract):

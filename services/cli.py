@@ -325,6 +325,9 @@ def deploy_keys(out: Path = typer.Option(..., help="the keys volume"), topology:
     if not pseudonym.exists():
         pseudonym.write_bytes(os.urandom(64))
         pseudonym.chmod(0o600)
+    from services.national_server.jpki_store import generate_ca_key_file
+
+    generate_ca_key_file(out / "private" / "national" / "national-jpki-ca.key")
     console.print(f"{len(parties)} key pairs under {out}")
 
 

@@ -61,6 +61,7 @@ def node_environment(topology: Topology, node: Node) -> dict[str, str]:
     }
     if node.kind == "national_server":
         env["JUKINET_PSEUDONYM_KEY"] = f"{KEYS_MOUNT}/private/national-pseudonym.key"
+        env["JUKINET_JPKI_CA_KEY"] = f"{KEYS_MOUNT}/private/national-jpki-ca.key"
     return env
 
 

@@ -80,6 +80,11 @@ class Network:
         """Master key of per-agency pseudonyms; only the national server receives it."""
         return self.private_keys / "national-pseudonym.key"
 
+    @property
+    def jpki_ca_key(self) -> Path:
+        """Private key of the JPKI certification authority; only the national server receives it."""
+        return self.private_keys / "national-jpki-ca.key"
+
     def url(self, node_id: str) -> str:
         return f"http://127.0.0.1:{self.nodes[node_id].port}"
 
@@ -107,6 +112,9 @@ class Network:
         if not self.pseudonym_key.exists():
             self.pseudonym_key.write_bytes(os.urandom(64))
             self.pseudonym_key.chmod(0o600)
+        from services.national_server.jpki_store import generate_ca_key_file
+
+        generate_ca_key_file(self.jpki_ca_key)
         self.start_broker()
 
     def start_broker(self) -> None:
@@ -151,6 +159,7 @@ class Network:
         }
         if node.kind == "national_server":
             env["JUKINET_PSEUDONYM_KEY"] = str(self.pseudonym_key)
+            env["JUKINET_JPKI_CA_KEY"] = str(self.jpki_ca_key)
         return env
 
     def start_node(self, node_id: str, *, wait: bool = True) -> None:

@@ -105,7 +105,7 @@ def _current_values(change: IdentityChange, raw: str) -> dict:
     )
 
 
-async def apply_change(session: AsyncSession, tables: IdentityTables, change: IdentityChange, *, check=None) -> ApplyOutcome:
+async def apply_change(session: AsyncSession, tables: IdentityTables, change: IdentityChange, *, check=None, arriving=None) -> ApplyOutcome:
     """Apply one change under the version rules, then any held successors.
 
     ``check(current_row, change)`` may raise to refuse a change on a tier's own
@@ -114,7 +114,10 @@ async def apply_change(session: AsyncSession, tables: IdentityTables, change: Id
     raw = change.model_dump_json()
     current = (await session.execute(select(tables.current).where(tables.current.resident_code == change.resident_code).with_for_update())).scalar_one_or_none()
     recorded = (await session.execute(select(tables.history.event_id).where(tables.history.resident_code == change.resident_code, tables.history.version == change.version))).scalar_one_or_none()
-    decision = decide(held_version=current.version if current else None, held_event_id_for_version=recorded, incoming_version=change.version, incoming_event_id=str(change.event_id))
+    decision = decide(
+        held_version=current.version if current else None, held_event_id_for_version=recorded, incoming_version=change.version,
+        incoming_event_id=str(change.event_id), arriving=arriving is not None and arriving(current, change),
+    )
     if decision is Decision.duplicate:
         return ApplyOutcome(decision)
     if decision is Decision.conflict:

@@ -173,6 +173,7 @@ def add_operator_routes(app: FastAPI, settings: ServiceSettings) -> None:
 def serve(build_app: Callable[[ServiceSettings], FastAPI], service_dir: Path) -> None:
     """Run one service: migrate its own database, then serve HTTP and its loops."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request drowns the log (the registers poll their CS); traces keep them
     settings = ServiceSettings()
     setup_tracing(settings.node.id, trace_file=settings.trace_file, otlp_endpoint=settings.otlp_endpoint)
     from services.common.metrics import setup_metrics

@@ -28,6 +28,7 @@ class ServiceSettings(BaseSettings):
     keys_dir: Path  # public keys of every party (<party>.pub)
     private_key: Path  # this party's Ed25519 private key
     pseudonym_key: Path | None = None  # national server only: master key of per-agency pseudonyms
+    jpki_ca_key: Path | None = None  # national server only: private key of the JPKI certification authority
     host: str = "127.0.0.1"
     port: int = 8000
     peers: str = Field(default="{}", description="JSON map node id → base URL")

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 
 class Tier:
-    def __init__(self, rt: Runtime, tables: IdentityTables, outbox_model, *, forward_to: Callable[[IdentityChange], str] | None, source_of: Callable[[IdentityChange], str] | None, check=None, on_applied=None):
+    def __init__(self, rt: Runtime, tables: IdentityTables, outbox_model, *, forward_to: Callable[[IdentityChange], str] | None, source_of: Callable[[IdentityChange], str] | None, check=None, on_applied=None, arriving=None):
         self.rt = rt
         self.tables = tables
         self.outbox = outbox_model
@@ -33,11 +33,12 @@ class Tier:
         self.source_of = source_of  # node id of the tier below for this change, for resync
         self.check = check
         self.on_applied = on_applied  # async (session, change): more work in the same transaction
+        self.arriving = arriving  # (current row, change) -> bool: a move brings the person into this tier's area
 
     async def receive(self, session: AsyncSession, change: IdentityChange) -> ApplyOutcome:
         """Apply one change in the caller's transaction and queue what was applied for the tier above."""
         try:
-            outcome = await apply_change(session, self.tables, change, check=self.check)
+            outcome = await apply_change(session, self.tables, change, check=self.check, arriving=self.arriving)
         except IntegrityError as exc:
             raise Refuse(f"conflicts with a stored identity: {exc.orig}") from None
         except VersionConflict as exc:

@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from contracts.online import ResidenceConfirmation
 from contracts.affairs import AFFAIRS, Level
 from contracts.identifiers import LocalGovernmentCode, PrefectureCode
 from services.common.gazetteer import municipality_names, names_match
@@ -27,10 +28,22 @@ class PrefectureSpec(_Spec):
     name: str
 
 
+class OnlinePolicy(_Spec):
+    """What a municipality accepts online (R-ONL-1, R-ONL-3); the defaults are the network's."""
+
+    #: consecutive online-only procedures before an in-person identity check is required
+    max_consecutive_online: int = Field(default=2, ge=0, le=20)
+    #: years since the last in-person identity check after which one is required again
+    in_person_check_years: int = Field(default=5, ge=1, le=10)
+    #: how actual residence at a new address may be confirmed
+    residence_confirmation: tuple[ResidenceConfirmation, ...] = (ResidenceConfirmation.mailed_code, ResidenceConfirmation.landlord, ResidenceConfirmation.in_person)
+
+
 class MunicipalitySpec(_Spec):
     code: LocalGovernmentCode
     name: str
     prefecture: PrefectureCode
+    online: OnlinePolicy = OnlinePolicy()
 
     @model_validator(mode="after")
     def _real_municipality(self):

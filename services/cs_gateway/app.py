@@ -2,16 +2,22 @@
 the relay that forwards applied changes upward on Kafka."""
 
 
-from fastapi import Depends, FastAPI
+import asyncio
+
+from fastapi import Depends, FastAPI, Query
 from sqlalchemy import func, select
 
 from contracts import topics
 from contracts.household import HouseholdAnswer, HouseholdComposition, HouseholdRequest
-from contracts.identity import IdentityChange, IdentityChangeAck
+from contracts.identifiers import ResidentCode
+from contracts.identity import IdentityChange, IdentityChangeAck, IdentityChangeBatch
+from contracts.moves import CsNoticeBatch, MoveOutCertificate
+from contracts.online import OnlineFilingOutcome
 from contracts.rrs_inbox import RrsBatch, RrsBatchAck
 from services.common.auth import bearer_verifier
-from services.common.kafka import Refuse
-from services.common.outbox import OutboxRelay
+from services.common.kafka import Refuse, StoredOffsetConsumer
+from services.common.moves import arriving_in
+from services.common.outbox import OutboxRelay, poll_forever
 from opentelemetry import trace
 
 from services.common.problems import ProblemError, install_problem_handlers
@@ -23,7 +29,10 @@ from services.common.runtime import Runtime
 from services.common.settings import ServiceSettings
 from services.common.tier import Tier
 from services.common.versioning import Decision
-from services.cs_gateway.models import TABLES, Outbox, Refusal
+from services.cs_gateway.models import TABLES, ConsumerOffset, DeadLetter, Outbox, Refusal
+from services.cs_gateway.moves import CsMoves
+from services.cs_gateway.online import CsOnline
+from services.cs_gateway.jpki_routes import jpki_router
 
 
 def build_app(settings: ServiceSettings) -> FastAPI:
@@ -33,14 +42,27 @@ def build_app(settings: ServiceSettings) -> FastAPI:
     if municipality is None:
         raise SystemExit(f"municipality {settings.tenant} is not in the topology")
     upward_topic = topics.prefecture_identity(municipality.prefecture) if topology.network.prefecture_tier else topics.NATIONAL_IDENTITY
-    tier = Tier(rt, TABLES, Outbox, forward_to=lambda change: upward_topic, source_of=None)
+    tier = Tier(
+        rt, TABLES, Outbox, forward_to=lambda change: upward_topic, source_of=None,
+        on_applied=lambda session, change: moves.on_applied(session, change), arriving=arriving_in({municipality.code}),
+    )
+    moves = CsMoves(tier=tier, municipality_code=municipality.code, topology=topology)
+    inbox = StoredOffsetConsumer(
+        bootstrap=settings.kafka_bootstrap, topic=topics.cs_inbox(municipality.code), sessions=rt.sessions, offset_model=ConsumerOffset,
+        dead_letter_model=DeadLetter, handler=moves.inbox_handler(), producer=rt.producer, name=rt.party,
+    )
 
     relay = OutboxRelay(rt.sessions, Outbox, rt.publish_outbox_row, poll_seconds=settings.outbox_poll_seconds)
+    online = CsOnline(rt, municipality=municipality, moves=moves)
+
+    async def record_assurance_forever() -> None:
+        await poll_forever(online.record_assurance_once, wakeup=asyncio.Event(), idle_seconds=1.0, what="assurance events to the national server")
+
     app = FastAPI(
         title=f"CS {municipality.name} ({municipality.code})",
         version="1.0.0",
         description="Communication server: the only door between the municipal register and the network. Fixed formats only.",
-        lifespan=rt.background(relay.run_forever),
+        lifespan=rt.background(relay.run_forever, inbox.run_forever, record_assurance_forever),
     )
     install_problem_handlers(app, rt.refusal_recorder(Refusal))
     from_own_rrs = bearer_verifier(rt.keys, audience=rt.party, allowed_issuers=lambda party: party == f"rrs-{municipality.code}")
@@ -70,9 +92,15 @@ def build_app(settings: ServiceSettings) -> FastAPI:
                         if message.municipality_code != municipality.code:
                             raise ProblemError(422, "wrong-municipality", "A message is not for this municipality", f"this CS serves {municipality.code}, a message names {message.municipality_code}")
                         if isinstance(message, IdentityChange):
+                            await moves.before_own_change(session, message)
                             fresh = (await tier.receive(session, message)).decision is not Decision.duplicate
-                        else:
+                        elif isinstance(message, HouseholdComposition):
                             fresh = await households.store_composition(session, message)
+                        elif isinstance(message, OnlineFilingOutcome):
+                            fresh = await online.take_outcome(session, message)
+                        else:
+                            await moves.forward_from_rrs(session, message)
+                            fresh = True
                     accepted += fresh
                     duplicates += not fresh
         except Refuse as exc:
@@ -88,6 +116,29 @@ def build_app(settings: ServiceSettings) -> FastAPI:
         async with rt.sessions() as session, session.begin():
             stored = await households.store_composition(session, composition)
         return {"household_id": str(composition.household_id), "outcome": "accepted" if stored else "stale"}
+
+    @app.get("/v1/rrs/notices", response_model=CsNoticeBatch, dependencies=[Depends(from_own_rrs)])
+    async def notices(after: int = Query(0, ge=0), limit: int = Query(100, ge=1, le=500)) -> CsNoticeBatch:
+        """What other municipalities sent (certificates, withdrawals, 転入通知, replies), in arrival order."""
+        async with rt.sessions() as session:
+            return CsNoticeBatch(notices=await moves.notices_after(session, after, limit))
+
+    @app.post("/v1/rrs/returning/{resident_code}", response_model=MoveOutCertificate, dependencies=[Depends(from_own_rrs)])
+    async def returning(resident_code: ResidentCode) -> MoveOutCertificate:
+        """国外からの転入 of a person registered before: the national record of their 国外転出 is the basis."""
+        response = await rt.http.get(
+            f"{settings.peer('national_server.national')}/internal/v1/identity/{resident_code}/changes",
+            params={"after": 0}, headers={"authorization": f"Bearer {rt.token_for('national')}"},
+        )
+        response.raise_for_status()
+        changes = IdentityChangeBatch.model_validate_json(response.content).changes
+        if not changes:
+            raise ProblemError(404, "not-found", "The network knows no such person")
+        try:
+            async with rt.sessions() as session, session.begin():
+                return await moves.returning_from_abroad(session, changes[-1])
+        except LookupError as exc:
+            raise ProblemError(409, "not-abroad", "The person did not leave abroad", str(exc)) from None
 
     from_national = bearer_verifier(rt.keys, audience=rt.party, allowed_issuers=lambda party: party == "national")
 
@@ -113,4 +164,6 @@ def build_app(settings: ServiceSettings) -> FastAPI:
         return {reason: count for reason, count in rows}
 
     app.include_router(tier.internal_router())
+    app.include_router(online.router())
+    app.include_router(jpki_router(rt, municipality.code))  # JPKI and the assurance ledger, forwarded to the national server
     return app

@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import DateTime, String, Text, Uuid
+from sqlalchemy import BigInteger, Boolean, DateTime, Integer, String, Text, Uuid, func
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from services.common.tier_models import declare_tier_tables, identity_tables
@@ -21,6 +21,8 @@ Identity = _tables["Identity"]
 Outbox = _tables["Outbox"]
 Refusal = _tables["Refusal"]
 TABLES = identity_tables(_tables)
+ConsumerOffset = _tables["ConsumerOffset"]
+DeadLetter = _tables["DeadLetter"]
 
 
 
@@ -37,3 +39,44 @@ class HouseholdMemberRow(CsBase):
     __tablename__ = "household_members"
     resident_code: Mapped[str] = mapped_column(String(11), primary_key=True)
     household_id: Mapped[uuid.UUID] = mapped_column(Uuid, index=True)
+
+
+class NoticeRow(CsBase):
+    """A message another municipality's CS sent here, kept in arrival order for the RRS to pull."""
+
+    __tablename__ = "notices"
+    sequence: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    message_key: Mapped[str] = mapped_column(String(100), unique=True)  # a redelivered message is kept once
+    resident_code: Mapped[str] = mapped_column(String(11), index=True)
+    payload: Mapped[str] = mapped_column(Text)  # the CsInboxMessage JSON
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class MoveCertificateRow(CsBase):
+    """転出証明書情報 received for a person moving here: pending until used by a 転入 or withdrawn."""
+
+    __tablename__ = "move_certificates"
+    certificate_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    resident_code: Mapped[str] = mapped_column(String(11), index=True)
+    origin_municipality_code: Mapped[str] = mapped_column(String(6))
+    version: Mapped[int] = mapped_column(Integer)  # the 転出 version the 転入 continues from
+    status: Mapped[str] = mapped_column(String(16))  # pending | used | withdrawn
+    payload: Mapped[str] = mapped_column(Text)  # the MoveOutCertificate JSON
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class OnlineFilingRow(CsBase):
+    """An online filing received by this municipality, and where it stands (the resident follows it here)."""
+
+    __tablename__ = "online_filings"
+    filing_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)  # the signed nonce
+    kind: Mapped[str] = mapped_column(String(40))
+    resident_code: Mapped[str] = mapped_column(String(11), index=True)
+    serial: Mapped[str] = mapped_column(String(49))
+    state: Mapped[str] = mapped_column(String(24), index=True)
+    reason: Mapped[str | None] = mapped_column(Text)
+    next_step: Mapped[str | None] = mapped_column(Text)
+    submitted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    assurance_recorded: Mapped[bool] = mapped_column(Boolean, default=False)

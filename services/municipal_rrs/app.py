@@ -2,25 +2,33 @@
 the relay that carries identity changes to the municipality's own CS."""
 
 
+import asyncio
 import json
 import uuid
 from datetime import date, datetime, timedelta, UTC
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from contracts.moves import (
+    CsNoticeBatch, IncomingNotice, MoveInFiling, MoveInFromAbroad, MoveInPerson, MoveInReview, MoveOutCancellation, MoveOutCertificate,
+    MoveOutFiling,
+)
+from contracts.online import Letter, OnlineFilingState, OnlineFilingView
 from contracts.register import (
     ChangeHousehold, ChangeName, CorrectRecord, HistoryEntry, HouseholdMember, MoveWithin, PortalCredential,
     RecordDeath, RegisterResident, RemoveExOfficio, ResidentList, ResidentRecord, RestoreExOfficio,
 )
-from services.common.outbox import OutboxRelay
+from services.common.outbox import OutboxRelay, poll_forever
 from services.common.problems import ProblemError, install_problem_handlers
 from services.common.runtime import Runtime
 from services.common.settings import ServiceSettings
-from services.municipal_rrs import service
+from services.municipal_rrs import moves, online, service
 from services.municipal_rrs.domain import RegistryRuleViolation
-from services.municipal_rrs.models import Outbox, Refusal
+from services.municipal_rrs.jpki_routes import jpki_router
+from services.municipal_rrs.models import IncomingNoticeRow, LetterRow, OnlineFilingRow, MoveInReviewRow, MoveReservationRow, Outbox, Refusal
 
 PORTAL_CREDENTIAL_SECONDS = 24 * 3600
 
@@ -32,6 +40,7 @@ def build_app(settings: ServiceSettings) -> FastAPI:
         raise SystemExit(f"municipality {settings.tenant} is not in the topology")
     cs_node = f"cs_gateway.{municipality.code}"
     cs_party = f"cs-{municipality.code}"
+    topology = settings.topology_model
 
     async def deliver_to_cs(rows: list[Outbox]) -> None:
         """One pass of the outbox in one request, in order; each message keeps its change's trace."""
@@ -47,11 +56,35 @@ def build_app(settings: ServiceSettings) -> FastAPI:
             raise RuntimeError(f"CS answered {response.status_code}: {response.text[:500]}")
 
     relay = OutboxRelay(rt.sessions, Outbox, deliver_batch=deliver_to_cs, poll_seconds=settings.outbox_poll_seconds)
+
+    def known_municipality(code: str) -> bool:
+        return topology.municipality(code) is not None
+
+    async def pull_notices_once() -> int:
+        """Fetch what other municipalities sent since the last notice kept here; apply each once, in order."""
+        async with rt.sessions() as session:
+            after = await moves.last_notice_sequence(session)
+        response = await rt.http.get(
+            f"{settings.peer(cs_node)}/v1/rrs/notices", params={"after": after, "limit": 100},
+            headers={"authorization": f"Bearer {rt.token_for(cs_party)}"},
+        )
+        response.raise_for_status()
+        batch = CsNoticeBatch.model_validate_json(response.content)
+        for notice in batch.notices:
+            async with rt.sessions() as session, session.begin():
+                await moves.apply_notice(session, notice, municipality_code=municipality.code, known_municipality=known_municipality, today=date.today())
+        if batch.notices:
+            relay.wakeup.set()
+        return len(batch.notices)
+
+    async def pull_notices_forever() -> None:
+        await poll_forever(pull_notices_once, wakeup=asyncio.Event(), idle_seconds=settings.outbox_poll_seconds, what="pulling notices from the CS")
+
     app = FastAPI(
         title=f"住民記録システム {municipality.name} ({municipality.code})",
         version="1.0.0",
         description="The resident register of one municipality: every 住民票 item with its history. Only its own CS receives anything from it.",
-        lifespan=rt.background(relay.run_forever),
+        lifespan=rt.background(relay.run_forever, pull_notices_forever),
     )
     install_problem_handlers(app, rt.refusal_recorder(Refusal))
     app.state.relay = relay
@@ -167,6 +200,132 @@ def build_app(settings: ServiceSettings) -> FastAPI:
         except RegistryRuleViolation as exc:
             raise rule(exc) from None
 
+    @router.post("/move-outs", status_code=201, response_model=list[ResidentRecord])
+    async def move_out(body: MoveOutFiling, session: SessionDep, staff: StaffDep) -> list[ResidentRecord]:
+        """転出届 for one person or several members of a household: in transit until the destination's 転入."""
+        try:
+            records = await moves.file_move_out(
+                session, body, municipality_code=municipality.code, known_municipality=known_municipality,
+                staff=staff, today=date.today(),
+            )
+        except service.NotFound as exc:
+            raise not_found(str(exc)) from None
+        except RegistryRuleViolation as exc:
+            raise rule(exc) from None
+        relay.wakeup.set()
+        return records
+
+    @router.post("/residents/{resident_code}/move-out/cancellation", response_model=ResidentRecord)
+    async def cancel_move_out(resident_code: str, body: MoveOutCancellation, session: SessionDep, staff: StaffDep) -> ResidentRecord:
+        """転出取消: the person stays; the destination's 転入予約 is withdrawn."""
+        try:
+            record = await moves.cancel_move_out(session, resident_code, body, municipality_code=municipality.code, staff=staff)
+        except service.NotFound:
+            raise not_found(resident_code) from None
+        except RegistryRuleViolation as exc:
+            raise rule(exc) from None
+        relay.wakeup.set()
+        return record
+
+    @router.post("/move-ins", status_code=201, response_model=list[ResidentRecord])
+    async def move_in(body: MoveInFiling, staff: StaffDep) -> list[ResidentRecord]:
+        """転入届 (特例転入) from the 転出証明書情報 received through the CS; a person without one is flagged for staff."""
+        try:
+            async with rt.sessions() as session, session.begin():
+                records = await moves.file_move_in(session, body, municipality_code=municipality.code, staff=staff, today=date.today())
+        except moves.NoMatchingMoveOut as exc:
+            async with rt.sessions() as session, session.begin():
+                review_id = await moves.record_review(session, MoveInReviewRow, filing=body, reason=str(exc), staff=staff)
+            raise ProblemError(
+                409, "no-matching-move-out", "No matching move-out: flagged for staff review",
+                f"{exc}; the filing is kept as review {review_id}", review_id=str(review_id), resident_codes=exc.resident_codes,
+            ) from None
+        except RegistryRuleViolation as exc:
+            raise rule(exc) from None
+        relay.wakeup.set()
+        return records
+
+    @router.post("/move-ins/from-abroad", status_code=201, response_model=ResidentRecord)
+    async def move_in_from_abroad(body: MoveInFromAbroad, staff: StaffDep) -> ResidentRecord:
+        """国外からの転入 of a person registered before: their 住民票コード and 個人番号 continue."""
+        response = await rt.http.post(
+            f"{settings.peer(cs_node)}/v1/rrs/returning/{body.resident_code}", headers={"authorization": f"Bearer {rt.token_for(cs_party)}"},
+        )
+        if response.status_code in (404, 409):
+            raise ProblemError(409, "not-returning", "The network does not show this person as having left abroad", response.json().get("detail"))
+        response.raise_for_status()
+        certificate = MoveOutCertificate.model_validate_json(response.content)
+        filing = MoveInFiling(
+            persons=[MoveInPerson(resident_code=body.resident_code, relationship=body.relationship)], new_address=body.new_address,
+            move_date=body.move_date, notified_date=body.notified_date, household_id=body.household_id,
+        )
+        try:
+            async with rt.sessions() as session, session.begin():
+                await moves.keep_certificate(session, certificate)
+                [record] = await moves.file_move_in(session, filing, municipality_code=municipality.code, staff=staff, today=date.today())
+        except RegistryRuleViolation as exc:
+            raise rule(exc) from None
+        relay.wakeup.set()
+        return record
+
+    @router.get("/move-reservations", response_model=list[MoveOutCertificate])
+    async def move_reservations(session: SessionDep, include_closed: bool = False) -> list[MoveOutCertificate]:
+        """転入予約: 転出証明書情報 received for persons moving here, not yet used."""
+        stmt = select(MoveReservationRow).order_by(MoveReservationRow.received_at)
+        if not include_closed:
+            stmt = stmt.where(MoveReservationRow.status == "pending")
+        return [MoveOutCertificate.model_validate_json(r.payload) for r in (await session.execute(stmt)).scalars()]
+
+    @router.get("/notices", response_model=list[IncomingNotice])
+    async def incoming_notices(session: SessionDep, unacknowledged: bool = False) -> list[IncomingNotice]:
+        """Notices from other municipalities (転入予約, 転入通知, replies, withdrawals), newest first."""
+        stmt = select(IncomingNoticeRow).order_by(IncomingNoticeRow.cs_sequence.desc()).limit(500)
+        if unacknowledged:
+            stmt = stmt.where(IncomingNoticeRow.acknowledged_at.is_(None))
+        return [IncomingNotice(
+            sequence=r.cs_sequence, kind=r.kind, resident_code=r.resident_code, summary=r.summary, received_at=r.received_at,
+            acknowledged_by=r.acknowledged_by, acknowledged_at=r.acknowledged_at,
+        ) for r in (await session.execute(stmt)).scalars()]
+
+    @router.get("/move-in-reviews", response_model=list[MoveInReview])
+    async def move_in_reviews(session: SessionDep) -> list[MoveInReview]:
+        """転入届 without matching 転出証明書情報, waiting for staff."""
+        rows = (await session.execute(select(MoveInReviewRow).order_by(MoveInReviewRow.filed_at.desc()).limit(500))).scalars()
+        return [MoveInReview(review_id=r.id, resident_codes=json.loads(r.resident_codes), reason=r.reason, filed_by=r.filed_by, filed_at=r.filed_at, state=r.state) for r in rows]
+
+    @router.get("/online-filings", response_model=list[OnlineFilingView])
+    async def online_filings(session: SessionDep, state: OnlineFilingState | None = None) -> list[OnlineFilingView]:
+        """Online filings handed over by the CS, newest first (staff confirm residence for landlord or counter checks)."""
+        stmt = select(OnlineFilingRow).order_by(OnlineFilingRow.received_at.desc()).limit(500)
+        if state is not None:
+            stmt = stmt.where(OnlineFilingRow.state == state.value)
+        return [OnlineFilingView(
+            filing_id=r.filing_id, kind=r.kind, filer=r.filer, state=OnlineFilingState(r.state), reason=r.reason, received_at=r.received_at,
+            completed_at=r.completed_at, confirmed_by=r.confirmed_by,
+        ) for r in (await session.execute(stmt)).scalars()]
+
+    @router.post("/online-filings/{filing_id}/residence-confirmed", response_model=OnlineFilingView)
+    async def residence_confirmed(filing_id: uuid.UUID, session: SessionDep, staff: StaffDep) -> OnlineFilingView:
+        """Staff record that actual residence was confirmed (landlord's confirmation or a counter visit); the move is carried out."""
+        row = await session.get(OnlineFilingRow, filing_id, with_for_update=True)
+        if row is None:
+            raise ProblemError(404, "not-found", "No such online filing")
+        if row.state != OnlineFilingState.awaiting_confirmation.value:
+            raise ProblemError(409, "not-awaiting-confirmation", "The filing is not waiting for a residence confirmation", f"it is {row.state}")
+        await online.complete(session, row, municipality_code=municipality.code, confirmed_by=staff, today=date.today())
+        relay.wakeup.set()
+        return OnlineFilingView(filing_id=row.filing_id, kind=row.kind, filer=row.filer, state=OnlineFilingState(row.state), reason=row.reason,
+                                received_at=row.received_at, completed_at=row.completed_at, confirmed_by=row.confirmed_by)
+
+    @router.get("/letters", response_model=list[Letter])
+    async def letters(session: SessionDep, resident_code: str | None = None) -> list[Letter]:
+        """The mail room: letters to post (e.g. residence-confirmation codes to a new address)."""
+        stmt = select(LetterRow).order_by(LetterRow.created_at.desc()).limit(500)
+        if resident_code:
+            stmt = stmt.where(LetterRow.resident_code == resident_code)
+        return [Letter(id=r.id, resident_code=r.resident_code, address_text=r.address_text, subject=r.subject, body=r.body, created_at=r.created_at)
+                for r in (await session.execute(stmt)).scalars()]
+
     @router.get("/households/{household_id}", response_model=list[HouseholdMember])
     async def household(household_id: uuid.UUID, session: SessionDep) -> list[HouseholdMember]:
         """Members of a household, head first."""
@@ -186,4 +345,5 @@ def build_app(settings: ServiceSettings) -> FastAPI:
         return PortalCredential(resident_code=resident.resident_code, token=token, expires_at=datetime.now(UTC) + timedelta(seconds=PORTAL_CREDENTIAL_SECONDS), issuer=rt.party)
 
     app.include_router(router)
+    app.include_router(jpki_router(rt, municipality.code))  # JPKI at the counter, through the CS
     return app

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field, replace
-from datetime import date
+from datetime import date, timedelta
 
-from contracts.identity import Address, ChangeReason, PersonName, RegistrationStatus, Sex
+from contracts.identity import Address, ChangeReason, IdentityChange, MoveDetails, PersonName, RegistrationStatus, Sex
+from contracts.moves import Discrepancy, MoveOutCertificate, MoveOutCancellation
 from contracts.register import (
     ChangeHousehold, ChangeName, CorrectRecord, FamilyRegisterItems, ForeignResidentItems,
     MoveWithin, RecordDeath, RegisterResident, Relationship, RemoveExOfficio, RestoreExOfficio,
@@ -31,6 +32,12 @@ class Changed:
     notified_date: date | None
     explanation: str | None
     identity_changed: bool
+    move: MoveDetails | None = None
+
+
+#: A 転出届 is filed up to this long before the move, or within 14 days after it (住民基本台帳法 24条).
+MOVE_OUT_FILED_BEFORE = timedelta(days=30)
+MOVE_OUT_FILED_AFTER = timedelta(days=14)
 
 
 @dataclass
@@ -56,6 +63,7 @@ class Resident:
     sequence: int = 0  # every change, including those the network never sees
     last_change: ChangeReason = ChangeReason.birth
     last_change_date: date = field(default_factory=date.today)
+    pending_move: MoveDetails | None = None  # the 転出 filed and not yet confirmed by a 転入通知
 
     # --- creation -----------------------------------------------------------------
     @classmethod
@@ -76,7 +84,37 @@ class Resident:
             previous_address=cmd.previous_address, family_register=cmd.family_register, foreign_resident=cmd.foreign_resident,
         )
         change_date = cmd.birth_date if cmd.reason is ChangeReason.birth else cmd.became_resident_on
-        return resident, resident._record(Changed(cmd.reason, change_date, cmd.notified_date, None, identity_changed=True))
+        if cmd.reason is ChangeReason.move_in and cmd.became_resident_on > today:
+            raise RegistryRuleViolation("a 転入届 is filed after moving in")
+        arrival = MoveDetails(procedure_id=uuid.uuid4()) if cmd.reason is ChangeReason.move_in else None  # 国外からの転入: no origin
+        return resident, resident._record(Changed(cmd.reason, change_date, cmd.notified_date, None, identity_changed=True, move=arrival))
+
+    @classmethod
+    def arrive(cls, certificate: MoveOutCertificate, *, municipality_code: str, new_address: Address, household_id: uuid.UUID,
+               relationship: Relationship, move_date: date, notified_date: date | None, procedure_id: uuid.UUID, today: date,
+               sequence_before: int = 0) -> tuple["Resident", Changed]:
+        """転入 from the 転出証明書情報: the same codes, the version sequence continued from the 転出."""
+        if certificate.destination_municipality_code != municipality_code:
+            raise RegistryRuleViolation(f"the move-out certificate names {certificate.destination_municipality_code} as destination, not this municipality")
+        if new_address.municipality_code != municipality_code:
+            raise RegistryRuleViolation("the new address is not in this municipality")
+        if move_date > today:
+            raise RegistryRuleViolation("a 転入届 is filed after moving in")
+        person = certificate.person
+        ident = person.change.identity
+        if move_date < ident.birth_date:
+            raise RegistryRuleViolation("the move date is before the birth date")
+        resident = cls(
+            resident_code=ident.resident_code, individual_number=ident.individual_number, municipality_code=municipality_code,
+            name=ident.name, birth_date=ident.birth_date, sex=ident.sex, address=new_address, household_id=household_id,
+            relationship=relationship, became_resident_on=move_date, former_surname=ident.former_surname,
+            former_surname_kana=person.former_surname_kana, alias=ident.alias, previous_address=ident.address.text,
+            family_register=person.family_register, foreign_resident=person.foreign_resident,
+            version=person.change.version, sequence=sequence_before,
+        )
+        origin = None if certificate.from_abroad else certificate.municipality_code
+        move = MoveDetails(procedure_id=procedure_id, origin_municipality_code=origin)
+        return resident, resident._record(Changed(ChangeReason.move_in, move_date, notified_date, None, identity_changed=True, move=move))
 
     # --- changes ------------------------------------------------------------------
     def record_death(self, cmd: RecordDeath, *, today: date) -> Changed:
@@ -97,6 +135,57 @@ class Resident:
         self.previous_address = self.address.text
         self.address = cmd.new_address
         return self._record(Changed(ChangeReason.move_within, cmd.move_date, cmd.notified_date, None, identity_changed=True))
+
+    def move_out(self, *, procedure_id: uuid.UUID, destination_code: str | None, destination_country: str | None,
+                 planned_date: date, notified_date: date | None, today: date) -> Changed:
+        """転出届: to another municipality the person is in transit until its 転入; abroad the record closes."""
+        self._must_be_active()
+        if (destination_code is None) == (destination_country is None):
+            raise RegistryRuleViolation("a move-out goes to exactly one municipality or one country abroad")
+        if destination_code == self.municipality_code:
+            raise RegistryRuleViolation("a move within the municipality is a 転居, not a 転出")
+        if not today - MOVE_OUT_FILED_AFTER <= planned_date <= today + MOVE_OUT_FILED_BEFORE:
+            raise RegistryRuleViolation("a 転出届 is filed from 30 days before the move to 14 days after it")
+        self.pending_move = MoveDetails(
+            procedure_id=procedure_id, origin_municipality_code=self.municipality_code, destination_municipality_code=destination_code,
+            destination_country=destination_country, planned_date=planned_date,
+        )
+        self.status = RegistrationStatus.removed if destination_country is not None else RegistrationStatus.moving_out
+        return self._record(Changed(ChangeReason.move_out, planned_date, notified_date, None, identity_changed=True, move=self.pending_move))
+
+    def cancel_move_out(self, cmd: MoveOutCancellation) -> Changed:
+        """転出取消: the person stays; allowed while the move has not been confirmed by a 転入."""
+        if self.pending_move is None or self.last_change is not ChangeReason.move_out:
+            raise RegistryRuleViolation("there is no pending move-out to cancel")
+        cancelled, self.pending_move = self.pending_move, None
+        self.status = RegistrationStatus.active
+        return self._record(Changed(ChangeReason.move_out_cancellation, cmd.cancellation_date, None, cmd.explanation, identity_changed=True, move=cancelled))
+
+    def close_after_move_in(self, change: IdentityChange) -> tuple[Changed, list[Discrepancy]]:
+        """転入通知 received: the record closes (転出確定); what differs from the new registration is reported back.
+
+        The network already carries the 転入 version, so closing changes nothing the network sees.
+        """
+        found: list[Discrepancy] = []
+        ident = change.identity
+
+        def differs(item, mine, theirs):
+            if mine != theirs:
+                found.append(Discrepancy(item=item, origin_value=str(mine), destination_value=str(theirs)))
+
+        differs("name", f"{self.name.family_name} {self.name.given_name or ''}".strip(), f"{ident.name.family_name} {ident.name.given_name or ''}".strip())
+        differs("birth_date", self.birth_date.isoformat(), ident.birth_date.isoformat())
+        differs("sex", self.sex.value, ident.sex.value)
+        differs("individual_number", self.individual_number, ident.individual_number)
+        differs("version", self.version + 1, change.version)
+        if self.status is not RegistrationStatus.moving_out or self.pending_move is None or self.pending_move.destination_municipality_code != change.municipality_code:
+            raise RegistryRuleViolation(f"a 転入通知 from {change.municipality_code} does not match a pending move-out of {self.resident_code}")
+        self.status = RegistrationStatus.removed
+        self.pending_move = None
+        event = Changed(ChangeReason.move_out, change.change_date, None, f"転出確定: 転入通知 from {change.municipality_code}", identity_changed=False)
+        self.sequence += 1
+        self.last_change, self.last_change_date = event.reason, event.change_date
+        return event, found
 
     def change_name(self, cmd: ChangeName) -> Changed:
         self._must_be_active()
@@ -155,3 +244,15 @@ class Resident:
 
     def copy(self) -> "Resident":
         return replace(self)
+
+
+def proxy_refusal(filer: Resident, members: list[Resident]) -> str | None:
+    """A filing for others (R-PRV-3 proxy) is made by their head of household, for members of that household."""
+    if not members:
+        return None
+    if filer.relationship is not Relationship.head or filer.status is not RegistrationStatus.active:
+        return "only the head of household (世帯主) may file for other members"
+    strangers = [m.resident_code for m in members if m.household_id != filer.household_id or m.status is not RegistrationStatus.active]
+    if strangers:
+        return f"not members of the filer's household: {', '.join(strangers)}"
+    return None

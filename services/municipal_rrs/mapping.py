@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from contracts.identity import Address, ChangeReason, IdentityChange, IdentityInfo, PersonName, RegistrationStatus, Sex
+from contracts.identity import Address, ChangeReason, IdentityChange, IdentityInfo, MoveDetails, PersonName, RegistrationStatus, Sex
 from contracts.register import FamilyRegisterItems, ForeignResidentItems, HouseholdMember, Relationship, ResidentRecord
 from services.municipal_rrs.domain import Changed, Resident
 from services.municipal_rrs.models import ResidentRow
@@ -29,6 +29,7 @@ def to_row_values(r: Resident) -> dict:
         residence_card_number=fo.residence_card_number if fo else None,
         special_permanent_resident=fo.special_permanent_resident if fo else False,
         last_change=r.last_change.value, last_change_date=r.last_change_date,
+        pending_move=r.pending_move.model_dump_json() if r.pending_move else None,
     )
 
 
@@ -49,6 +50,7 @@ def from_row(row: ResidentRow) -> Resident:
         ) if row.nationality else None,
         status=RegistrationStatus(row.status), version=row.version, sequence=row.sequence,
         last_change=ChangeReason(row.last_change), last_change_date=row.last_change_date,
+        pending_move=MoveDetails.model_validate_json(row.pending_move) if row.pending_move else None,
     )
 
 
@@ -59,7 +61,7 @@ def to_record(r: Resident, head: HouseholdMember | None = None) -> ResidentRecor
         birth_date=r.birth_date, sex=r.sex, address=r.address, household_id=r.household_id, relationship=r.relationship,
         head_of_household=head, became_resident_on=r.became_resident_on, previous_address=r.previous_address,
         family_register=r.family_register, foreign_resident=r.foreign_resident,
-        last_change=r.last_change, last_change_date=r.last_change_date,
+        last_change=r.last_change, last_change_date=r.last_change_date, pending_move=r.pending_move,
     )
 
 
@@ -72,5 +74,6 @@ def to_identity_change(r: Resident, event: Changed) -> IdentityChange:
             resident_code=r.resident_code, individual_number=r.individual_number, name=r.name,
             former_surname=r.former_surname, alias=r.alias, birth_date=r.birth_date, sex=r.sex, address=r.address,
         ),
+        move=event.move,
         recorded_at=datetime.now(UTC),
     )

@@ -14,6 +14,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.household import HouseholdComposition, HouseholdMemberEntry
+from contracts.identity import IdentityChange
 from contracts.identifiers import new_individual_number, new_resident_code
 from contracts.register import HistoryEntry, HouseholdMember, HouseholdPlacement, RegisterResident, Relationship, ResidentRecord
 from services.common.outbox import enqueue
@@ -54,6 +55,12 @@ async def _household_composition(session: AsyncSession, household_id: uuid.UUID,
 
 
 async def _save(session: AsyncSession, resident: Resident, event: Changed, *, staff: str, new: bool, left_household: uuid.UUID | None = None) -> ResidentRecord:
+    record, _ = await save(session, resident, event, staff=staff, new=new, left_household=left_household)
+    return record
+
+
+async def save(session: AsyncSession, resident: Resident, event: Changed, *, staff: str, new: bool, left_household: uuid.UUID | None = None) -> tuple[ResidentRecord, IdentityChange | None]:
+    """Write the record, its history entry, and what the CS must hear; the identity change sent, if any."""
     values = to_row_values(resident)
     if new:
         session.add(ResidentRow(**values))
@@ -68,6 +75,7 @@ async def _save(session: AsyncSession, resident: Resident, event: Changed, *, st
         change_date=event.change_date, notified_date=event.notified_date, explanation=event.explanation,
         recorded_by=staff, record=record.model_dump_json(),
     ))
+    change = None
     if event.identity_changed:
         change = to_identity_change(resident, event)
         enqueue(session, Outbox, destination=cs_destination(resident.municipality_code), key=resident.resident_code, kind="identity-change", payload=change.model_dump_json())
@@ -75,7 +83,7 @@ async def _save(session: AsyncSession, resident: Resident, event: Changed, *, st
     for household_id in {resident.household_id, left_household} - {None}:
         composition = await _household_composition(session, household_id, resident.municipality_code)
         enqueue(session, Outbox, destination=cs_destination(resident.municipality_code), key=str(household_id), kind="household-composition", payload=composition.model_dump_json())
-    return record
+    return record, change
 
 
 async def _head_of(session: AsyncSession, household_id: uuid.UUID) -> HouseholdMember | None:
@@ -159,6 +167,6 @@ async def search(session: AsyncSession, *, name: str | None, kana: str | None, b
     if address:
         stmt = stmt.where(ResidentRow.address_text.like("%" + _escape_like(address) + "%"))
     if not include_closed:
-        stmt = stmt.where(ResidentRow.status == "active")
+        stmt = stmt.where(ResidentRow.status.in_(("active", "moving_out")))  # 転出予定 is still on the register
     rows = (await session.execute(stmt.order_by(ResidentRow.family_name_kana, ResidentRow.given_name_kana, ResidentRow.resident_code).limit(limit + 1))).scalars().all()
     return [to_record(from_row(r)) for r in rows[:limit]], len(rows) > limit

@@ -19,6 +19,7 @@ from services.national_server.domain import RegistrationConflict, check_single_r
 from services.national_server.pseudonyms import Pseudonymizer
 from services.national_server.households import household_router
 from services.national_server.push import Push
+from services.national_server.jpki_routes import Jpki, in_order  # JPKI certification authority
 from services.national_server.models import TABLES, ConsumerOffset, DeadLetter, Identity, Outbox, Refusal
 
 
@@ -47,7 +48,8 @@ def build_app(settings: ServiceSettings) -> FastAPI:
     pseudonymizer = Pseudonymizer(settings.pseudonym_key.read_bytes())
     relay = OutboxRelay(rt.sessions, Outbox, rt.publish_outbox_row, poll_seconds=settings.outbox_poll_seconds)
     push = Push(rt, pseudonymizer=pseudonymizer, relay=relay)
-    tier = Tier(rt, TABLES, Outbox, forward_to=None, source_of=source_of, check=check, on_applied=push.on_applied)
+    jpki = Jpki(rt)
+    tier = Tier(rt, TABLES, Outbox, forward_to=None, source_of=source_of, check=check, on_applied=in_order(push.on_applied, jpki.on_applied))
     consumer = StoredOffsetConsumer(
         bootstrap=settings.kafka_bootstrap, topic=topics.NATIONAL_IDENTITY, sessions=rt.sessions, offset_model=ConsumerOffset,
         dead_letter_model=DeadLetter, handler=tier.kafka_handler(known_municipality), producer=rt.producer, name=rt.party,
@@ -66,4 +68,5 @@ def build_app(settings: ServiceSettings) -> FastAPI:
     app.include_router(household_router(rt, pseudonymizer=pseudonymizer, relay=relay))
     app.include_router(bulk_router)
     app.include_router(tier.internal_router())
+    app.include_router(jpki.router())
     return app

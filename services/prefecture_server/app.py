@@ -8,6 +8,7 @@ from contracts import topics
 from contracts.affairs import Level
 from contracts.identity import IdentityChange
 from services.common.kafka import Refuse, StoredOffsetConsumer
+from services.common.moves import arriving_in, concerns_area
 from services.common.outbox import OutboxRelay
 from services.common.problems import install_problem_handlers
 from services.common.provision import provision_router
@@ -26,10 +27,13 @@ def build_app(settings: ServiceSettings) -> FastAPI:
     municipalities = {m.code for m in topology.municipalities if m.prefecture == prefecture.code}
 
     def in_this_prefecture(change: IdentityChange) -> None:
-        if change.municipality_code not in municipalities:
-            raise Refuse(f"municipality {change.municipality_code} is not in prefecture {prefecture.code}")
+        if not concerns_area(change, municipalities):
+            raise Refuse(f"municipality {change.municipality_code} is not in prefecture {prefecture.code}, nor a move into or out of it")
 
-    tier = Tier(rt, TABLES, Outbox, forward_to=lambda change: topics.NATIONAL_IDENTITY, source_of=lambda change: f"cs_gateway.{change.municipality_code}")
+    tier = Tier(
+        rt, TABLES, Outbox, forward_to=lambda change: topics.NATIONAL_IDENTITY, source_of=lambda change: f"cs_gateway.{change.municipality_code}",
+        arriving=arriving_in(municipalities),
+    )
     consumer = StoredOffsetConsumer(
         bootstrap=settings.kafka_bootstrap, topic=topics.prefecture_identity(prefecture.code), sessions=rt.sessions,
         offset_model=ConsumerOffset, dead_letter_model=DeadLetter, handler=tier.kafka_handler(in_this_prefecture), producer=rt.producer, name=rt.party,

@@ -8,6 +8,8 @@ import uuid
 from datetime import date, timedelta
 
 import httpx
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from aiokafka import AIOKafkaProducer
 from faker import Faker
 
@@ -16,6 +18,21 @@ from services.common.gazetteer import neighborhoods
 from services.network import Network
 
 _fake = Faker("ja_JP")
+
+
+class Card:
+    """A My Number card: two key pairs made on it, whose private halves never leave."""
+
+    def __init__(self):
+        self.signing = ec.generate_private_key(ec.SECP256R1())
+        self.authentication = ec.generate_private_key(ec.SECP256R1())
+
+    @staticmethod
+    def public_pem(key) -> str:
+        return key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
+    def keys(self) -> dict:
+        return {"signing_public_key_pem": self.public_pem(self.signing), "authentication_public_key_pem": self.public_pem(self.authentication)}
 
 
 def address_in(municipality_code: str, rng: random.Random | None = None) -> dict:

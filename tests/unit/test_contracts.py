@@ -408,7 +408,7 @@ def test_register_furigana_must_be_katakana(kana):
 @pytest.mark.parametrize(
     "overrides",
     [
-        {"reason": "move_in"},  # only birth and ex-officio record register a person
+        {"reason": "move_out"},  # only birth, ex-officio record and a first arrival from abroad register a person
         {"reason": "death"},
         {"birth_date": 20240401},
         {"sex": "unknown"},

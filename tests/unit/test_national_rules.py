@@ -24,10 +24,17 @@ class CurrentRow:
     municipality_code: str
     status: str
     version: int
+    last_reason: str = "birth"
+    payload: str = ""
+
+    def __post_init__(self):
+        if not self.payload:
+            self.payload = change(ChangeReason(self.last_reason), municipality=self.municipality_code, version=self.version).model_dump_json()
 
 
-def change(reason: ChangeReason, *, municipality: str = CHIYODA, version: int = 1, status: RegistrationStatus = RegistrationStatus.active) -> IdentityChange:
+def change(reason: ChangeReason, *, municipality: str = CHIYODA, version: int = 1, status: RegistrationStatus = RegistrationStatus.active, move: dict | None = None) -> IdentityChange:
     return IdentityChange.model_validate({
+        "move": move,
         "event_id": str(uuid.uuid4()),
         "resident_code": RESIDENT_CODE,
         "version": version,
@@ -68,9 +75,55 @@ def test_change_from_another_municipality_without_move_in_refused(reason):
         check_single_registration(current, change(reason, municipality=SHIBUYA, version=4))
 
 
-def test_move_in_from_another_municipality_allowed():
-    current = CurrentRow(municipality_code=CHIYODA, status="removed", version=3)
-    check_single_registration(current, change(ChangeReason.move_in, municipality=TOYONAKA, version=4))
+def _in_transit(destination: str | None = TOYONAKA, country: str | None = None, status: str = "moving_out") -> CurrentRow:
+    move = {"procedure_id": str(uuid.uuid4()), "origin_municipality_code": CHIYODA, "destination_municipality_code": destination, "destination_country": country}
+    moved = change(ChangeReason.move_out, version=3, status=RegistrationStatus(status), move=move)
+    return CurrentRow(municipality_code=CHIYODA, status=status, version=3, last_reason="move_out", payload=moved.model_dump_json())
+
+
+def _arrival(municipality: str = TOYONAKA, origin: str | None = CHIYODA) -> IdentityChange:
+    return change(ChangeReason.move_in, municipality=municipality, version=4, move={"procedure_id": str(uuid.uuid4()), "origin_municipality_code": origin})
+
+
+def test_move_in_at_the_destination_of_the_pending_move_out_allowed():
+    check_single_registration(_in_transit(), _arrival())
+
+
+def test_move_in_elsewhere_than_the_destination_refused():
+    with pytest.raises(RegistrationConflict, match="without a matching move-out"):
+        check_single_registration(_in_transit(destination=SHIBUYA), _arrival(TOYONAKA))
+
+
+def test_move_in_of_a_person_still_registered_refused():
+    current = CurrentRow(municipality_code=CHIYODA, status="active", version=3)
+    with pytest.raises(RegistrationConflict, match="without a matching move-out"):
+        check_single_registration(current, _arrival(TOYONAKA))
+
+
+def test_move_in_after_emigration_allowed_anywhere():
+    check_single_registration(_in_transit(destination=None, country="アメリカ合衆国", status="removed"), _arrival(SHIBUYA, origin=None))
+
+
+def test_move_in_after_removal_that_was_not_emigration_refused():
+    current = CurrentRow(municipality_code=CHIYODA, status="removed", version=3, last_reason="ex_officio_removal")
+    with pytest.raises(RegistrationConflict, match="without a matching move-out"):
+        check_single_registration(current, _arrival())
+
+
+def test_first_registration_by_a_move_in_from_a_municipality_refused():
+    with pytest.raises(RegistrationConflict, match="never registered"):
+        check_single_registration(None, _arrival())
+
+
+def test_cancelling_a_pending_move_out_allowed_only_when_one_is_pending():
+    check_single_registration(_in_transit(), change(ChangeReason.move_out_cancellation, version=4))
+    with pytest.raises(RegistrationConflict, match="no pending move-out"):
+        check_single_registration(CurrentRow(municipality_code=CHIYODA, status="active", version=3), change(ChangeReason.move_out_cancellation, version=4))
+
+
+def test_move_out_of_a_person_in_transit_refused():
+    with pytest.raises(RegistrationConflict, match="move-out of a person who is moving_out"):
+        check_single_registration(_in_transit(), change(ChangeReason.move_out, version=4))
 
 
 @pytest.mark.parametrize("reason", [ChangeReason.move_within, ChangeReason.name_change, ChangeReason.death, ChangeReason.move_out, ChangeReason.correction])

@@ -1,0 +1,73 @@
+"""JPKI and the assurance ledger at the CS: the municipality's RRS asks, the CS
+forwards to the national server with its own token (the RRS never talks to the
+network itself, R-NET-1). Answers are validated against the contracts on the
+way back; the national server's problem documents are passed through as they are."""
+
+
+import httpx
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ValidationError
+from sqlalchemy import select
+
+from contracts.identifiers import ResidentCode
+from contracts.jpki import AssuranceEvent, AssuranceEventKind, AssuranceState, CertificateIssuanceRequest, FilingVerification, IssuedCertificate, SignedFiling
+from services.common.auth import bearer_verifier
+from services.common.problems import PROBLEM_MEDIA_TYPE, ProblemError
+from services.cs_gateway.models import TABLES
+
+NATIONAL_NODE, NATIONAL_PARTY = "national_server.national", "national"
+
+
+def jpki_router(rt, municipality_code: str) -> APIRouter:
+    from_own_rrs = bearer_verifier(rt.keys, audience=rt.party, allowed_issuers=lambda party: party == f"rrs-{municipality_code}")
+    router = APIRouter(prefix="/v1/rrs", tags=["jpki"], dependencies=[Depends(from_own_rrs)])
+
+    async def national(method: str, path: str, answer: type[BaseModel], body: BaseModel | None = None):
+        """Call the national server; a validated answer, or its problem document passed through."""
+        try:
+            response = await rt.http.request(
+                method, f"{rt.settings.peer(NATIONAL_NODE)}{path}", content=body.model_dump_json() if body is not None else None,
+                headers={"content-type": "application/json", "authorization": f"Bearer {rt.token_for(NATIONAL_PARTY)}"},
+            )
+        except httpx.HTTPError as exc:
+            raise ProblemError(502, "national-unavailable", "The national server did not answer", str(exc)) from None
+        if response.is_success:
+            try:
+                return answer.model_validate_json(response.content)
+            except ValidationError as exc:
+                raise ProblemError(502, "national-answer-invalid", "The national server's answer does not fit the contract", str(exc)[:2000]) from None
+        if 400 <= response.status_code < 500 and response.headers.get("content-type", "").startswith(PROBLEM_MEDIA_TYPE):
+            return JSONResponse(response.json(), status_code=response.status_code, media_type=PROBLEM_MEDIA_TYPE)
+        raise ProblemError(502, "national-unavailable", "The national server did not answer", f"it answered {response.status_code}")
+
+    @router.post("/jpki/certificates", status_code=201, response_model=IssuedCertificate)
+    async def issue(body: CertificateIssuanceRequest):
+        """Ask the national CA for a certificate for a person registered here (issued at this municipality's counter)."""
+        async with rt.sessions() as session:
+            held = (await session.execute(select(TABLES.current.status).where(TABLES.current.resident_code == body.resident_code))).scalar_one_or_none()
+        if held != "active":  # the CS's own copy first: layered defence, the national server checks again
+            raise ProblemError(403, "not-registered-here", "The person is not registered in this municipality", f"the CS holds no active registration of {body.resident_code}")
+        return await national("POST", "/internal/v1/jpki/certificates", IssuedCertificate, body)
+
+    @router.post("/jpki/verifications", response_model=FilingVerification)
+    async def verify(filing: SignedFiling):
+        """Verify a filing signed on the resident's card; the answer names the signer."""
+        return await national("POST", "/internal/v1/jpki/verify", FilingVerification, filing)
+
+    @router.get("/assurance/{resident_code}", response_model=AssuranceState)
+    async def assurance(resident_code: ResidentCode):
+        """The person's identity-assurance ledger, for the municipality's limits."""
+        return await national("GET", f"/internal/v1/assurance/{resident_code}", AssuranceState)
+
+    @router.post("/assurance/{resident_code}/events", response_model=AssuranceState)
+    async def assurance_event(resident_code: ResidentCode, event: AssuranceEvent):
+        """Count an online procedure, or an in-person check."""
+        return await national("POST", f"/internal/v1/assurance/{resident_code}/events", AssuranceState, event)
+
+    @router.post("/assurance/{resident_code}/in-person-checks", response_model=AssuranceState)
+    async def in_person_check(resident_code: ResidentCode):
+        """The counter checked the person's identity face to face: the online count starts again."""
+        return await national("POST", f"/internal/v1/assurance/{resident_code}/events", AssuranceState, AssuranceEvent(kind=AssuranceEventKind.in_person_check, purpose="counter-check"))
+
+    return router

@@ -1,0 +1,149 @@
+"""The CS's part in moves between municipalities (特例転入).
+
+- From its own RRS it takes the 転出証明書情報, withdrawals and replies and
+  forwards each to the other municipality's CS inbox topic.
+- From its inbox topic it takes what other CSs send: certificates (kept until
+  a 転入 uses them), withdrawals, 転入通知 (whose 転入 version this CS's copy
+  applies, so the copy says where the person went) and replies; every message
+  is also kept, in arrival order, for its RRS to pull.
+- When its RRS registers a 転入, the CS first applies the certificate's 転出
+  version, so this side of the network holds the person's sequence without a
+  gap, then sends the 転入通知 back to the origin.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from aiokafka import ConsumerRecord
+from pydantic import TypeAdapter, ValidationError
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from contracts import topics
+from contracts.identity import ChangeReason, IdentityChange
+from contracts.moves import (
+    CsInboxMessage, CsNotice, CsNoticeMessage, MoveInNotice, MoveInReply, MoveOutCertificate, MoveOutWithdrawal, TransferredPerson, destination_of,
+)
+from contracts.online import OnlineConfirmationNotice, OnlineFilingNotice
+from contracts.register import Relationship
+from services.common.kafka import Refuse
+from services.common.outbox import enqueue
+from services.common.tier import Tier
+from services.common.topology import Topology
+from services.cs_gateway.models import MoveCertificateRow, NoticeRow, Outbox
+
+_inbox_message = TypeAdapter(CsInboxMessage)  # what other CSs may send
+_notice_message = TypeAdapter(CsNoticeMessage)  # what the register may be handed
+
+
+def message_key(message) -> str:
+    """What makes a message the same message when it is delivered twice."""
+    if isinstance(message, MoveOutCertificate | MoveOutWithdrawal):
+        return f"{message.kind}:{message.certificate_id}"
+    if isinstance(message, MoveInNotice):
+        return f"{message.kind}:{message.change.event_id}"
+    if isinstance(message, OnlineFilingNotice):
+        return f"{message.kind}:{message.filing_id}"
+    if isinstance(message, OnlineConfirmationNotice):
+        return f"{message.kind}:{message.attempt_id}"
+    return f"{message.kind}:{message.resident_code}:{message.replied_at.isoformat()}"
+
+
+class CsMoves:
+    def __init__(self, *, tier: Tier, municipality_code: str, topology: Topology):
+        self.tier = tier
+        self.code = municipality_code
+        self.topology = topology
+
+    # --- from the own RRS ----------------------------------------------------------------------------------
+    async def forward_from_rrs(self, session: AsyncSession, message: MoveOutCertificate | MoveOutWithdrawal | MoveInReply) -> None:
+        """Send one message of the RRS to the other municipality's CS (via the outbox, in this transaction)."""
+        target = destination_of(message)
+        if self.topology.municipality(target) is None:
+            raise Refuse(f"municipality {target} is not on the network")
+        if target == self.code:
+            raise Refuse("a move within the municipality is a 転居, not a 転出")
+        enqueue(session, Outbox, destination=topics.cs_inbox(target), key=message.resident_code, kind=message.kind, payload=message.model_dump_json())
+
+    async def before_own_change(self, session: AsyncSession, change: IdentityChange) -> None:
+        """Before a 転入 of the own RRS: apply the certificate's 転出 version it continues from."""
+        if change.reason is not ChangeReason.move_in or change.move is None or change.move.origin_municipality_code is None:
+            return
+        certificate = (await session.execute(
+            select(MoveCertificateRow).where(MoveCertificateRow.resident_code == change.resident_code, MoveCertificateRow.version == change.version - 1)
+            .order_by(MoveCertificateRow.received_at.desc()).limit(1)
+        )).scalar_one_or_none()
+        if certificate is not None:
+            await self.tier.receive(session, MoveOutCertificate.model_validate_json(certificate.payload).person.change)
+
+    async def on_applied(self, session: AsyncSession, change: IdentityChange) -> None:
+        """After the own RRS's 転入 is applied: the certificate is used, and the origin hears of it (転入通知)."""
+        if change.reason is not ChangeReason.move_in or change.municipality_code != self.code or change.move is None:
+            return
+        origin = change.move.origin_municipality_code
+        await session.execute(
+            update(MoveCertificateRow).where(MoveCertificateRow.resident_code == change.resident_code, MoveCertificateRow.status == "pending").values(status="used")
+        )
+        if origin is None or origin == self.code or self.topology.municipality(origin) is None:
+            return
+        notice = MoveInNotice(municipality_code=self.code, origin_municipality_code=origin, resident_code=change.resident_code, change=change, sent_at=datetime.now(UTC))
+        enqueue(session, Outbox, destination=topics.cs_inbox(origin), key=change.resident_code, kind=notice.kind, payload=notice.model_dump_json())
+
+    # --- from other CSs (the inbox topic) ------------------------------------------------------------------
+    def inbox_handler(self):
+        async def handle(session: AsyncSession, record: ConsumerRecord) -> None:
+            try:
+                message = _inbox_message.validate_json(record.value or b"")
+            except ValidationError as exc:
+                raise Refuse(f"not a CS inbox message: {exc.errors(include_url=False)[:3]}") from None
+            if record.key is not None and record.key.decode() != message.resident_code:
+                raise Refuse("record key is not the resident code of the message")
+            if destination_of(message) != self.code:
+                raise Refuse(f"the message is for {destination_of(message)}, this CS serves {self.code}")
+            if self.topology.municipality(message.municipality_code) is None:
+                raise Refuse(f"sender municipality {message.municipality_code} is not on the network")
+            await self.take(session, message)
+
+        return handle
+
+    async def take(self, session: AsyncSession, message) -> bool:
+        """Keep one inbound message (once) and do what it means here; False when it was a redelivery."""
+        stored = await session.execute(
+            insert(NoticeRow).values(kind=message.kind, message_key=message_key(message), resident_code=message.resident_code, payload=message.model_dump_json())
+            .on_conflict_do_nothing(index_elements=["message_key"]).returning(NoticeRow.sequence)
+        )
+        if stored.scalar_one_or_none() is None:
+            return False
+        if isinstance(message, MoveOutCertificate):
+            await session.execute(insert(MoveCertificateRow).values(
+                certificate_id=message.certificate_id, resident_code=message.resident_code, origin_municipality_code=message.municipality_code,
+                version=message.person.change.version, status="pending", payload=message.model_dump_json(),
+            ).on_conflict_do_nothing(index_elements=["certificate_id"]))
+        elif isinstance(message, MoveOutWithdrawal):
+            await session.execute(update(MoveCertificateRow).where(
+                MoveCertificateRow.certificate_id == message.certificate_id, MoveCertificateRow.status == "pending").values(status="withdrawn"))
+        elif isinstance(message, MoveInNotice):
+            await self.tier.receive(session, message.change)
+        return True
+
+    # --- for the own RRS -----------------------------------------------------------------------------------
+    async def notices_after(self, session: AsyncSession, after: int, limit: int) -> list[CsNotice]:
+        rows = (await session.execute(select(NoticeRow).where(NoticeRow.sequence > after).order_by(NoticeRow.sequence).limit(limit))).scalars().all()
+        return [CsNotice(sequence=r.sequence, received_at=r.received_at, message=_notice_message.validate_json(r.payload)) for r in rows]
+
+    async def returning_from_abroad(self, session: AsyncSession, last_change: IdentityChange) -> MoveOutCertificate:
+        """A person who left abroad comes back here: the national record's 国外転出 version is their certificate."""
+        move = last_change.move
+        if last_change.status.value != "removed" or last_change.reason is not ChangeReason.move_out or move is None or move.destination_country is None:
+            raise LookupError(f"{last_change.resident_code} did not leave abroad (the network's latest change is {last_change.reason.value}, {last_change.status.value})")
+        certificate = MoveOutCertificate(
+            certificate_id=uuid.uuid5(uuid.NAMESPACE_URL, f"jukinet:return:{last_change.event_id}:{self.code}"), procedure_id=move.procedure_id,
+            municipality_code=last_change.municipality_code, destination_municipality_code=self.code, resident_code=last_change.resident_code,
+            planned_date=move.planned_date or last_change.change_date, persons_in_procedure=1, issued_at=datetime.now(UTC), from_abroad=True,
+            person=TransferredPerson(change=last_change, relationship=Relationship.head, was_head=True),
+        )
+        await self.take(session, certificate)
+        return certificate

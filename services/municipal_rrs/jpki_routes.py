@@ -1,0 +1,96 @@
+"""JPKI at the counter: staff hand the public keys the card generated to the
+national CA and record in-person identity checks. The RRS calls only its own
+CS (R-NET-1); the CS forwards to the national server."""
+
+
+from typing import Annotated
+
+import httpx
+from fastapi import APIRouter, Depends, Header, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ValidationError
+
+from contracts.identity import RegistrationStatus
+from contracts.jpki import AssuranceState, CardPublicKeys, CertificateIssuanceRequest, CertificateKind, IssuedCertificate, IssuedCertificates
+from services.common.problems import PROBLEM_MEDIA_TYPE, ProblemError
+from services.municipal_rrs import service
+
+
+class _CsProblem(Exception):
+    """The CS (or the national server behind it) answered with a problem document: pass it on unchanged."""
+
+    def __init__(self, response: httpx.Response):
+        self.response = response
+
+
+def jpki_router(rt, municipality_code: str) -> APIRouter:
+    cs_node, cs_party = f"cs_gateway.{municipality_code}", f"cs-{municipality_code}"
+    router = APIRouter(prefix="/v1/residents", tags=["jpki"])
+
+    def staff(request: Request, x_staff_id: Annotated[str | None, Header(max_length=100, pattern=r"^[A-Za-z0-9._-]+$")] = None) -> str:
+        request.state.caller = x_staff_id or "counter"
+        return request.state.caller
+
+    StaffDep = Annotated[str, Depends(staff)]
+
+    async def call_cs(method: str, path: str, answer: type[BaseModel], body: BaseModel | None = None):
+        try:
+            response = await rt.http.request(
+                method, f"{rt.settings.peer(cs_node)}{path}", content=body.model_dump_json() if body is not None else None,
+                headers={"content-type": "application/json", "authorization": f"Bearer {rt.token_for(cs_party)}"},
+            )
+        except httpx.HTTPError as exc:
+            raise ProblemError(502, "cs-unavailable", "The municipality's CS did not answer", str(exc)) from None
+        if response.is_success:
+            try:
+                return answer.model_validate_json(response.content)
+            except ValidationError as exc:
+                raise ProblemError(502, "cs-answer-invalid", "The CS's answer does not fit the contract", str(exc)[:2000]) from None
+        if 400 <= response.status_code < 500 and response.headers.get("content-type", "").startswith(PROBLEM_MEDIA_TYPE):
+            raise _CsProblem(response)
+        raise ProblemError(502, "cs-unavailable", "The municipality's CS did not answer", f"it answered {response.status_code}")
+
+    async def registered(resident_code: str, *, allowed: set[RegistrationStatus]) -> None:
+        async with rt.sessions() as session:
+            try:
+                resident = await service.load(session, resident_code)
+            except service.NotFound:
+                raise ProblemError(404, "not-found", "No such record", f"no resident {resident_code} in this municipality") from None
+        if resident.status not in allowed:
+            raise ProblemError(409, "person-not-active", "The person is not registered here", f"{resident_code} is {resident.status.value}")
+
+    def passed_on(problem: _CsProblem) -> JSONResponse:
+        return JSONResponse(problem.response.json(), status_code=problem.response.status_code, media_type=PROBLEM_MEDIA_TYPE)
+
+    @router.post("/{resident_code}/jpki-certificates", status_code=201, response_model=IssuedCertificates)
+    async def issue(resident_code: str, keys: CardPublicKeys, _staff: StaffDep):
+        """Issue the card's certificates (署名用 and/or 利用者証明用) over the public keys the card generated."""
+        await registered(resident_code, allowed={RegistrationStatus.active})
+        wanted = [(CertificateKind.signing, keys.signing_public_key_pem), (CertificateKind.authentication, keys.authentication_public_key_pem)]
+        issued = []
+        try:
+            for kind, pem in wanted:
+                if pem is not None:
+                    issued.append(await call_cs("POST", "/v1/rrs/jpki/certificates", IssuedCertificate, CertificateIssuanceRequest(resident_code=resident_code, kind=kind, public_key_pem=pem)))
+        except _CsProblem as problem:
+            return passed_on(problem)
+        return IssuedCertificates(resident_code=resident_code, certificates=issued)
+
+    @router.post("/{resident_code}/identity-checks", response_model=AssuranceState)
+    async def identity_check(resident_code: str, _staff: StaffDep):
+        """Record that the counter checked the person's identity face to face (resets the online count)."""
+        await registered(resident_code, allowed=set(RegistrationStatus) - {RegistrationStatus.deceased, RegistrationStatus.removed})
+        try:
+            return await call_cs("POST", f"/v1/rrs/assurance/{resident_code}/in-person-checks", AssuranceState)
+        except _CsProblem as problem:
+            return passed_on(problem)
+
+    @router.get("/{resident_code}/assurance", response_model=AssuranceState)
+    async def assurance(resident_code: str):
+        """The person's identity-assurance ledger as the national server keeps it."""
+        try:
+            return await call_cs("GET", f"/v1/rrs/assurance/{resident_code}", AssuranceState)
+        except _CsProblem as problem:
+            return passed_on(problem)
+
+    return router

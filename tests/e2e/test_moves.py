@@ -1,0 +1,271 @@
+"""Moves between municipalities on the real network: 転出 at A, 特例転入 at B, 転入通知 back to A,
+households moving together, 転出取消, 国外転出 and return, and the national server's
+one-registration invariant while many moves run at once (issue: moves and online notifications)."""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from datetime import date
+
+import httpx
+
+from tests.conftest import wait_until
+from tests.e2e.helpers import address_in, birth_body, register
+
+CHIYODA, SHIBUYA, TOYONAKA = "131016", "131130", "272035"
+TODAY = date.today().isoformat()
+
+
+def rrs(network, municipality: str) -> str:
+    return network.url(f"municipal_rrs.{municipality}")
+
+
+def move_out(network, origin: str, codes: list[str], destination: str | None = None, *, country: str | None = None, remaining_head: str | None = None) -> httpx.Response:
+    body = {"resident_codes": codes, "planned_date": TODAY, "notified_date": TODAY}
+    if destination is not None:
+        body["destination"] = address_in(destination)
+    else:
+        body["destination_country"] = country
+    if remaining_head:
+        body["remaining_head"] = remaining_head
+    return httpx.post(f"{rrs(network, origin)}/v1/move-outs", json=body, timeout=20)
+
+
+def move_in(network, destination: str, persons: list[dict], *, household_id: str | None = None) -> httpx.Response:
+    body = {"persons": persons, "new_address": address_in(destination), "move_date": TODAY, "notified_date": TODAY}
+    if household_id:
+        body["household_id"] = household_id
+    return httpx.post(f"{rrs(network, destination)}/v1/move-ins", json=body, timeout=20)
+
+
+def reservations(network, municipality: str) -> set[str]:
+    return {c["resident_code"] for c in httpx.get(f"{rrs(network, municipality)}/v1/move-reservations", timeout=10).json()}
+
+
+def national_row(db, code: str):
+    rows = db("national").rows("select municipality_code, status, version, payload from identity where resident_code = %s", (code,))
+    return rows[0] if rows else None
+
+
+def record(network, municipality: str, code: str) -> dict:
+    response = httpx.get(f"{rrs(network, municipality)}/v1/residents/{code}", timeout=10)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def wait_reserved(network, municipality: str, codes: list[str]) -> None:
+    wait_until(lambda: set(codes) <= reservations(network, municipality), what=f"転入予約 of {codes} at {municipality}")
+
+
+def test_move_across_prefectures_keeps_the_codes_and_continues_the_versions(network, db):
+    person = register(network, CHIYODA)
+    code = person["resident_code"]
+    wait_until(lambda: (national_row(db, code) or (None,))[0] == CHIYODA, what="registered at national")
+
+    response = move_out(network, CHIYODA, [code], TOYONAKA)
+    assert response.status_code == 201, response.text
+    [moving] = response.json()
+    assert moving["status"] == "moving_out" and moving["version"] == 2
+    assert moving["pending_move"]["destination_municipality_code"] == TOYONAKA
+
+    # in transit at the national server, with origin and destination
+    row = wait_until(lambda: (r := national_row(db, code)) and r[1] == "moving_out" and r, what="in transit at national")
+    move = json.loads(row[3])["move"]
+    assert (row[0], move["origin_municipality_code"], move["destination_municipality_code"]) == (CHIYODA, CHIYODA, TOYONAKA)
+
+    # the certificate reached Toyonaka without paper; the 転入 continues the sequence
+    wait_reserved(network, TOYONAKA, [code])
+    response = move_in(network, TOYONAKA, [{"resident_code": code}])
+    assert response.status_code == 201, response.text
+    [arrived] = response.json()
+    assert (arrived["resident_code"], arrived["individual_number"], arrived["version"]) == (code, person["individual_number"], 3)
+    assert arrived["status"] == "active" and arrived["relationship"] == "世帯主"
+    assert arrived["family_register"] == person["family_register"], "本籍 and 筆頭者 came with the 転出証明書情報"
+    assert arrived["previous_address"] == person["address"]["text"]
+
+    # national: registered at Toyonaka; both prefectures' copies say so; Chiyoda closed its record
+    wait_until(lambda: (r := national_row(db, code)) and r[:3] == (TOYONAKA, "active", 3), what="registered at Toyonaka nationally")
+    wait_until(lambda: db("pref_27").value("select municipality_code from identity where resident_code = %s", (code,)) == TOYONAKA, what="pref 27 copy")
+    wait_until(lambda: db("pref_13").value("select municipality_code from identity where resident_code = %s", (code,)) == TOYONAKA, what="pref 13 copy says where the person went")
+    closed = wait_until(lambda: (r := record(network, CHIYODA, code))["status"] == "removed" and r, what="Chiyoda closes on the 転入通知")
+    assert closed["pending_move"] is None and closed["version"] == 2
+
+    # the Rückmeldung: Chiyoda answered, no discrepancy; Toyonaka's staff see it
+    def reply():
+        notices = httpx.get(f"{rrs(network, TOYONAKA)}/v1/notices", timeout=10).json()
+        return [n for n in notices if n["resident_code"] == code and n["kind"] == "move-in-reply/v1"]
+    [answered] = wait_until(reply, what="reply from Chiyoda")
+    assert "no discrepancy" in answered["summary"]
+    history = httpx.get(f"{rrs(network, TOYONAKA)}/v1/residents/{code}/history", timeout=10).json()
+    assert [h["reason"] for h in history] == ["move_in"]
+    assert [h[0] for h in db("national").rows("select version from identity_history where resident_code = %s order by version", (code,))] == [1, 2, 3]
+
+
+def test_a_household_moves_together_and_can_split_or_merge(network, db):
+    head = register(network, CHIYODA)
+    household = head["household_id"]
+    spouse = register(network, CHIYODA, birth_body(CHIYODA, household_id=household))
+    child = register(network, CHIYODA, birth_body(CHIYODA, household_id=household))
+    codes = [head["resident_code"], spouse["resident_code"], child["resident_code"]]
+
+    # the head cannot leave the others without a head
+    response = move_out(network, CHIYODA, [codes[0]], SHIBUYA)
+    assert response.status_code == 409 and "remaining_head" in response.json()["detail"]
+
+    # the whole household, one procedure
+    response = move_out(network, CHIYODA, codes, SHIBUYA)
+    assert response.status_code == 201, response.text
+    procedures = {r["pending_move"]["procedure_id"] for r in response.json()}
+    assert len(procedures) == 1
+    wait_reserved(network, SHIBUYA, codes)
+    response = move_in(network, SHIBUYA, [{"resident_code": c} for c in codes])
+    assert response.status_code == 201, response.text
+    arrived = response.json()
+    assert len({r["household_id"] for r in arrived}) == 1
+    assert [r["relationship"] for r in arrived] == ["世帯主", "子", "子"]
+    members = httpx.get(f"{rrs(network, SHIBUYA)}/v1/households/{arrived[0]['household_id']}", timeout=10).json()
+    assert {m["resident_code"] for m in members} == set(codes)
+    for code in codes:
+        wait_until(lambda code=code: (r := national_row(db, code)) and r[:2] == (SHIBUYA, "active"), what=f"{code} at Shibuya")
+        wait_until(lambda code=code: record(network, CHIYODA, code)["status"] == "removed", what=f"{code} closed at Chiyoda")
+
+    # split: one child moves back to Chiyoda alone and joins an existing household there (merge)
+    host = register(network, CHIYODA)
+    response = move_out(network, SHIBUYA, [codes[2]], CHIYODA)
+    assert response.status_code == 201, response.text
+    wait_reserved(network, CHIYODA, [codes[2]])
+    response = move_in(network, CHIYODA, [{"resident_code": codes[2], "relationship": "同居人"}], household_id=host["household_id"])
+    assert response.status_code == 201, response.text
+    [back] = response.json()
+    assert back["household_id"] == host["household_id"] and back["relationship"] == "同居人" and back["version"] == 5
+    still = httpx.get(f"{rrs(network, SHIBUYA)}/v1/households/{arrived[0]['household_id']}", timeout=10).json()
+    assert {m["resident_code"] for m in still} == set(codes[:2])
+    wait_until(lambda: (r := national_row(db, codes[2])) and r[:3] == (CHIYODA, "active", 5), what="back at Chiyoda nationally")
+
+
+def test_a_cancelled_move_out_withdraws_the_certificate(network, db):
+    code = register(network, SHIBUYA)["resident_code"]
+    assert move_out(network, SHIBUYA, [code], TOYONAKA).status_code == 201
+    wait_reserved(network, TOYONAKA, [code])
+    response = httpx.post(f"{rrs(network, SHIBUYA)}/v1/residents/{code}/move-out/cancellation",
+                          json={"cancellation_date": TODAY, "explanation": "転居先の契約が取り消された"}, timeout=10)
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "active" and response.json()["version"] == 3
+    wait_until(lambda: (r := national_row(db, code)) and r[:3] == (SHIBUYA, "active", 3), what="active again at Shibuya nationally")
+    wait_until(lambda: code not in reservations(network, TOYONAKA), what="certificate withdrawn at Toyonaka")
+
+    # the withdrawn certificate cannot be used: the filing is flagged, not registered
+    response = move_in(network, TOYONAKA, [{"resident_code": code}])
+    assert response.status_code == 409 and response.json()["type"].endswith("no-matching-move-out")
+    # cancelling twice is refused
+    again = httpx.post(f"{rrs(network, SHIBUYA)}/v1/residents/{code}/move-out/cancellation",
+                       json={"cancellation_date": TODAY, "explanation": "二重"}, timeout=10)
+    assert again.status_code == 409
+
+
+def test_a_move_in_without_a_matching_move_out_is_flagged_for_staff(network, db):
+    code = register(network, CHIYODA)["resident_code"]
+    wait_until(lambda: national_row(db, code) is not None, what="registered")
+    response = move_in(network, TOYONAKA, [{"resident_code": code}])
+    assert response.status_code == 409, response.text
+    problem = response.json()
+    assert problem["resident_codes"] == [code]
+    reviews = httpx.get(f"{rrs(network, TOYONAKA)}/v1/move-in-reviews", timeout=10).json()
+    assert any(r["review_id"] == problem["review_id"] and r["resident_codes"] == [code] and r["state"] == "open" for r in reviews)
+    assert db("rrs_272035").value("select count(*) from residents where resident_code = %s", (code,)) == 0
+    assert national_row(db, code)[:2] == (CHIYODA, "active")
+
+
+def test_moving_abroad_and_back_keeps_the_resident_code(network, db):
+    person = register(network, TOYONAKA)
+    code = person["resident_code"]
+    response = move_out(network, TOYONAKA, [code], country="アメリカ合衆国")
+    assert response.status_code == 201, response.text
+    assert response.json()[0]["status"] == "removed"
+    row = wait_until(lambda: (r := national_row(db, code)) and r[1] == "removed" and r, what="emigrated nationally")
+    assert json.loads(row[3])["move"]["destination_country"] == "アメリカ合衆国"
+
+    response = httpx.post(f"{rrs(network, SHIBUYA)}/v1/move-ins/from-abroad", json={
+        "resident_code": code, "new_address": address_in(SHIBUYA), "move_date": TODAY, "notified_date": TODAY,
+    }, timeout=20)
+    assert response.status_code == 201, response.text
+    back = response.json()
+    assert (back["individual_number"], back["version"], back["status"]) == (person["individual_number"], 3, "active")
+    wait_until(lambda: (r := national_row(db, code)) and r[:3] == (SHIBUYA, "active", 3), what="registered again at Shibuya")
+
+    # a person who never left abroad cannot be 'returned'
+    stayer = register(network, CHIYODA)["resident_code"]
+    wait_until(lambda: national_row(db, stayer) is not None, what="registered")
+    response = httpx.post(f"{rrs(network, SHIBUYA)}/v1/move-ins/from-abroad", json={
+        "resident_code": stayer, "new_address": address_in(SHIBUYA), "move_date": TODAY,
+    }, timeout=20)
+    assert response.status_code == 409
+
+
+def _invariant_violations(db, codes: list[str]) -> list[str]:
+    """Each person is registered in exactly one municipality, or in transit with a known origin and destination."""
+    found = []
+    rows = db("national").rows("select resident_code, municipality_code, status, payload from identity where resident_code = any(%s)", (codes,))
+    if len(rows) != len(codes):
+        found.append(f"{len(codes) - len(rows)} persons missing")
+    for code, municipality, status, payload in rows:
+        move = json.loads(payload).get("move")
+        if status == "active":
+            continue
+        if status == "moving_out" and move and move["origin_municipality_code"] == municipality and move["destination_municipality_code"] not in (None, municipality):
+            continue
+        found.append(f"{code}: {status} at {municipality} with move {move}")
+    return found
+
+
+def test_concurrent_moves_keep_exactly_one_registration(network, db):
+    rng = random.Random(7)
+    places = [CHIYODA, SHIBUYA, TOYONAKA]
+    people = {}
+    for i in range(18):
+        home = places[i % 3]
+        people[register(network, home)["resident_code"]] = home
+    codes = list(people)
+    wait_until(lambda: db("national").value("select count(*) from identity where resident_code = any(%s)", (codes,)) == len(codes), what="all registered")
+
+    violations: list[str] = []
+    stop = threading.Event()
+
+    def watch():
+        while not stop.is_set():
+            violations.extend(_invariant_violations(db, codes))
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+
+    def journey(code: str) -> tuple[str, str, int]:
+        """Two moves in a row, each 転出 → 特例転入, as fast as the network lets them."""
+        here, version = people[code], 1
+        for _ in range(2):
+            there = rng.choice([p for p in places if p != here])
+            response = move_out(network, here, [code], there)
+            assert response.status_code == 201, response.text
+            wait_reserved(network, there, [code])
+            response = move_in(network, there, [{"resident_code": code}])
+            assert response.status_code == 201, response.text
+            here, version = there, response.json()[0]["version"]
+        return code, here, version
+
+    try:
+        with ThreadPoolExecutor(max_workers=9) as pool:
+            outcomes = list(pool.map(journey, codes))
+        for code, where, version in outcomes:
+            wait_until(lambda code=code, where=where, version=version: (r := national_row(db, code)) and r[:3] == (where, "active", version), what=f"{code} settled at {where}")
+    finally:
+        stop.set()
+        watcher.join()
+    assert not violations, violations[:5]
+    for code, where, _ in outcomes:
+        # active in exactly one register: the destination; every earlier register closed its record
+        active = [m for m in places if db(f"rrs_{m}").value("select status from residents where resident_code = %s", (code,)) == "active"]
+        assert active == [where]
+        wait_until(lambda code=code, where=where: all(db(f"rrs_{m}").value("select status from residents where resident_code = %s", (code,)) in (None, "removed")
+                                                      for m in places if m != where), what=f"{code} closed everywhere else")
