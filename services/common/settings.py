@@ -36,6 +36,9 @@ class ServiceSettings(BaseSettings):
     otlp_endpoint: str | None = None
     outbox_poll_seconds: float = 0.2
     resync_poll_seconds: float = 2.0
+    snapshot_seconds: float = 3600.0  # a CS sends a snapshot upward this often (0: only on operator request)
+    reconcile_seconds: float = 300.0  # every tier compares with the tier below this often (0: only on operator request)
+    reconcile_grace_seconds: float = 2.0  # a difference is looked at again after this long before it is healed or reported
 
     @cached_property
     def topology_model(self) -> Topology:

@@ -32,7 +32,11 @@ from services.common.versioning import Decision
 from services.cs_gateway.models import TABLES, ConsumerOffset, DeadLetter, Outbox, Refusal
 from services.cs_gateway.moves import CsMoves
 from services.cs_gateway.online import CsOnline
+from services.cs_gateway.dv import CsDv
+from contracts.dv import SupportMeasureAck, SupportMeasureNotice
 from services.cs_gateway.jpki_routes import jpki_router
+from services.cs_gateway.models import RECOVERY
+from services.cs_gateway.snapshots import cs_recovery
 
 
 def build_app(settings: ServiceSettings) -> FastAPI:
@@ -54,15 +58,17 @@ def build_app(settings: ServiceSettings) -> FastAPI:
 
     relay = OutboxRelay(rt.sessions, Outbox, rt.publish_outbox_row, poll_seconds=settings.outbox_poll_seconds)
     online = CsOnline(rt, municipality=municipality, moves=moves)
+    dv = CsDv(rt, municipality_code=municipality.code, topology=topology, upward_topic=upward_topic, moves=moves, online=online)  # DV等支援措置
 
     async def record_assurance_forever() -> None:
         await poll_forever(online.record_assurance_once, wakeup=asyncio.Event(), idle_seconds=1.0, what="assurance events to the national server")
 
+    recovery_routers, recovery_loops = cs_recovery(rt, tier, RECOVERY, municipality_code=municipality.code, topology=topology)  # snapshots, reconciliation
     app = FastAPI(
         title=f"CS {municipality.name} ({municipality.code})",
         version="1.0.0",
         description="Communication server: the only door between the municipal register and the network. Fixed formats only.",
-        lifespan=rt.background(relay.run_forever, inbox.run_forever, record_assurance_forever),
+        lifespan=rt.background(relay.run_forever, inbox.run_forever, record_assurance_forever, *recovery_loops),
     )
     install_problem_handlers(app, rt.refusal_recorder(Refusal))
     from_own_rrs = bearer_verifier(rt.keys, audience=rt.party, allowed_issuers=lambda party: party == f"rrs-{municipality.code}")
@@ -80,12 +86,15 @@ def build_app(settings: ServiceSettings) -> FastAPI:
         relay.wakeup.set()
         return IdentityChangeAck(event_id=change.event_id, resident_code=change.resident_code, version=change.version, outcome="duplicate" if outcome.decision is Decision.duplicate else "accepted")
 
+    rrs_batches = asyncio.Lock()
+
     @app.post("/v1/rrs/batches", status_code=202, response_model=RrsBatchAck, dependencies=[Depends(from_own_rrs)])
     async def receive_batch(batch: RrsBatch) -> RrsBatchAck:
         """Take the messages of one RRS outbox pass, in order, in one transaction (all or nothing)."""
         accepted = duplicates = 0
         try:
-            async with rt.sessions() as session, session.begin():
+            # one batch at a time: a batch resent after a timeout waits for the first copy and is then a duplicate
+            async with rrs_batches, rt.sessions() as session, session.begin():
                 for envelope in batch.messages:
                     message = envelope.message
                     with tracer().start_as_current_span(f"cs take {message.kind}", context=context_from_traceparent(envelope.traceparent), kind=trace.SpanKind.CONSUMER):
@@ -98,6 +107,8 @@ def build_app(settings: ServiceSettings) -> FastAPI:
                             fresh = await households.store_composition(session, message)
                         elif isinstance(message, OnlineFilingOutcome):
                             fresh = await online.take_outcome(session, message)
+                        elif isinstance(message, SupportMeasureNotice | SupportMeasureAck):
+                            fresh = await dv.take_from_rrs(session, message)
                         else:
                             await moves.forward_from_rrs(session, message)
                             fresh = True
@@ -164,6 +175,9 @@ def build_app(settings: ServiceSettings) -> FastAPI:
         return {reason: count for reason, count in rows}
 
     app.include_router(tier.internal_router())
+    for recovery_router in recovery_routers:
+        app.include_router(recovery_router)
     app.include_router(online.router())
+    app.include_router(dv.router())  # support measures: 広域交付 answers, the online pre-fill
     app.include_router(jpki_router(rt, municipality.code))  # JPKI and the assurance ledger, forwarded to the national server
     return app

@@ -28,6 +28,10 @@ from services.common.settings import ServiceSettings
 from services.municipal_rrs import moves, online, service
 from services.municipal_rrs.domain import RegistryRuleViolation
 from services.municipal_rrs.jpki_routes import jpki_router
+from services.municipal_rrs.dv_routes import dv_housekeeping, dv_router
+from services.municipal_rrs.reconcile import RegisterReconciler
+from services.municipal_rrs.related_routes import related_router
+from services.municipal_rrs.ui.routes import staff_router
 from services.municipal_rrs.models import IncomingNoticeRow, LetterRow, OnlineFilingRow, MoveInReviewRow, MoveReservationRow, Outbox, Refusal
 
 PORTAL_CREDENTIAL_SECONDS = 24 * 3600
@@ -51,11 +55,13 @@ def build_app(settings: ServiceSettings) -> FastAPI:
             f"{settings.peer(cs_node)}/v1/rrs/batches",
             content=body.encode(),
             headers={"content-type": "application/json", "authorization": f"Bearer {rt.token_for(cs_party)}"},
+            timeout=60.0,  # a busy CS takes long; a resend before it finished would only queue behind the first copy
         )
         if response.status_code not in (200, 201, 202):
             raise RuntimeError(f"CS answered {response.status_code}: {response.text[:500]}")
 
     relay = OutboxRelay(rt.sessions, Outbox, deliver_batch=deliver_to_cs, poll_seconds=settings.outbox_poll_seconds)
+    reconciler = RegisterReconciler(rt, municipality_code=municipality.code, relay=relay)
 
     def known_municipality(code: str) -> bool:
         return topology.municipality(code) is not None
@@ -84,7 +90,8 @@ def build_app(settings: ServiceSettings) -> FastAPI:
         title=f"住民記録システム {municipality.name} ({municipality.code})",
         version="1.0.0",
         description="The resident register of one municipality: every 住民票 item with its history. Only its own CS receives anything from it.",
-        lifespan=rt.background(relay.run_forever, pull_notices_forever),
+        lifespan=rt.background(relay.run_forever, pull_notices_forever, reconciler.run_forever,
+                               dv_housekeeping(rt, municipality_code=municipality.code, relay=relay, known_municipality=known_municipality)),
     )
     install_problem_handlers(app, rt.refusal_recorder(Refusal))
     app.state.relay = relay
@@ -346,4 +353,9 @@ def build_app(settings: ServiceSettings) -> FastAPI:
 
     app.include_router(router)
     app.include_router(jpki_router(rt, municipality.code))  # JPKI at the counter, through the CS
+    app.include_router(dv_router(rt, municipality_code=municipality.code, relay=relay, known_municipality=known_municipality))  # DV等支援措置, certificate requests
+    app.include_router(reconciler.router())  # the register compares itself with its CS
+    app.include_router(related_router(rt, municipality.code))  # 住登外者 and 印鑑登録 (R-REL-1)
+    app.include_router(staff_router(rt, municipality_code=municipality.code, municipality_name=municipality.name, topology=topology,
+                                    known_municipality=known_municipality, changed=relay.wakeup.set))  # counter staff screens (/staff)
     return app

@@ -26,7 +26,7 @@ from contracts.online import (
 )
 from contracts.register import MoveWithin
 from services.common.outbox import enqueue
-from services.municipal_rrs import moves, service
+from services.municipal_rrs import dv, moves, service
 from services.municipal_rrs.domain import RegistryRuleViolation, proxy_refusal
 from services.municipal_rrs.models import LetterRow, OnlineFilingRow, Outbox
 
@@ -62,6 +62,8 @@ async def take_filing(session: AsyncSession, notice: OnlineFilingNotice, *, muni
     persons = [notice.resident_code, *content.members]
     try:
         async with session.begin_nested():
+            if refusal := await dv.online_proxy_refusal(session, notice.resident_code, content.members):  # stricter where a measure protects
+                raise RegistryRuleViolation(refusal)
             if isinstance(content, OnlineMoveIn):
                 await _check_move_in_proxy(session, notice.resident_code, content.members)
             else:
@@ -70,11 +72,13 @@ async def take_filing(session: AsyncSession, notice: OnlineFilingNotice, *, muni
                     raise RegistryRuleViolation(refusal)
             if isinstance(content, OnlineMoveOut):
                 await moves.file_move_out(
-                    session, MoveOutFiling(resident_codes=persons, destination=content.destination, planned_date=content.planned_date, notified_date=today),
+                    session, MoveOutFiling(resident_codes=persons, destination=content.destination, destination_country=content.destination_country,
+                                           planned_date=content.planned_date, notified_date=today),
                     municipality_code=municipality_code, known_municipality=known_municipality, staff=f"online:{notice.serial}"[:100], today=today,
                 )
-                return _answer(session, row, municipality_code, OnlineFilingState.completed,
-                               next_step=f"your 転入予約 is with {content.destination.municipality_code}; file the 転入届 there after moving")
+                next_step = (f"your 転入予約 is with {content.destination.municipality_code}; file the 転入届 there after moving"
+                             if content.destination else None)
+                return _answer(session, row, municipality_code, OnlineFilingState.completed, next_step=next_step)
     except (RegistryRuleViolation, service.NotFound) as exc:
         return _answer(session, row, municipality_code, OnlineFilingState.refused, reason=str(exc))
     # 転入 and 転居 wait for the residence confirmation the resident chose
