@@ -127,7 +127,7 @@ def restore_figures(root: Path) -> dict:
             },
         }
     finally:
-        net.stop()
+        _stop(net)
 
 
 def _hundred_changes_at_the_counter(net: Network) -> None:
@@ -268,7 +268,15 @@ def reconcile_figures(root: Path) -> dict:
             "baseline: bytes one side would send for a full comparison (about)": naive_bytes,
         }
     finally:
-        net.stop()
+        _stop(net)
+
+
+def _stop(net: Network) -> None:
+    """Stop the network and wait until PostgreSQL has really gone (its shutdown checkpoint can outlast pg_ctl's wait)."""
+    net.stop()
+    deadline = time.monotonic() + 600
+    while (net.postgres.data / "postmaster.pid").exists() and time.monotonic() < deadline:
+        time.sleep(0.5)
 
 
 def _ts(value: str) -> float:
@@ -284,6 +292,7 @@ def main() -> dict:
     ]}
     with tempfile.TemporaryDirectory(prefix="bench-restore-") as tmp:
         figures[f"restore of a municipality of {RESTORE_PERSONS:,} residents"] = restore_figures(Path(tmp))
+    print(json.dumps(figures, ensure_ascii=False, indent=2, default=str), flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-reconcile-") as tmp:
         figures[f"reconciliation of a prefecture of {PREFECTURE_PERSONS:,} residents"] = reconcile_figures(Path(tmp))
     return figures

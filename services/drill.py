@@ -258,8 +258,9 @@ def _previous_and_since(changes: list[IdentityChange], municipality_code: str) -
 
 def register_rows(municipality_code: str, changes: list[IdentityChange]):
     """The register's household, record and history rows of one person rebuilt from the network's changes."""
+    from contracts.register import ResidentRecord
     from services.municipal_rrs.domain import Resident
-    from services.municipal_rrs.mapping import to_record, to_row_values
+    from services.municipal_rrs.mapping import to_row_values
 
     current = changes[-1]
     ident = current.identity
@@ -277,11 +278,17 @@ def register_rows(municipality_code: str, changes: list[IdentityChange]):
         )
 
     resident = resident_at(current, len(changes))
-    history = [
-        (c.resident_code, n, c.version, c.reason.value, c.change_date, c.notified_date, c.recorded_at, "disaster-recovery",
-         to_record(resident_at(c, n)).model_dump_json())
-        for n, c in enumerate(changes, start=1)
-    ]
+    # every item comes from a change validated above: the record is assembled, not validated again
+    record = ResidentRecord.model_construct(**{f: getattr(resident, f) for f in ResidentRecord.model_fields if hasattr(resident, f)}, head_of_household=None)
+    history = []
+    for n, c in enumerate(changes, start=1):
+        i = c.identity
+        at = record if c is current else record.model_copy(update={
+            "version": c.version, "status": c.status, "name": i.name, "former_surname": i.former_surname, "alias": i.alias, "birth_date": i.birth_date,
+            "sex": i.sex, "address": i.address, "last_change": c.reason, "last_change_date": c.change_date,
+            "pending_move": c.move if c.reason is ChangeReason.move_out and c.status.value in ("moving_out", "removed") else None,
+        })
+        history.append((c.resident_code, n, c.version, c.reason.value, c.change_date, c.notified_date, c.recorded_at, "disaster-recovery", at.model_dump_json()))
     assert ident.resident_code == resident.resident_code
     return (household_id,), to_row_values(resident), history
 

@@ -19,7 +19,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from contracts.identity import Address, PersonName, RegistrationStatus
 from contracts.moves import MoveInFiling, MoveInPerson, MoveOutCertificate, MoveOutFiling
@@ -74,8 +74,8 @@ def staff_router(rt: Runtime, *, municipality_code: str, municipality_name: str,
 
     async def header_of(session) -> dict:
         """What every screen shows at the top: measures received from other municipalities not yet acknowledged, unread notices."""
-        unread = (await session.execute(select(IncomingNoticeRow.cs_sequence).where(IncomingNoticeRow.acknowledged_at.is_(None)).limit(1000))).all()
-        return {"incoming_alerts": await mx.unacknowledged_alerts(session), "unread_notices": len(unread)}
+        unread = (await session.execute(select(func.count()).select_from(IncomingNoticeRow).where(IncomingNoticeRow.acknowledged_at.is_(None)))).scalar_one()
+        return {"incoming_alerts": await mx.unacknowledged_alerts(session), "unread_notices": unread}
 
     async def render(template: str, request: Request, who, *, status: int = 200, **context) -> HTMLResponse:
         async with rt.sessions() as session, session.begin():
