@@ -1,5 +1,8 @@
-"""HTTP API of the related municipal affairs (R-REL-1): 住登外者 and 印鑑登録, beside the register."""
+"""HTTP API of the related municipal affairs (R-REL-1): 住登外者 and 印鑑登録, beside the register.
 
+No ``from __future__ import annotations`` here: FastAPI resolves the local
+``Annotated`` dependency aliases from the function signatures.
+"""
 
 import uuid
 from datetime import date

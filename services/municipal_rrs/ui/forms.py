@@ -18,18 +18,23 @@ FIELD_LABELS = {
     "name": "氏名", "birth_date": "生年月日", "sex": "性別", "address": "住所", "address.text": "住所", "address.postal_code": "郵便番号",
     "new_address.text": "新住所", "new_address.postal_code": "郵便番号", "destination.text": "転出先住所", "destination.postal_code": "転出先の郵便番号",
     "destination": "転出先", "destination_country": "転出先の国・地域", "planned_date": "転出予定日", "move_date": "異動日", "notified_date": "届出日",
-    "death_date": "死亡日", "correction_date": "修正日", "explanation": "修正の理由", "family_register.honseki": "本籍",
+    "death_date": "死亡日", "correction_date": "修正日", "explanation": "理由", "family_register.honseki": "本籍",
     "family_register.hittousha": "筆頭者", "household.household_id": "世帯", "household.relationship": "続柄", "household": "世帯",
     "became_resident_on": "住民となった日", "address_text": "住所（市区町村外）", "address_municipality_code": "住所地の団体コード",
     "postal_code": "郵便番号", "reason": "理由", "note": "備考", "individual_number": "個人番号", "impression": "印影の説明",
     "registered_on": "登録日", "holder_resident_code": "登録者の住民票コード", "ended_on": "廃止日", "resident_code": "住民票コード",
     "resident_codes": "転出する人", "remaining_head": "残る世帯の世帯主", "persons": "転入する人",
+    "victim": "申出者の住民票コード", "family": "同一世帯の者", "kind": "種別", "basis": "根拠", "basis_issuer": "意見を述べた機関",
+    "basis_reference": "文書番号", "perpetrators": "加害者", "perpetrators.name": "加害者の氏名", "perpetrators.name_kana": "加害者のフリガナ",
+    "honseki_municipality_code": "本籍地の団体コード", "applied_on": "申出日", "outcome": "決定", "valid_from": "措置の開始日",
+    "requester": "請求者", "requester.name": "請求者の氏名", "requester.purpose": "請求事由", "requester.organisation": "所属",
+    "requester.name_kana": "請求者のフリガナ", "requester.address": "請求者の住所", "decision": "審査結果",
 }
 ERROR_TYPES = {
     "missing": "入力してください", "string_too_short": "入力してください", "string_too_long": "長すぎます",
     "string_pattern_mismatch": "形式が正しくありません", "date_from_datetime_parsing": "日付の形式が正しくありません",
     "date_parsing": "日付の形式が正しくありません", "date_type": "日付の形式が正しくありません", "enum": "選択肢から選んでください",
-    "literal_error": "選択肢から選んでください", "int_parsing": "数字で入力してください",
+    "literal_error": "選択肢から選んでください", "int_parsing": "数字で入力してください", "string_type": "入力してください",
 }
 
 

@@ -18,8 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.dv import (
     AlertKind, CertificateDocument, CertificateRequest, CertificateSubject, CertificateType, DecisionOutcome, MeasureStatus, Perpetrator,
-    PersonIdentification, RequestChannel, RequestState, Requester, ReviewDecision, SupportMeasure, SupportMeasureApplication, SupportMeasureCancellation,
-    SupportMeasureDecision, SupportMeasureExtension,
+    PersonIdentification, RequestChannel, RequestState, Requester, ReviewDecision, SupportMeasure, SupportMeasureApplication,
+    SupportMeasureCancellation, SupportMeasureDecision, SupportMeasureExtension,
 )
 from contracts.register import ResidentRecord
 from services.common.dv_rules import MeasureRuleViolation, Verdict
@@ -178,7 +178,8 @@ class Measures:
         days = int(expiring_within_days) if (expiring_within_days or "").isdigit() and int(expiring_within_days) <= 366 else None
         found = await dv.list_measures(session, status=chosen, expiring_within_days=days, today=today)
         reminders = [a for a in await dv.alerts(session, include_closed=False) if a.kind in (AlertKind.expiring, AlertKind.delivery_failed)]
-        return {"measures": [self.view(m) for m in found], "status_filter": status or "", "expiring_within_days": days, "reminders": await self._alert_views(session, reminders),
+        return {"measures": [self.view(m) for m in found], "status_filter": status or "", "expiring_within_days": days,
+                "reminders": await self._alert_views(session, reminders),
                 "statuses": labels.MEASURE_STATUS, "kinds": labels.MEASURE_KIND, "bases": labels.MEASURE_BASIS}
 
     # --- the lifecycle --------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from services.common.runtime import Runtime
 from services.municipal_rrs import moves, related, service
 from services.municipal_rrs.domain import RegistryRuleViolation
 from services.municipal_rrs.models import IncomingNoticeRow, MoveReservationRow
-from services.municipal_rrs.ui import acknowledgements, auth, labels, measures
+from services.municipal_rrs.ui import acknowledgements, auth, labels
 from services.municipal_rrs.ui.forms import Form, japanese_errors, read_form
 
 HERE = Path(__file__).parent
@@ -51,9 +51,27 @@ DONE = {
 RELATIONSHIPS = [r.value for r in Relationship]
 
 
+def unavailable_router(reason: str) -> APIRouter:
+    """Without the DV backend no screen can honour the support-measure alert: every screen says so (fail closed)."""
+    router = APIRouter(prefix="/staff", include_in_schema=False)
+
+    @router.api_route("/{path:path}", methods=["GET", "POST"])
+    async def unavailable(path: str) -> Response:
+        html = ("<!doctype html><html lang=\"ja\"><meta charset=\"utf-8\"><title>窓口業務は停止中です</title>"
+                "<h1>窓口業務は停止中です</h1><p>支援措置（DV等支援措置）の情報を確認できないため、住民の情報を表示できません。"
+                "システム管理者に連絡してください。</p>")
+        return HTMLResponse(html, status_code=503, headers={**SECURITY_HEADERS, "X-Unavailable-Reason": reason[:200]})
+
+    return router
+
+
 def staff_router(rt: Runtime, *, municipality_code: str, municipality_name: str, topology, known_municipality: Callable[[str], bool],
                  changed: Callable[[], None]) -> APIRouter:
     """``changed`` wakes the outbox relay after a change that the network must hear."""
+    try:
+        from services.municipal_rrs.ui import measures  # needs the DV backend (services/municipal_rrs/dv.py, contracts/dv.py)
+    except ImportError as exc:
+        return unavailable_router(f"DV backend missing: {exc}")
     router = APIRouter(prefix="/staff", include_in_schema=False)
     env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]))
     env.filters.update(wareki=labels.wareki, jst=labels.local_time)
@@ -755,7 +773,7 @@ def staff_router(rt: Runtime, *, municipality_code: str, municipality_name: str,
             async with rt.sessions() as session, session.begin():
                 await related.register_seal(session, cmd, staff=who.staff_id, today=date.today())
         except ValidationError as exc:
-            errors = [e.replace("登録者の住民票コード", "登録者の住民票コード") for e in japanese_errors(exc)]
+            errors = japanese_errors(exc)
         except related.NotFound:
             errors = ["その住民票コードの住民票はありません。"]
         except RegistryRuleViolation as exc:
