@@ -80,12 +80,44 @@ async def ensure_topics(bootstrap: str, names: list[str]) -> None:
 
 
 class Producer:
-    """Plain at-least-once producer (the embedded broker has no idempotent producers)."""
+    """Plain at-least-once producer (the embedded broker has no idempotent producers).
+
+    It also notices a broker that came back without its log: the offset it
+    acknowledges for a partition falls below one it acknowledged before.
+    Whoever registered with :meth:`on_log_reset` hears the names of the
+    topics it wrote to, so an outbox relay can send again what the broker
+    forgot.
+    """
 
     def __init__(self, bootstrap: str):
         self._bootstrap = bootstrap
         self._producer: AIOKafkaProducer | None = None
         self._known_topics: set[str] = set()
+        self._log_ends: dict[tuple[str, int], int] = {}  # (topic, partition) → highest offset acknowledged
+        self._reset_listeners: list[Callable[[str], None]] = []
+
+    def on_log_reset(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(topic)`` whenever a partition of ``topic`` turns out to have lost its log."""
+        self._reset_listeners.append(listener)
+
+    def _acknowledged_at(self, topic: str, partition: int, offset: int) -> None:
+        """Book an acknowledged offset; one that went backwards means the broker lost its log.
+
+        A broker restarted empty has forgotten every topic, not only the one
+        that showed it, so every topic this producer wrote to is announced,
+        once: what is known of the old logs is forgotten with them.
+        """
+        key = (topic, partition)
+        known = self._log_ends.get(key)
+        if known is not None and offset < known:
+            log.warning("the broker acknowledged offset %s on %s/%s after %s: it lost its log (restarted empty)", offset, topic, partition, known)
+            lost = sorted({t for t, _ in self._log_ends})
+            self._log_ends = {key: offset}
+            for lost_topic in lost:
+                for listener in self._reset_listeners:
+                    listener(lost_topic)
+            return
+        self._log_ends[key] = offset if known is None else max(known, offset)
 
     async def start(self) -> None:
         self._producer = AIOKafkaProducer(bootstrap_servers=self._bootstrap, enable_idempotence=False, acks="all", request_timeout_ms=10000)
@@ -128,10 +160,11 @@ class Producer:
 
         async def acknowledged() -> None:
             try:
-                await future
+                metadata = await future
             except Exception:
                 self._known_topics.discard(topic)
                 raise
+            self._acknowledged_at(metadata.topic, metadata.partition, metadata.offset)
 
         return acknowledged()
 

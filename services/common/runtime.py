@@ -22,6 +22,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from contracts.topics import HEADER_MESSAGE_KIND
 from services.common.db import make_engine, make_sessionmaker, run_migrations
 from services.common.kafka import Producer
+from services.common.outbox import OutboxRelay
 from services.common.settings import ServiceSettings
 from services.common.telemetry import instrument_engine, setup_tracing
 from services.common.tokens import PublicKeyRing, load_private_key, sign_token
@@ -63,6 +64,14 @@ class Runtime:
         """Outbox delivery to Kafka: the row's destination is the topic, its key the record key."""
         assert self.producer is not None
         return await self.producer.enqueue(row.destination, key=row.key, value=row.payload.encode(), headers={HEADER_MESSAGE_KIND: row.kind})
+
+    def kafka_outbox_relay(self, outbox_model) -> OutboxRelay:
+        """The relay publishing ``outbox_model``'s rows to Kafka, sending again what a broker restarted empty forgot."""
+        assert self.producer is not None
+        relay = OutboxRelay(self.sessions, outbox_model, self.publish_outbox_row, poll_seconds=self.settings.outbox_poll_seconds,
+                            resend_window_seconds=self.settings.resend_after_broker_reset_seconds)
+        self.producer.on_log_reset(relay.resend_after_log_reset)
+        return relay
 
     def refusal_recorder(self, refusal_model) -> Callable[[Request, str, str], Awaitable[None]]:
         async def record(request: Request, slug: str, detail: str) -> None:

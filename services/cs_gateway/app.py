@@ -17,7 +17,7 @@ from contracts.rrs_inbox import RrsBatch, RrsBatchAck
 from services.common.auth import bearer_verifier
 from services.common.kafka import Refuse, StoredOffsetConsumer
 from services.common.moves import arriving_in
-from services.common.outbox import OutboxRelay, poll_forever
+from services.common.outbox import poll_forever
 from opentelemetry import trace
 
 from services.common.problems import ProblemError, install_problem_handlers
@@ -56,7 +56,7 @@ def build_app(settings: ServiceSettings) -> FastAPI:
         dead_letter_model=DeadLetter, handler=moves.inbox_handler(), producer=rt.producer, name=rt.party,
     )
 
-    relay = OutboxRelay(rt.sessions, Outbox, rt.publish_outbox_row, poll_seconds=settings.outbox_poll_seconds)
+    relay = rt.kafka_outbox_relay(Outbox)
     online = CsOnline(rt, municipality=municipality, moves=moves)
     dv = CsDv(rt, municipality_code=municipality.code, topology=topology, upward_topic=upward_topic, moves=moves, online=online)  # DV等支援措置
 

@@ -8,7 +8,6 @@ from contracts import topics
 from contracts.affairs import Level
 from contracts.identity import IdentityChange
 from services.common.kafka import Refuse, StoredOffsetConsumer
-from services.common.outbox import OutboxRelay
 from services.common.problems import install_problem_handlers
 from services.common.provision import provision_router
 from services.common.runtime import Runtime
@@ -52,7 +51,7 @@ def build_app(settings: ServiceSettings) -> FastAPI:
     if settings.pseudonym_key is None:
         raise SystemExit("the national server needs JUKINET_PSEUDONYM_KEY (master key of per-agency pseudonyms)")
     pseudonymizer = Pseudonymizer(settings.pseudonym_key.read_bytes())
-    relay = OutboxRelay(rt.sessions, Outbox, rt.publish_outbox_row, poll_seconds=settings.outbox_poll_seconds)
+    relay = rt.kafka_outbox_relay(Outbox)
     push = Push(rt, pseudonymizer=pseudonymizer, relay=relay)
     jpki = Jpki(rt)
     tier = Tier(rt, TABLES, Outbox, forward_to=None, source_of=source_of, check=check, on_applied=in_order(push.on_applied, jpki.on_applied))

@@ -9,7 +9,6 @@ from contracts.affairs import Level
 from contracts.identity import IdentityChange
 from services.common.kafka import Refuse, StoredOffsetConsumer
 from services.common.moves import arriving_in, concerns_area
-from services.common.outbox import OutboxRelay
 from services.common.problems import install_problem_handlers
 from services.common.provision import provision_router
 from services.common.runtime import Runtime
@@ -55,7 +54,7 @@ def build_app(settings: ServiceSettings) -> FastAPI:
         offset_model=ConsumerOffset, dead_letter_model=DeadLetter, handler=tier.kafka_handler(in_this_prefecture, markers=markers), producer=rt.producer, name=rt.party,
     )
 
-    relay = OutboxRelay(rt.sessions, Outbox, rt.publish_outbox_row, poll_seconds=settings.outbox_poll_seconds)
+    relay = rt.kafka_outbox_relay(Outbox)
     recovery_routers, recovery_loops = tier_recovery(rt, tier, RECOVERY, municipalities=municipalities, counterparts=counterparts_of(topology, settings.node))
     app = FastAPI(
         title=f"都道府県サーバ {prefecture.name} ({prefecture.code})",
