@@ -70,11 +70,11 @@ def run(
 def token(
     agency: str = typer.Option(..., help="agency id from the topology"),
     audience: str | None = typer.Option(None, help="provider: national or pref-<code>; by default the one that serves the agency in the topology"),
-    topology: Path = typer.Option(REPO_ROOT / "deploy" / "topology.yaml", help="the topology the network runs (it decides who serves prefectural affairs)"),
+    topology: Path | None = typer.Option(None, help="the topology the network runs (it decides who serves prefectural affairs); default: the running network's"),
     data: Path = typer.Option(DEFAULT_DATA),
 ) -> None:
     """Print a signed agency token (valid 5 minutes) for trying the provision API."""
-    network = Network(root=data, topology_path=topology)
+    network = Network(root=data, topology_path=_running_topology(data, topology))
     print(network.agency_token(agency, audience=audience))
 
 
@@ -86,6 +86,16 @@ def _addresses(data: Path) -> dict:
     if not path.exists():
         raise typer.BadParameter(f"{path} not found: is the network running with this data directory?")
     return json.loads(path.read_text())
+
+
+def _running_topology(data: Path, given: Path | None) -> Path:
+    """The topology given, else the one the network in ``data`` runs (``network.json``), else the sample topology."""
+    if given is not None:
+        return given
+    path = data / "network.json"
+    if path.exists() and (running := json.loads(path.read_text()).get("topology")):
+        return Path(running)
+    return REPO_ROOT / "deploy" / "topology.yaml"
 
 
 def _node_url(data: Path, node_id: str) -> str:
@@ -282,13 +292,13 @@ def drill(
     yes: bool = typer.Option(False, "--yes", help="do not ask before wiping"),
     drop_database: bool = typer.Option(False, "--drop-database", help="DROP DATABASE instead of dropping the tenant's schema (forces a checkpoint of the whole cluster)"),
     data: Path = typer.Option(DEFAULT_DATA),
-    topology: Path = typer.Option(REPO_ROOT / "deploy" / "topology.yaml"),
+    topology: Path | None = typer.Option(None, help="default: the topology the running network was started with"),
 ) -> None:
     """Disaster-recovery drill: really wipe a municipality's register and CS databases and restore its residents from the network."""
     from services.common.topology import load_topology
     from services.drill import DrillRefused, run_drill
 
-    topo = load_topology(topology)
+    topo = load_topology(_running_topology(data, topology))
     if not yes:
         typer.confirm(f"This DROPS everything municipal_rrs.{municipality} and cs_gateway.{municipality} hold and restores it from the network. Go on?", abort=True)
     labels = {"ask the network": "asking the network what it holds (municipality's token)", "record before": "recording what is there now (to verify)",
@@ -413,12 +423,12 @@ def seed(
     seed_value: int = typer.Option(1, "--seed", help="same seed, same population"),
     bulk: bool = typer.Option(False, help="write every tier's tables directly with COPY (millions of persons) instead of registering at the counters"),
     data: Path = typer.Option(DEFAULT_DATA),
-    topology: Path = typer.Option(REPO_ROOT / "deploy" / "topology.yaml"),
+    topology: Path | None = typer.Option(None, help="default: the topology the running network was started with"),
 ) -> None:
     """Fill the running network with a synthetic population (real addresses, names with readings, households)."""
     from services.common.topology import load_topology
 
-    topo = load_topology(topology)
+    topo = load_topology(_running_topology(data, topology))
     addresses = _addresses(data)
     started = time.monotonic()
     if not bulk:

@@ -142,8 +142,9 @@ class Network:
         self.write_addresses()
 
     def write_addresses(self) -> None:
-        """``network.json`` in the data directory: where every node listens, for the operator CLI."""
-        addresses = {"nodes": {nid: self.url(nid) for nid in self.nodes}, "postgres": f"{self.postgres.host}:{self.postgres.port}", "kafka": self.broker.bootstrap}
+        """``network.json`` in the data directory: where every node listens and which topology runs, for the operator CLI."""
+        addresses = {"nodes": {nid: self.url(nid) for nid in self.nodes}, "postgres": f"{self.postgres.host}:{self.postgres.port}", "kafka": self.broker.bootstrap,
+                     "topology": str(Path(self.topology_path).resolve())}
         (self.root / "network.json").write_text(json.dumps(addresses, indent=2))
 
     def node_env(self, node_id: str) -> dict[str, str]:

@@ -11,9 +11,10 @@ agency was given must be in the provision log exactly once. What was
 injected and how long convergence took is printed (``pytest -s``).
 
 A broker that comes back empty loses records that were acknowledged but not
-yet consumed; nothing in the flow notices that until the person changes
-again. Reconciliation (here every 8 s) finds and heals those persons, which
-is why it is part of what converges.
+yet consumed. The Kafka outbox relays notice (an acknowledged offset goes
+back) and send again what they sent lately; reconciliation (here every 8 s)
+finds and heals any person still behind, which is why it is part of what
+converges.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import psycopg
 import pytest
 
 from services.network import Network
-from tests.conftest import TenantDb, wait_until
+from tests.conftest import TenantDb, topology_under_test, wait_until
 from tests.e2e.helpers import address_in, birth_body
 
 MUNICIPALITIES = ("131016", "131130", "272035")
@@ -132,7 +133,7 @@ def restart_postgres(net: Network) -> None:
 
 @pytest.fixture(scope="module")
 def faulty_network(tmp_path_factory):
-    net = Network.on_free_ports(tmp_path_factory.mktemp("faults"))
+    net = Network.on_free_ports(tmp_path_factory.mktemp("faults"), topology_path=topology_under_test())
     net.extra_env.update({"JUKINET_RECONCILE_SECONDS": "8", "JUKINET_RECONCILE_GRACE_SECONDS": "1", "JUKINET_SNAPSHOT_SECONDS": "20"})
     try:
         net.start()
