@@ -125,6 +125,7 @@ def _schemas() -> dict[str, dict]:
     from contracts.problem import Problem
     from contracts.push import ChangeNotification, Follow, FollowRequest, NotificationFeed
     from contracts.provision import PersonQuery, ProvisionRecord, ProvisionRecordList, QueryResult
+    from contracts.recovery import RecoveredPerson
     from contracts.register import RegisterResident, ResidentRecord
     from contracts.transparency import (
         ConsistencyProof, IncidentLogEntry, IncidentRecorded, IncidentReport, InclusionProof, LogLeaves, ProvisionLogEntry,
@@ -181,6 +182,7 @@ def _schemas() -> dict[str, dict]:
                   dv.CertificateRequestOutcome, dv.CertificateRequestView, dv.ReviewDecision, dv.WideAreaRequest, dv.WideAreaAnswer,
                   dv.CertificateAttemptNotice, dv.OnlinePrefillRequest, dv.OnlinePrefill):
         schemas[model.__name__] = model.model_json_schema()
+    schemas["RecoveredPerson"] = RecoveredPerson.model_json_schema()  # one NDJSON line of a recovery export
     schemas["CsInboxMessage"] = TypeAdapter(CsInboxMessage).json_schema()
     schemas["OnlineFilingContent"] = TypeAdapter(OnlineFilingContent).json_schema()
     schemas["PersonQuery"] = TypeAdapter(PersonQuery).json_schema()

@@ -26,6 +26,7 @@ from pydantic import Field, StrictInt
 from contracts.base import Contract
 from contracts.identifiers import LocalGovernmentCode, ResidentCode
 from contracts.identity import IdentityChange, RegistrationStatus
+from contracts.text import IsoDate
 
 #: Leading digits of resident codes: "" is every code, "12" every code starting with 12.
 CodePrefix = Annotated[str, Field(pattern=r"^[0-9]{0,11}$")]
@@ -186,13 +187,27 @@ class RecoverySummary(Contract):
     snapshot_state: str | None = None
 
 
+class RecoveredProtection(Contract):
+    """The protection marker the provider holds of a person (only ``protected: true`` ones travel back).
+
+    The measure's details — kind, basis, 相手方 — are never carried by the network:
+    the restored register treats the person as protected until staff re-enter them.
+    """
+
+    resident_code: ResidentCode
+    valid_until: IsoDate | None = None
+    as_of: datetime
+
+
 class RecoveredPerson(Contract):
-    """One line of a recovery export (NDJSON): the newest version the network holds, and its history."""
+    """One line of a recovery export (NDJSON): the newest version the network holds, its history, and the
+    person's protection marker when a DV support measure protects them."""
 
     resident_code: ResidentCode
     source: Literal["current", "snapshot"]
     current: IdentityChange
     history: list[IdentityChange]
+    protection: RecoveredProtection | None = None
 
 
 RECOVERY_SCOPE = "disaster-recovery"

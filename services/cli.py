@@ -324,6 +324,7 @@ def drill(
     table.add_row("persons restored (register and CS)", f"{report.persons_restored:,}")
     table.add_row("  of them from the snapshot (newer than the current store)", f"{report.from_snapshot:,}")
     table.add_row("versions of history restored at the CS", f"{report.versions_restored:,}")
+    table.add_row("DV protection markers restored (persons protected again)", f"{report.protections_restored:,}")
     if summary is not None:
         table.add_row("last complete snapshot at the provider", str(summary.snapshot_taken_at or "none"))
     for step, seconds in report.timings.items():
@@ -339,6 +340,10 @@ def drill(
         console.print(f"  - {what}: {count:,}")
     for database, tables in report.lost_rows.items():
         console.print(f"  - rows of {database} not restored: " + ", ".join(f"{t} {n:,}" for t, n in sorted(tables.items())))
+    if report.protections_restored:
+        console.print(f"[yellow]{report.protections_restored:,} persons are protected again from the network's DV protection markers, "
+                      "but their support measures' details (kind, basis, 相手方) are lost: staff must re-enter each measure "
+                      "(application and decision); until then every certificate request about them but their own goes to staff review[/yellow]")
     if report.differences:
         console.print(f"[red]{len(report.differences)} carried items differ from before the wipe[/red]")
         for line in report.differences[:20]:

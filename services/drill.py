@@ -16,7 +16,11 @@ from. The drill does exactly that, on purpose:
    every migration as the tenant role;
 4. streams everyone registered in the municipality from the network (the
    newest of the current store and the last snapshot, with history) and
-   writes the CS's store and the register's records with COPY;
+   writes the CS's store and the register's records with COPY; a person the
+   network's protection marker says a DV support measure protects is restored
+   as protected (``restored_protections``) — the measure's details never left
+   the register, so staff re-enter them, and until then every request about
+   the person but their own is reviewed;
 5. lets the roles log in again (the running services reconnect), and
    reports what was restored, what the network never carried, and how long
    it took.
@@ -41,7 +45,7 @@ import psycopg
 from psycopg import sql
 
 from contracts.identity import ChangeReason, IdentityChange
-from contracts.recovery import RECOVERY_SCOPE, RecoverySummary
+from contracts.recovery import RECOVERY_SCOPE, RecoveredProtection, RecoverySummary
 from contracts.register import Relationship
 from services.common.topology import Node, Topology
 
@@ -65,6 +69,8 @@ NEVER_CARRIED = (
     "住民となった年月日 and 前住所 are derived from the network's changes, not restored",
     "changes the network never sees (世帯変更, 転出確定) and the register's history entries of them",
     "history before a person moved in from another municipality (it stays with the municipality of origin)",
+    "DV等支援措置: the measures' details (kind, basis, 相手方, history, deliveries) are never carried — only the protection marker is; "
+    "each marked person is restored as protected, and staff must re-enter the measure from the victim's application",
 )
 
 
@@ -76,6 +82,7 @@ class DrillReport:
     persons_restored: int = 0
     from_snapshot: int = 0
     versions_restored: int = 0
+    protections_restored: int = 0  # persons the network's marker said a DV support measure protects: protected again, details to re-enter
     timings: dict[str, float] = field(default_factory=dict)
     never_carried: tuple[str, ...] = NEVER_CARRIED
     lost_rows: dict[str, dict[str, int]] = field(default_factory=dict)  # database → table → rows not restored
@@ -328,8 +335,13 @@ def restore(access: NetworkAccess, municipality_code: str, provider: str, token:
 
         def flush() -> None:
             nonlocal identity_columns
-            households, residents, history, ident_rows, ident_history = [], [], [], [], []
+            households, residents, history, ident_rows, ident_history, protections = [], [], [], [], [], []
             for line, changes in batch:
+                if (protection := line.get("protection")) is not None:
+                    marker = RecoveredProtection.model_validate(protection)
+                    if marker.resident_code != changes[-1].resident_code:
+                        raise DrillRefused(f"{provider} sent a protection marker of {marker.resident_code} with the record of {changes[-1].resident_code}")
+                    protections.append((marker.resident_code, marker.valid_until, marker.as_of, provider))
                 household, values, entries = register_rows(municipality_code, changes)
                 households.append(household)
                 residents.append(values)
@@ -345,7 +357,10 @@ def restore(access: NetworkAccess, municipality_code: str, provider: str, token:
             copy_rows(register, "resident_history", RRS_HISTORY_COLUMNS, history)
             copy_rows(gateway, "identity", identity_columns, ident_rows)
             copy_rows(gateway, "identity_history", HISTORY_COLUMNS, ident_history)
+            if protections:
+                copy_rows(register, "restored_protections", ("resident_code", "valid_until", "marker_as_of", "restored_from"), protections)
             report.versions_restored += len(ident_history)
+            report.protections_restored += len(protections)
             batch.clear()
 
         url = f"{access.nodes[provider]}/internal/v1/recovery/{municipality_code}/export"

@@ -216,6 +216,15 @@ def marker_supersedes(held_as_of: datetime | None, incoming_as_of: datetime) -> 
     return held_as_of is None or incoming_as_of > held_as_of
 
 
+def restored_protection_in_force(*, valid_until: date | None, superseded: bool, today: date) -> bool:
+    """A protection the disaster-recovery drill restored from the network's marker protects the person until
+    staff re-enter the measure (the decided measure supersedes it) or the marker's last day has passed (the
+    lost measure would have ended then as well; only its home could have extended it). Without a last day
+    (the measure was applied for, not yet decided) it protects until superseded.
+    """
+    return not superseded and (valid_until is None or today <= valid_until)
+
+
 # --- who asks: matching a requester with the perpetrators ------------------------------------------------
 
 
@@ -274,7 +283,7 @@ class RequestDecision:
 
 
 def decide_request(*, requester: Requester, measures: list[SupportMeasure], subject_found: bool, requester_is_subject: bool,
-                   requester_in_household: bool, principal_is_subject_or_household: bool) -> RequestDecision:
+                   requester_in_household: bool, principal_is_subject_or_household: bool, restored_protection: bool = False) -> RequestDecision:
     """What happens to a certificate request, in this order:
 
     1. a perpetrator named by a measure in force protecting the subject — or an
@@ -282,10 +291,15 @@ def decide_request(*, requester: Requester, measures: list[SupportMeasure], subj
     2. a third party is always reviewed by staff, whether the subject exists or
        is protected or not, so "under review" reveals nothing;
     3. no record: not found;
-    4. the person themself and members of their household are served;
-    5. an agent for the person or their household is served, unless a measure
+    4. a protection restored from the network's marker after a disaster
+       (``restored_protection``: the measure's 相手方 are unknown until staff
+       re-enter them) serves the person themself only: anyone else — a
+       household member, an agent — is reviewed, since nobody can tell
+       whether they are a perpetrator;
+    5. the person themself and members of their household are served;
+    6. an agent for the person or their household is served, unless a measure
        protects the subject: then staff review it (no proxy requests for victims);
-    6. anything that does not add up (a "self" that is someone else) is reviewed.
+    7. anything that does not add up (a "self" that is someone else) is reviewed.
     """
     in_force_measures = [m for m in measures if in_force(m)]
     ids = tuple(str(m.measure_id) for m in in_force_measures)
@@ -293,9 +307,12 @@ def decide_request(*, requester: Requester, measures: list[SupportMeasure], subj
     if named:
         return RequestDecision(Verdict.refuse_as_missing, "the requester (or the principal) is named as a perpetrator", tuple(str(m.measure_id) for m in named))
     if requester.relation is RequesterRelation.third_party:
-        return RequestDecision(Verdict.review, "third-party requests are reviewed" + (" strictly: a support measure protects the subject" if ids else ""), ids)
+        return RequestDecision(Verdict.review, "third-party requests are reviewed" + (" strictly: a support measure protects the subject" if ids or restored_protection else ""), ids)
     if not subject_found:
         return RequestDecision(Verdict.not_found, "no record matches", ids)
+    if restored_protection and not (requester.relation is RequesterRelation.self_ and requester_is_subject):
+        return RequestDecision(Verdict.review, "a protection restored from the network's marker protects the subject: the measure's 相手方 are not known "
+                                               "until staff re-enter it, so only the person themself is served without review", ids)
     if requester.relation is RequesterRelation.self_:
         if requester_is_subject:
             return RequestDecision(Verdict.issue, "the person themself", ids)

@@ -20,7 +20,7 @@ from sqlalchemy import delete, desc, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 
 from contracts.recovery import (
-    RECOVERY_SCOPE, DigestAnswer, DigestRequest, RecoverySummary, SnapshotInfo, SnapshotRanges, SnapshotReceipt, SnapshotSeal,
+    RECOVERY_SCOPE, DigestAnswer, DigestRequest, RecoveredProtection, RecoverySummary, SnapshotInfo, SnapshotRanges, SnapshotReceipt, SnapshotSeal,
 )
 from services.common import digests as sql
 from services.common.auth import bearer_verifier
@@ -122,21 +122,27 @@ class SnapshotStore:
                                snapshot_taken_at=last.taken_at if last else None, snapshot_state=last.state if last else None)
 
     async def export_lines(self, municipality_code: str, export_id: int):
-        """NDJSON lines of :class:`contracts.recovery.RecoveredPerson`, built from the stored payloads as they are."""
+        """NDJSON lines of :class:`contracts.recovery.RecoveredPerson`, built from the stored payloads as they are.
+
+        A person a DV support measure protects carries the protection marker held here (``protected: true``
+        only: resident code, last day, as of); the measure's details never reached this tier.
+        """
         query = text("""
             select s.code, i.version, i.municipality_code, i.payload, r.version, r.payload,
                    (select string_agg(h.payload, ',' order by h.version) from identity_history h
-                     where h.resident_code = s.code and h.version <= greatest(coalesce(i.version, 0), coalesce(r.version, 0)))
+                     where h.resident_code = s.code and h.version <= greatest(coalesce(i.version, 0), coalesce(r.version, 0))),
+                   p.resident_code, p.valid_until, p.as_of
               from (select resident_code from identity where municipality_code = :m
                     union select resident_code from snapshot_rows where municipality_code = :m) as s(code)
               left join identity i on i.resident_code = s.code
               left join snapshot_rows r on r.municipality_code = :m and r.resident_code = s.code
+              left join protection_markers p on p.resident_code = s.code and p.protected
              order by s.code""")
         sent = 0
         async with self.rt.engine.connect() as conn:
             result = await conn.stream(query, {"m": municipality_code})
             chunk: list[str] = []
-            async for code, cur_version, cur_municipality, cur_payload, snap_version, snap_payload, history in result:
+            async for code, cur_version, cur_municipality, cur_payload, snap_version, snap_payload, history, marked, valid_until, as_of in result:
                 if cur_version is not None and (snap_version is None or cur_version >= snap_version):
                     if cur_municipality != municipality_code:
                         continue  # registered elsewhere now: the snapshot is older than the move
@@ -146,7 +152,8 @@ class SnapshotStore:
                 past = history or ""
                 if not past.endswith(payload):  # the snapshot holds a version the history here lacks
                     past = f"{past},{payload}" if past else payload
-                chunk.append(f'{{"resident_code":"{code}","source":"{source}","current":{payload},"history":[{past}]}}\n')
+                protection = "" if marked is None else ',"protection":' + RecoveredProtection(resident_code=code, valid_until=valid_until, as_of=as_of).model_dump_json()
+                chunk.append(f'{{"resident_code":"{code}","source":"{source}","current":{payload},"history":[{past}]{protection}}}\n')
                 sent += 1
                 if len(chunk) >= EXPORT_CHUNK:
                     yield "".join(chunk)

@@ -42,7 +42,7 @@ from services.municipal_rrs.domain import RegistryRuleViolation
 from services.municipal_rrs.mapping import from_row
 from services.municipal_rrs.models import (
     CertificateRequestRow, MeasureAlertRow, MeasureDeliveryRow, MoveReservationRow, Outbox, ResidentHistoryRow, ResidentRow,
-    SupportMeasurePersonRow, SupportMeasureRow,
+    RestoredProtectionRow, SupportMeasurePersonRow, SupportMeasureRow,
 )
 
 #: set when deliveries are due now; the housekeeping loop waits on it between passes
@@ -94,15 +94,38 @@ async def active_measures(session: AsyncSession, resident_code: str) -> list[Sup
     return [m for m in await measures_of(session, resident_code) if rules.in_force(m)]
 
 
+async def restored_protections(session: AsyncSession, codes: list[str], *, today: date | None = None) -> dict[str, RestoredProtectionRow]:
+    """Protections restored by the disaster-recovery drill from the network's markers that still protect these persons
+    (the measures' details were lost: staff re-enter them; see :func:`rules.restored_protection_in_force`)."""
+    if not codes:
+        return {}
+    today = today or date.today()
+    rows = (await session.execute(select(RestoredProtectionRow).where(RestoredProtectionRow.resident_code.in_(codes)))).scalars()
+    return {r.resident_code: r for r in rows
+            if rules.restored_protection_in_force(valid_until=r.valid_until, superseded=r.superseded_at is not None, today=today)}
+
+
+async def restored_protection(session: AsyncSession, resident_code: str, *, today: date | None = None) -> RestoredProtectionRow | None:
+    return (await restored_protections(session, [resident_code], today=today)).get(resident_code)
+
+
 async def protected_codes(session: AsyncSession, codes: list[str]) -> set[str]:
-    """Which of these persons a measure in force protects (for lists that must mark them)."""
+    """Which of these persons a measure in force — or a protection restored from the network's marker — protects
+    (for lists that must mark them, and for the online proxy rule)."""
     if not codes:
         return set()
     rows = (await session.execute(
         select(SupportMeasurePersonRow.resident_code).join(SupportMeasureRow, SupportMeasureRow.measure_id == SupportMeasurePersonRow.measure_id)
         .where(SupportMeasurePersonRow.resident_code.in_(codes), SupportMeasureRow.status.in_([s.value for s in rules.IN_FORCE]))
     )).scalars()
-    return set(rows)
+    return set(rows) | set(await restored_protections(session, codes))
+
+
+async def _supersede_restored(session: AsyncSession, measure: SupportMeasure, *, staff: str) -> None:
+    """A decided measure re-entered by staff replaces the protection the drill restored for the persons it covers."""
+    await session.execute(update(RestoredProtectionRow).where(
+        RestoredProtectionRow.resident_code.in_(measure.resident_codes), RestoredProtectionRow.superseded_at.is_(None),
+    ).values(superseded_at=_now(), superseded_by=staff, superseded_by_measure=measure.measure_id))
 
 
 async def online_proxy_refusal(session: AsyncSession, filer: str, members: list[str]) -> str | None:
@@ -250,6 +273,7 @@ async def decide(session: AsyncSession, measure_id: uuid.UUID, body: SupportMeas
     measure = await _own(session, measure_id, municipality_code)
     if body.outcome is DecisionOutcome.approve:
         new = rules.approve(measure, valid_from=body.valid_from or today, today=today, by=staff, at=_now(), municipality_code=municipality_code, note=body.explanation)
+        await _supersede_restored(session, new, staff=staff)
     else:
         new = rules.refuse(measure, by=staff, at=_now(), municipality_code=municipality_code, note=body.explanation)
     return await _commit_own(session, new, municipality_code=municipality_code)
@@ -528,6 +552,11 @@ class Evaluation:
     subject: ResidentRow | None
     measures: list[SupportMeasure]
     decision: RequestDecision
+    restored: bool = False  # a protection restored from the network's marker protects the subject (details unknown)
+
+    @property
+    def protected(self) -> bool:
+        return bool(self.measures) or self.restored
 
     @property
     def goes_wide_area(self) -> bool:
@@ -557,8 +586,10 @@ async def evaluate(session: AsyncSession, request: CertificateRequest) -> Evalua
     code = subject.resident_code if subject is not None else request.subject.resident_code
     name = f"{subject.family_name}{subject.given_name or ''}" if subject is not None else request.subject.name
     birth = subject.birth_date if subject is not None else request.subject.birth_date
+    restored = False
     if code is not None:  # protected persons are named by resident code in every copy of a measure
         measures = await active_measures(session, code)
+        restored = subject is not None and await restored_protection(session, code) is not None
     else:  # by name and birth date, and no record here (e.g. at the 本籍地): every measure held is checked
         measures = [m for m in await _in_force_everywhere(session) if rules.protects_subject(m, resident_code=None, name=name, birth_date=birth)]
     requester = request.requester
@@ -571,11 +602,11 @@ async def evaluate(session: AsyncSession, request: CertificateRequest) -> Evalua
         principal_ok = principal is not None and principal.resident_code is not None and (principal.resident_code == subject.resident_code or principal.resident_code in household_codes)
     decision = rules.decide_request(
         requester=requester, measures=measures, subject_found=subject is not None, requester_is_subject=subject is not None and requester.resident_code == subject.resident_code,
-        requester_in_household=in_household, principal_is_subject_or_household=principal_ok,
+        requester_in_household=in_household, principal_is_subject_or_household=principal_ok, restored_protection=restored,
     )
     if ambiguous and decision.verdict is Verdict.not_found:
         decision = RequestDecision(Verdict.review, "several records match the name and birth date", decision.measure_ids)
-    return Evaluation(request=request, subject=subject, measures=measures, decision=decision)
+    return Evaluation(request=request, subject=subject, measures=measures, decision=decision, restored=restored)
 
 
 async def document_for(session: AsyncSession, row: ResidentRow, certificate_type: CertificateType, *, municipality_code: str) -> CertificateDocument:
@@ -608,7 +639,7 @@ async def record_request(session: AsyncSession, evaluation: Evaluation, *, state
         request.subject.resident_code or (evaluation.measures[0].victim_code if evaluation.measures else None))
     row = CertificateRequestRow(
         id=request_id or uuid.uuid4(), received_at=_now(), type=request.type.value, channel=channel.value, subject=request.subject.model_dump_json(),
-        subject_code=subject_code, requester=request.requester.model_dump_json(), state=state.value, reason=reason, protected=bool(ids),
+        subject_code=subject_code, requester=request.requester.model_dump_json(), state=state.value, reason=reason, protected=bool(ids) or evaluation.restored,
         measure_ids=json.dumps(ids), handled_by=staff, document=document.model_dump_json() if document is not None else None,
     )
     session.add(row)
@@ -712,7 +743,7 @@ async def decide_review(session: AsyncSession, request_id: uuid.UUID, *, decisio
     request = CertificateRequest(type=CertificateType(row.type), subject=CertificateSubject.model_validate_json(row.subject), requester=Requester.model_validate_json(row.requester))
     now_ = await evaluate(session, request)
     ids = list(dict.fromkeys([*json.loads(row.measure_ids), *now_.decision.measure_ids]))
-    row.protected, row.measure_ids = bool(ids), json.dumps(ids)
+    row.protected, row.measure_ids = bool(ids) or now_.restored or row.protected, json.dumps(ids)
     if decision is ReviewDecisionKind.issue:
         if refusal := rules.review_issue_refusal(protected=row.protected, subject_found=now_.subject is not None):
             raise MeasureRuleViolation(refusal)
@@ -730,7 +761,8 @@ def reads_missing(row: CertificateRequestRow) -> bool:
 
 
 __all__ = [
-    "WAKEUP", "MeasureNotFound", "MeasureRuleViolation", "RegistryRuleViolation", "active_measures", "measures_of", "get_measure", "list_measures",
+    "WAKEUP", "MeasureNotFound", "MeasureRuleViolation", "RegistryRuleViolation", "active_measures", "measures_of", "restored_protections",
+    "restored_protection", "protected_codes", "get_measure", "list_measures",
     "apply", "decide", "extend", "cancel", "on_move_out", "on_arrival", "take_notice", "take_from_certificate", "expire_due", "remind_due", "send_due",
     "alerts", "acknowledge_alert", "evaluate", "record_request", "document_for", "requests_about", "review_queue", "decide_review", "reads_missing",
 ]

@@ -183,6 +183,24 @@ class SupportMeasurePersonRow(RrsBase):
     resident_code: Mapped[str] = mapped_column(String(11), primary_key=True, index=True)
 
 
+class RestoredProtectionRow(RrsBase):
+    """A person the network's protection marker said a measure protected, restored by the disaster-recovery drill.
+
+    The measure itself (kind, basis, 相手方) was lost with the register: until staff re-enter it (an approved
+    measure covering the person supersedes this row), every request about the person but their own is reviewed.
+    """
+
+    __tablename__ = "restored_protections"
+    resident_code: Mapped[str] = mapped_column(String(11), primary_key=True)
+    valid_until: Mapped[date | None] = mapped_column(Date)  # the marker's last day of protection
+    marker_as_of: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    restored_from: Mapped[str] = mapped_column(String(100))  # the node that held the marker
+    restored_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    superseded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    superseded_by: Mapped[str | None] = mapped_column(String(100))  # the staff member who decided the re-entered measure
+    superseded_by_measure: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+
+
 class MeasureDeliveryRow(RrsBase):
     """One revision of an own measure sent to one municipality: retried until that register acknowledges it."""
 

@@ -258,6 +258,51 @@ def _population(net: Network) -> dict[str, str]:
     return people
 
 
+PERPETRATOR = {"name": "加害 太郎", "name_kana": "カガイ タロウ", "birth_date": "1980-02-03"}
+
+
+def _protect(net: Network, municipality: str, code: str) -> str:
+    """A decided DV support measure (as tests/e2e/test_dv.py applies and decides one)."""
+    url = net.url(f"municipal_rrs.{municipality}")
+    applied = httpx.post(f"{url}/v1/support-measures", headers={"X-Staff-Id": "clerk-apply"}, timeout=20, json={
+        "victim": code, "family": [], "kind": "dv", "basis": "police_opinion", "basis_issuer": "所轄警察署", "perpetrators": [PERPETRATOR]})
+    assert applied.status_code == 201, applied.text
+    decided = httpx.post(f"{url}/v1/support-measures/{applied.json()['measure_id']}/decision", json={"outcome": "approve"},
+                         headers={"X-Staff-Id": "chief-1"}, timeout=20)
+    assert decided.status_code == 200, decided.text
+    return decided.json()["measure_id"]
+
+
+def _still_protected_after_the_drill(net: Network, code: str, lost_measure_id: str) -> None:
+    """Fail-safe: only the person is served; an agent (served without a measure) and a perpetrator go to review; staff re-enter the measure."""
+    url = net.url(f"municipal_rrs.{CHIYODA}")
+    person = httpx.get(f"{url}/v1/residents/{code}", timeout=10).json()
+    name = f"{person['name']['family_name']} {person['name']['given_name']}"
+
+    def ask(requester: dict) -> httpx.Response:
+        return httpx.post(f"{url}/v1/certificate-requests", headers={"X-Staff-Id": "clerk-counter"}, timeout=20,
+                          json={"type": "juminhyo_copy", "subject": {"resident_code": code}, "requester": requester})
+
+    me = ask({"relation": "self", "name": name, "resident_code": code})
+    assert me.status_code == 201, me.text
+    agent = ask({"relation": "agent", "name": "代理 花子", "principal": {"name": name, "resident_code": code}})
+    perpetrator = ask({"relation": "household_member", **PERPETRATOR})
+    for response in (agent, perpetrator):
+        assert response.status_code == 202 and response.json()["state"] == "under_review" and response.json()["document"] is None, response.text
+    queue = {r["request_id"]: r for r in httpx.get(f"{url}/v1/certificate-review-queue", timeout=10).json()}
+    assert queue[agent.json()["request_id"]]["protected"] is True and queue[perpetrator.json()["request_id"]]["protected"] is True
+    overridden = httpx.post(f"{url}/v1/certificate-review-queue/{perpetrator.json()['request_id']}/decision", json={"decision": "issue", "reason": "審査"},
+                            headers={"X-Staff-Id": "reviewer-1"}, timeout=10)
+    assert overridden.status_code == 409, overridden.text  # a reviewer cannot issue a protected person's record either
+    assert httpx.get(f"{url}/v1/support-measures/{lost_measure_id}", timeout=10).status_code == 404
+
+    # staff re-enter the measure from the victim's application: it supersedes the restored protection, and names who decided it
+    reentered = _protect(net, CHIYODA, code)
+    rrs = TenantDb(net, f"rrs_{CHIYODA}")
+    assert rrs.rows("select superseded_by, superseded_by_measure::text from restored_protections where resident_code = %s", (code,)) == [("chief-1", reentered)]
+    assert ask({"relation": "household_member", **PERPETRATOR}).status_code == 404  # the perpetrator is known again: refused like a missing record
+
+
 def test_drill_wipes_the_municipality_and_restores_every_item_the_network_carried(tmp_path):
     with running_network(tmp_path) as net:
         people = _population(net)
@@ -270,6 +315,10 @@ def test_drill_wipes_the_municipality_and_restores_every_item_the_network_carrie
 
         wait_until(everywhere, timeout=60, what="the municipality's changes above the CS")
         assert operator(net, f"cs_gateway.{CHIYODA}", "POST", "/internal/v1/operator/snapshot").json()["state"] == "complete"
+        victim = people["renamed"]
+        measure_id = _protect(net, CHIYODA, victim)
+        wait_until(lambda: TenantDb(net, above.database).value("select protected from protection_markers where resident_code = %s", (victim,)) is True,
+                   timeout=60, what="the protection marker at the tier above")
 
         drill = subprocess.run([sys.executable, "-m", "services.cli", "drill", CHIYODA, "--yes", "--data", str(net.root)],
                                cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "COLUMNS": "200"})
@@ -277,6 +326,7 @@ def test_drill_wipes_the_municipality_and_restores_every_item_the_network_carrie
         assert drill.returncode == 0, drill.stdout[-3000:] + drill.stderr[-3000:]
         assert "every item the network carried is back as it was" in drill.stdout
         assert "世帯 and 続柄" in drill.stdout and "本籍・筆頭者" in drill.stdout and "time from wipe to service" in drill.stdout
+        assert "DV protection markers restored (persons protected again)" in drill.stdout and "must re-enter" in drill.stdout
 
         # checked here independently of the drill's own verification
         assert _register_state(net, CHIYODA) == register_truth
@@ -288,6 +338,11 @@ def test_drill_wipes_the_municipality_and_restores_every_item_the_network_carrie
         assert rrs.value("select count(*) from households") == len(register_truth)  # provisional: one per person
         assert rrs.value("select nationality from residents where resident_code = %s", (people["foreign"],)) is None  # never carried
         assert rrs.value("select count(*) from residents where resident_code = %s", (people["left"],)) == 0
+
+        # the DV support measure is gone with the register, but the person is protected again from the network's marker
+        assert rrs.value("select count(*) from support_measures") == 0
+        assert rrs.rows("select resident_code, superseded_at from restored_protections") == [(victim, None)]
+        _still_protected_after_the_drill(net, victim, measure_id)
 
         # the services took their databases back: counter work flows to the top again
         moved = move_within(net, CHIYODA, people["head"])

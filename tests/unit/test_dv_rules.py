@@ -194,6 +194,31 @@ def test_the_person_household_and_agents():
     assert decide(None, requester(RequesterRelation.self_), subject_found=False).verdict is Verdict.not_found
 
 
+def test_a_protection_restored_from_the_marker_serves_only_the_person_themself():
+    """After the disaster-recovery drill the measure's 相手方 are unknown: nobody but the person is served without review."""
+    restored = dict(restored_protection=True)
+    me = requester(RequesterRelation.self_, name="山田 花子", code=VICTIM)
+    assert decide(None, me, requester_is_subject=True, **restored).verdict is Verdict.issue
+    assert decide(None, requester(RequesterRelation.self_, name="山田 花子", code=CHILD), **restored).verdict is Verdict.review
+    # a household member or an agent who would be served without a measure: reviewed (they may be the perpetrator)
+    member = requester(RequesterRelation.household_member, name="山田 一郎", code=CHILD)
+    assert decide(None, member, requester_in_household=True).verdict is Verdict.issue
+    assert decide(None, member, requester_in_household=True, **restored).verdict is Verdict.review
+    agent = requester(RequesterRelation.agent, principal=PersonIdentification(name="山田 花子", resident_code=VICTIM))
+    assert decide(None, agent, principal_is_subject_or_household=True, **restored).verdict is Verdict.review
+    third = decide(None, requester(), **restored)
+    assert third.verdict is Verdict.review and "strictly" in third.reason
+    assert decide(None, member, subject_found=False, **restored).verdict is Verdict.not_found
+    # a measure re-entered alongside names its perpetrators again: they are refused as before
+    perpetrator = requester(RequesterRelation.household_member, name="山田一郎", birth=date(1985, 1, 2))
+    assert decide(active(), perpetrator, requester_in_household=True, **restored).verdict is Verdict.refuse_as_missing
+    # it protects until superseded by a decided measure, or until the marker's last day has passed
+    assert rules.restored_protection_in_force(valid_until=None, superseded=False, today=TODAY)
+    assert rules.restored_protection_in_force(valid_until=TODAY, superseded=False, today=TODAY)
+    assert not rules.restored_protection_in_force(valid_until=TODAY - timedelta(days=1), superseded=False, today=TODAY)
+    assert not rules.restored_protection_in_force(valid_until=None, superseded=True, today=TODAY)
+
+
 def test_a_reviewer_cannot_override_a_measure():
     assert rules.review_issue_refusal(protected=True, subject_found=True)
     assert rules.review_issue_refusal(protected=False, subject_found=False)

@@ -46,7 +46,8 @@ class MeasureView:
     perpetrators: str
     protected: str
     victim_code: str
-    measure: SupportMeasure
+    measure: SupportMeasure | None  # None: a protection restored from the network's marker (details lost)
+    restored: bool = False
 
 
 @dataclass
@@ -89,6 +90,16 @@ def view(measure: SupportMeasure, *, municipality_code: str | None = None, munic
     )
 
 
+def restored_view(row) -> MeasureView:
+    """A protection the disaster-recovery drill restored from the network's marker: staff see it like a measure in force,
+    and are told that its details (kind, 相手方) must be re-entered."""
+    return MeasureView(
+        id=f"restored:{row.resident_code}", kind_label="ネットワークの保護マーカーから復元（措置の内容は再入力が必要）", status_label="復元",
+        valid_from=None, valid_until=row.valid_until, origin=None, perpetrators="", protected=row.resident_code, victim_code=row.resident_code,
+        measure=None, restored=True,
+    )
+
+
 class Measures:
     """Bound to one municipality (for the labels of where a measure comes from)."""
 
@@ -103,14 +114,18 @@ class Measures:
     # --- reading ------------------------------------------------------------------------------------------
 
     async def in_force(self, session: AsyncSession, resident_code: str) -> list[MeasureView]:
-        """What the record's alert shows: measures applied for or decided, own or received."""
-        return [self.view(m) for m in await dv.active_measures(session, resident_code)]
+        """What the record's alert shows: measures applied for or decided, own or received, and a protection restored
+        from the network's marker after a disaster."""
+        views = [self.view(m) for m in await dv.active_measures(session, resident_code)]
+        if (restored := await dv.restored_protection(session, resident_code)) is not None:
+            views.append(restored_view(restored))
+        return views
 
     async def of_resident(self, session: AsyncSession, resident_code: str) -> list[MeasureView]:
         return [self.view(m) for m in await dv.measures_of(session, resident_code)]
 
     async def protected_codes(self, session: AsyncSession, codes: list[str]) -> set[str]:
-        return {code for code in codes if await dv.active_measures(session, code)}
+        return {code for code in codes if await dv.active_measures(session, code)} | set(await dv.restored_protections(session, codes))
 
     def _alert_summary(self, alert, measure: SupportMeasure | None) -> str:
         """The alert in Japanese, from the measure itself (the stored summary is for the JSON API)."""
@@ -278,7 +293,7 @@ class Measures:
             await dv.record_request(session, evaluation, state=RequestState.under_review, channel=RequestChannel.counter, staff=staff,
                                     reason=evaluation.decision.reason, request_id=request_id)
             return Outcome(issued=False, status=202, request_id=request_id, errors=[
-                f"この請求は審査が必要です（受付番号 {request_id}）。" + ("支援措置の対象者のため、第三者・代理人への交付は原則としてできません。" if evaluation.measures else "")])
+                f"この請求は審査が必要です（受付番号 {request_id}）。" + ("支援措置の対象者のため、第三者・代理人への交付は原則としてできません。" if evaluation.protected else "")])
         state = RequestState.refused if verdict is Verdict.refuse_as_missing else RequestState.not_found
         await dv.record_request(session, evaluation, state=state, channel=RequestChannel.counter, staff=staff, reason=evaluation.decision.reason, request_id=request_id)
         if verdict is Verdict.refuse_as_missing:
