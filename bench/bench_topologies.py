@@ -307,22 +307,65 @@ def main() -> dict:
                     },
                     "copies of 本人確認情報 (sampled persons, after the rounds)": copies[name],
                     "while the national server is stopped": outage[name],
-                    f"lookups for a prefectural affair ({PREF_AGENCY}, {PREF_AFFAIR}) at {net.topology.prefecture_node('13').id}": {
-                        what: {**_summary(latencies), "lookups/s": round(len(latencies) / elapsed, 1) if elapsed else 0, "errors": errors}
-                        for what, (latencies, errors, elapsed) in lookups[name].items()
+                    f"lookups for a prefectural affair ({PREF_AGENCY}, {PREF_AFFAIR})": {
+                        "served by": net.topology.prefecture_node("13").id,
+                        **{what: {**_summary(latencies), "lookups/s": round(len(latencies) / elapsed, 1) if elapsed else 0, "errors": errors}
+                        for what, (latencies, errors, elapsed) in lookups[name].items()},
                     },
                 }
         finally:
             for net in nets.values():
                 net.stop()
-    figures["notes"] = [
+    figures["notes"] = notes = [
         f"Population: {PERSONS:,} synthetic persons (services/population.py, seed 4711) bulk-loaded into every tier of each network, 3 municipalities (2 in 東京都).",
         "Rounds alternate between the networks (A B, B A, ...); both networks run all the time, so each one's idle background work loads the other alike.",
         "Propagation latency starts at the RRS's recorded_at (inside its transaction) and ends at the start of the transaction that applied the change at the tier; the client is not in the path.",
         "The prefecture-server hop exists only with the tier; the same moves pass RRS → CS → national without it.",
         f"Load average (1/5/15 min) at the start: {' / '.join(f'{x:.2f}' for x in load_before)}; at the end: {' / '.join(f'{x:.2f}' for x in os.getloadavg())}.",
     ]
+    write_report(figures, notes)
     return figures
+
+
+REPORT = REPO_ROOT / "docs" / "topologies.md"
+
+
+def _leaves(figures: dict, prefix: str = "") -> dict[str, object]:
+    out: dict[str, object] = {}
+    for key, value in figures.items():
+        name = f"{prefix} — {key}" if prefix else key
+        if isinstance(value, dict):
+            out.update(_leaves(value, name))
+        else:
+            out[name] = value
+    return out
+
+
+def write_report(figures: dict, notes: list[str]) -> None:
+    """docs/topologies.md: the two topologies side by side, from this run (R-NET-4)."""
+    from bench.__main__ import _fmt, machine
+
+    names = [n for n in figures if n != "notes"]
+    leaves = {n: _leaves(figures[n]) for n in names}
+    rows = list(dict.fromkeys(k for n in names for k in leaves[n]))
+    facts = machine()
+    lines = [
+        "# With and without prefecture servers (R-NET-4)",
+        "",
+        "Written by `python -m bench topologies` (`bench/bench_topologies.py`, also part of `make bench`):",
+        "both networks ran side by side in one run on this machine, with the same synthetic population.",
+        "What changes between them and how to run either one: [recovery.md](recovery.md#without-prefecture-servers).",
+        "",
+        f"Measured {facts['date']} on {facts['cores']} cores ({facts['CPU']}, {facts['RAM']}); PostgreSQL {facts['PostgreSQL']}.",
+        "",
+        "| figure | " + " | ".join(names) + " |",
+        "| --- | " + " | ".join("---" for _ in names) + " |",
+    ]
+    for row in rows:
+        lines.append(f"| {row} | " + " | ".join(_fmt(leaves[n][row]) if row in leaves[n] else "—" for n in names) + " |")
+    lines += ["", "## How the run was made", ""] + [f"- {note}" for note in notes]
+    REPORT.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print(f"wrote {REPORT}")
 
 
 if __name__ == "__main__":
