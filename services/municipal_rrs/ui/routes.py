@@ -189,8 +189,11 @@ def staff_router(rt: Runtime, *, municipality_code: str, municipality_name: str,
             "requests": await mx.requests_about(session, code),
         }
 
-    @router.get("/residents/{code}")
-    async def resident(code: str, request: Request) -> Response:
+    async def no_record(session, request: Request, who, code: str) -> Response:
+        return page("error.html", request, who, status=404, header=await header_of(session), message=f"住民票コード {code} の住民票はありません。")
+
+    async def record_page(template: str, code: str, request: Request, **extra) -> Response:
+        """A page about one record: the record, its history, measures and alert (``record_context``)."""
         who = guard(request)
         if isinstance(who, Response):
             return who
@@ -198,9 +201,13 @@ def staff_router(rt: Runtime, *, municipality_code: str, municipality_name: str,
             try:
                 context = await record_context(session, who, code)
             except service.NotFound:
-                return page("error.html", request, who, status=404, header=await header_of(session), message=f"住民票コード {code} の住民票はありません。")
+                return await no_record(session, request, who, code)
             header = await header_of(session)
-        return page("resident.html", request, who, header=header, **context)
+        return page(template, request, who, header=header, **extra, **context)
+
+    @router.get("/residents/{code}")
+    async def resident(code: str, request: Request) -> Response:
+        return await record_page("resident.html", code, request)
 
     @router.post("/residents/{code}/acknowledgement")
     async def acknowledge(code: str, request: Request) -> Response:
@@ -296,12 +303,24 @@ def staff_router(rt: Runtime, *, municipality_code: str, municipality_name: str,
             try:
                 record = await service.get_record(session, code)
             except service.NotFound:
-                return page("error.html", request, who, status=404, header=await header_of(session), message=f"住民票コード {code} の住民票はありません。")
+                return await no_record(session, request, who, code)
             members = await service.household_members(session, record.household_id) if record.status is RegistrationStatus.active else []
             alert = await alert_context(session, who, code)
             header = await header_of(session)
         today = labels.today().isoformat()
         return page(template, request, who, header=header, r=record, members=members, today=today, v={}, **alert, **extra)
+
+    async def form_again(template: str, code: str, request: Request, who, form, errors: list[str], **extra) -> Response:
+        """The same form with what the clerk typed and why it was not accepted (nothing was written)."""
+        async with rt.sessions() as session, session.begin():
+            try:
+                record = await service.get_record(session, code)
+            except service.NotFound:
+                return await no_record(session, request, who, code)
+            alert = await alert_context(session, who, code)
+            header = await header_of(session)
+        return page(template, request, who, status=422, header=header, r=record, members=[], today=labels.today().isoformat(),
+                    v=form.flat(), errors=errors, **alert, **extra)
 
     async def run_change(template: str, code: str, request: Request, build, act, done: str, **extra) -> Response:
         who = guard(request, posting=True)
@@ -320,12 +339,7 @@ def staff_router(rt: Runtime, *, municipality_code: str, municipality_name: str,
         except service.NotFound:
             errors = [f"住民票コード {code} の住民票はありません。"]
         if errors:
-            async with rt.sessions() as session, session.begin():
-                record = await service.get_record(session, code)
-                alert = await alert_context(session, who, code)
-                header = await header_of(session)
-            return page(template, request, who, status=422, header=header, r=record, members=[], today=labels.today().isoformat(),
-                        v=form.flat(), errors=errors, **alert, **extra)
+            return await form_again(template, code, request, who, form, errors, **extra)
         changed()
         return redirect(f"/staff/residents/{code}", done=done)
 
@@ -390,12 +404,7 @@ def staff_router(rt: Runtime, *, municipality_code: str, municipality_name: str,
         except service.NotFound:
             errors = [f"住民票コード {code} の住民票はありません。"]
         if errors:
-            async with rt.sessions() as session, session.begin():
-                record = await service.get_record(session, code)
-                alert = await alert_context(session, who, code)
-                header = await header_of(session)
-            return page("correction.html", request, who, status=422, header=header, r=record, members=[], today=labels.today().isoformat(),
-                        v=form.flat(), errors=errors, **alert)
+            return await form_again("correction.html", code, request, who, form, errors)
         changed()
         return redirect(f"/staff/residents/{code}", done="correction")
 
@@ -528,16 +537,7 @@ def staff_router(rt: Runtime, *, municipality_code: str, municipality_name: str,
 
     @router.get("/residents/{code}/certificate")
     async def certificate_form(code: str, request: Request) -> Response:
-        who = guard(request)
-        if isinstance(who, Response):
-            return who
-        async with rt.sessions() as session, session.begin():
-            try:
-                context = await record_context(session, who, code)
-            except service.NotFound:
-                return page("error.html", request, who, status=404, header=await header_of(session), message=f"住民票コード {code} の住民票はありません。")
-            header = await header_of(session)
-        return page("certificate_form.html", request, who, header=header, requesters=measures.REQUESTERS, v={}, **context)
+        return await record_page("certificate_form.html", code, request, requesters=measures.REQUESTERS, v={})
 
     @router.post("/residents/{code}/certificate")
     async def issue_certificate(code: str, request: Request) -> Response:
@@ -550,7 +550,7 @@ def staff_router(rt: Runtime, *, municipality_code: str, municipality_name: str,
             try:
                 context = await record_context(session, who, code)
             except service.NotFound:
-                return page("error.html", request, who, status=404, header=await header_of(session), message=f"住民票コード {code} の住民票はありません。")
+                return await no_record(session, request, who, code)
             header = await header_of(session)
             if context["unacknowledged"]:
                 return page("certificate_form.html", request, who, status=409, header=header, requesters=measures.REQUESTERS, v=form.flat(),
