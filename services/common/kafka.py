@@ -39,8 +39,25 @@ PARTITIONS = 3
 VERIFY_EVERY_SECONDS = 5.0
 
 
+def _fingerprint(key: bytes | None, value: bytes | None) -> str:
+    return hashlib.sha256((key or b"") + b"\x00" + (value or b"")).hexdigest()
+
+
 def fingerprint(record: ConsumerRecord) -> str:
-    return hashlib.sha256((record.key or b"") + b"\x00" + (record.value or b"")).hexdigest()
+    return _fingerprint(record.key, record.value)
+
+
+async def _lost(consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int, mark: str) -> bool | None:
+    """Whether the broker lost the record acknowledged at ``offset``: True, False, or None when its answer proves nothing."""
+    consumer.assign(list({*consumer.assignment(), tp}))
+    consumer.seek(tp, offset)
+    records = (await consumer.getmany(tp, timeout_ms=3000, max_records=1)).get(tp, [])
+    if records and records[0].offset == offset:
+        return fingerprint(records[0]) != mark
+    highwater = consumer.highwater(tp)
+    if highwater is not None and highwater <= offset and (not records or records[0].offset < offset):
+        return True  # the log ends before that record: a new, shorter log
+    return None
 
 
 class ConsumerOffsetMixin:
@@ -94,13 +111,15 @@ class Producer:
         self._producer: AIOKafkaProducer | None = None
         self._known_topics: set[str] = set()
         self._log_ends: dict[tuple[str, int], int] = {}  # (topic, partition) → highest offset acknowledged
+        self._last_records: dict[tuple[str, int], tuple[int, str]] = {}  # (topic, partition) → (offset, fingerprint) of that record
         self._reset_listeners: list[Callable[[str], None]] = []
+        self._resets = 0  # how many lost logs were announced: a check that overlaps one announces nothing
 
     def on_log_reset(self, listener: Callable[[str], None]) -> None:
         """Call ``listener(topic)`` whenever a partition of ``topic`` turns out to have lost its log."""
         self._reset_listeners.append(listener)
 
-    def _acknowledged_at(self, topic: str, partition: int, offset: int) -> None:
+    def _acknowledged_at(self, topic: str, partition: int, offset: int, mark: str | None = None) -> None:
         """Book an acknowledged offset; one that went backwards means the broker lost its log.
 
         A broker restarted empty has forgotten every topic, not only the one
@@ -111,13 +130,58 @@ class Producer:
         known = self._log_ends.get(key)
         if known is not None and offset < known:
             log.warning("the broker acknowledged offset %s on %s/%s after %s: it lost its log (restarted empty)", offset, topic, partition, known)
-            lost = sorted({t for t, _ in self._log_ends})
-            self._log_ends = {key: offset}
-            for lost_topic in lost:
-                for listener in self._reset_listeners:
-                    listener(lost_topic)
-            return
+            self._announce_lost_logs()
+            known = None
         self._log_ends[key] = offset if known is None else max(known, offset)
+        if mark is not None and self._log_ends[key] == offset:
+            self._last_records[key] = (offset, mark)
+
+    def _announce_lost_logs(self) -> None:
+        lost = sorted({t for t, _ in self._log_ends})
+        self._log_ends, self._last_records = {}, {}
+        self._resets += 1
+        for lost_topic in lost:
+            for listener in self._reset_listeners:
+                listener(lost_topic)
+
+    async def watch_logs_forever(self) -> None:
+        """Check now and then that the broker still holds the last record acknowledged on each partition.
+
+        An acknowledged offset going back shows a lost log only when this
+        producer sends again, to a partition it wrote to before, at an offset
+        below the one it knew; a quiet producer would never notice. So the
+        last record of each partition is fetched and compared (a fetch's high
+        watermark is reliable where Tansu's ListOffsets is not), twice before
+        it is believed.
+        """
+        consumer: AIOKafkaConsumer | None = None
+        while True:
+            await asyncio.sleep(VERIFY_EVERY_SECONDS)
+            if not self._reset_listeners or not self._last_records:
+                continue
+            try:
+                if consumer is None:
+                    consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, enable_auto_commit=False, auto_offset_reset="earliest", group_id=None)
+                    await consumer.start()
+                resets, expected = self._resets, dict(self._last_records)
+                gone = [key for key, (offset, mark) in expected.items() if await _lost(consumer, TopicPartition(*key), offset, mark) is True]
+                if gone:
+                    await asyncio.sleep(0.5)  # a busy broker answers oddly once: ask again
+                    gone = [key for key in gone if await _lost(consumer, TopicPartition(*key), *expected[key]) is True]
+                if gone and resets == self._resets:
+                    log.warning("the broker no longer holds the records acknowledged last on %s: it lost its log (restarted empty)",
+                                ", ".join(f"{t}/{p}" for t, p in gone))
+                    self._announce_lost_logs()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # broker away: nothing proven, look again later
+                log.info("checking the broker's logs failed (%s); again later", exc)
+                if consumer is not None:
+                    try:
+                        await consumer.stop()
+                    except Exception:
+                        pass
+                consumer = None
 
     async def start(self) -> None:
         self._producer = AIOKafkaProducer(bootstrap_servers=self._bootstrap, enable_idempotence=False, acks="all", request_timeout_ms=10000)
@@ -147,6 +211,7 @@ class Producer:
         so a relay can queue a whole batch and wait once.
         """
         assert self._producer is not None, "producer not started"
+        mark = _fingerprint(key.encode(), value)
         if topic not in self._known_topics:
             await ensure_topics(self._bootstrap, [topic])
             self._known_topics.add(topic)
@@ -164,7 +229,7 @@ class Producer:
             except Exception:
                 self._known_topics.discard(topic)
                 raise
-            self._acknowledged_at(metadata.topic, metadata.partition, metadata.offset)
+            self._acknowledged_at(metadata.topic, metadata.partition, metadata.offset, mark)
 
         return acknowledged()
 

@@ -90,6 +90,8 @@ class Runtime:
             if self.producer is not None:
                 await self._start_producer()
             self._tasks = [asyncio.create_task(c()) for c in coroutines]
+            if self.producer is not None:  # its relays hear of a broker that lost its log (kafka_outbox_relay)
+                self._tasks.append(asyncio.create_task(self.producer.watch_logs_forever()))
             try:
                 yield
             finally:
