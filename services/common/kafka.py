@@ -47,9 +47,29 @@ def fingerprint(record: ConsumerRecord) -> str:
     return _fingerprint(record.key, record.value)
 
 
+async def _gone(bootstrap: str, expected: dict[tuple[str, int], tuple[int, str]]) -> list[tuple[str, int]]:
+    """The partitions whose last acknowledged record the broker no longer holds.
+
+    A short-lived consumer that asks only for topics that exist: asking the
+    broker about a missing topic would make it create the topic anew, with
+    its default partitions, before the services create it as they want it.
+    """
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest", group_id=None)
+    await consumer.start()
+    try:
+        existing = await consumer.topics()
+        present = [key for key in expected if key[0] in existing]
+        gone = [key for key in expected if key[0] not in existing]  # the topic itself is gone
+        if present:
+            consumer.assign([TopicPartition(*key) for key in present])
+            gone += [key for key in present if await _lost(consumer, TopicPartition(*key), *expected[key]) is True]
+        return gone
+    finally:
+        await consumer.stop()
+
+
 async def _lost(consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int, mark: str) -> bool | None:
     """Whether the broker lost the record acknowledged at ``offset``: True, False, or None when its answer proves nothing."""
-    consumer.assign(list({*consumer.assignment(), tp}))
     consumer.seek(tp, offset)
     records = (await consumer.getmany(tp, timeout_ms=3000, max_records=1)).get(tp, [])
     if records and records[0].offset == offset:
@@ -139,6 +159,7 @@ class Producer:
     def _announce_lost_logs(self) -> None:
         lost = sorted({t for t, _ in self._log_ends})
         self._log_ends, self._last_records = {}, {}
+        self._known_topics.clear()  # an empty broker lost the topics too: create them again, as we want them, before sending
         self._resets += 1
         for lost_topic in lost:
             for listener in self._reset_listeners:
@@ -154,20 +175,16 @@ class Producer:
         watermark is reliable where Tansu's ListOffsets is not), twice before
         it is believed.
         """
-        consumer: AIOKafkaConsumer | None = None
         while True:
             await asyncio.sleep(VERIFY_EVERY_SECONDS)
             if not self._reset_listeners or not self._last_records:
                 continue
             try:
-                if consumer is None:
-                    consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, enable_auto_commit=False, auto_offset_reset="earliest", group_id=None)
-                    await consumer.start()
                 resets, expected = self._resets, dict(self._last_records)
-                gone = [key for key, (offset, mark) in expected.items() if await _lost(consumer, TopicPartition(*key), offset, mark) is True]
+                gone = await _gone(self._bootstrap, expected)
                 if gone:
                     await asyncio.sleep(0.5)  # a busy broker answers oddly once: ask again
-                    gone = [key for key in gone if await _lost(consumer, TopicPartition(*key), *expected[key]) is True]
+                    gone = [key for key in await _gone(self._bootstrap, {key: expected[key] for key in gone}) if key in gone]
                 if gone and resets == self._resets:
                     log.warning("the broker no longer holds the records acknowledged last on %s: it lost its log (restarted empty)",
                                 ", ".join(f"{t}/{p}" for t, p in gone))
@@ -176,12 +193,6 @@ class Producer:
                 raise
             except Exception as exc:  # broker away: nothing proven, look again later
                 log.info("checking the broker's logs failed (%s); again later", exc)
-                if consumer is not None:
-                    try:
-                        await consumer.stop()
-                    except Exception:
-                        pass
-                consumer = None
 
     async def start(self) -> None:
         self._producer = AIOKafkaProducer(bootstrap_servers=self._bootstrap, enable_idempotence=False, acks="all", request_timeout_ms=10000)
