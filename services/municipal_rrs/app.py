@@ -8,9 +8,8 @@ import uuid
 from datetime import date, datetime, timedelta, UTC
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
+from fastapi import APIRouter, FastAPI, Query
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.moves import (
     CsNoticeBatch, IncomingNotice, MoveInFiling, MoveInFromAbroad, MoveInPerson, MoveInReview, MoveOutCancellation, MoveOutCertificate,
@@ -33,6 +32,7 @@ from services.municipal_rrs.reconcile import RegisterReconciler
 from services.municipal_rrs.related_routes import related_router
 from services.municipal_rrs.ui.routes import staff_router
 from services.municipal_rrs.models import IncomingNoticeRow, LetterRow, OnlineFilingRow, MoveInReviewRow, MoveReservationRow, Outbox, Refusal
+from services.municipal_rrs.request_deps import StaffDep, transaction_dependency
 
 PORTAL_CREDENTIAL_SECONDS = 24 * 3600
 
@@ -96,17 +96,7 @@ def build_app(settings: ServiceSettings) -> FastAPI:
     install_problem_handlers(app, rt.refusal_recorder(Refusal))
     app.state.relay = relay
 
-    async def session_dep():
-        async with rt.sessions() as session, session.begin():
-            yield session
-
-    SessionDep = Annotated[AsyncSession, Depends(session_dep)]
-
-    def staff_dep(request: Request, x_staff_id: Annotated[str | None, Header(max_length=100, pattern=r"^[A-Za-z0-9._-]+$")] = None) -> str:
-        request.state.caller = x_staff_id or "counter"
-        return request.state.caller
-
-    StaffDep = Annotated[str, Depends(staff_dep)]
+    SessionDep = transaction_dependency(rt.sessions)
     router = APIRouter(prefix="/v1")
 
     def rule(exc: RegistryRuleViolation) -> ProblemError:

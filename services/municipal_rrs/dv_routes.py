@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime
 from typing import Annotated
 
 import httpx
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Query, Response
 from pydantic import ValidationError
 
 from contracts.dv import (
@@ -25,6 +25,7 @@ from services.common.dv_rules import MeasureRuleViolation
 from services.common.outbox import poll_forever
 from services.common.problems import ProblemError
 from services.municipal_rrs import dv, service
+from services.municipal_rrs.request_deps import StaffDep
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +66,7 @@ def home_asker(rt, municipality_code: str):
 def dv_router(rt, *, municipality_code: str, relay, known_municipality) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["dv"])
 
-    def staff_dep(request: Request, x_staff_id: Annotated[str | None, Header(max_length=100, pattern=r"^[A-Za-z0-9._-]+$")] = None) -> str:
-        request.state.caller = x_staff_id or "counter"
-        return request.state.caller
-
-    Staff = Annotated[str, Depends(staff_dep)]
+    Staff = StaffDep
 
     async def change(work) -> SupportMeasure:
         """One lifecycle step in one transaction; its messages leave after the commit."""

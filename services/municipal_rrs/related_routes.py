@@ -8,8 +8,7 @@ import uuid
 from datetime import date
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Request
-from sqlalchemy.ext.asyncio import AsyncSession
+from fastapi import APIRouter, Query
 
 from contracts.register import ResidentRecord
 from contracts.related import EndSeal, LinkNonResident, NonResident, NonResidentStatus, RegisterNonResident, RegisterSeal, SealRegistration, SealStatus
@@ -17,21 +16,13 @@ from services.common.problems import ProblemError
 from services.common.runtime import Runtime
 from services.municipal_rrs import related
 from services.municipal_rrs.domain import RegistryRuleViolation
+from services.municipal_rrs.request_deps import StaffDep, transaction_dependency
 
 
 def related_router(rt: Runtime, municipality_code: str) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["related affairs"])
 
-    async def session_dep():
-        async with rt.sessions() as session, session.begin():
-            yield session
-
-    def staff_dep(request: Request, x_staff_id: Annotated[str | None, Header(max_length=100, pattern=r"^[A-Za-z0-9._-]+$")] = None) -> str:
-        request.state.caller = x_staff_id or "counter"
-        return request.state.caller
-
-    SessionDep = Annotated[AsyncSession, Depends(session_dep)]
-    StaffDep = Annotated[str, Depends(staff_dep)]
+    SessionDep = transaction_dependency(rt.sessions)
 
     def rule(exc: RegistryRuleViolation) -> ProblemError:
         return ProblemError(409, "registry-rule", "The change breaks a registry rule", str(exc))
