@@ -19,13 +19,13 @@ from enum import StrEnum
 from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from contracts.base import Contract
 from contracts.identifiers import LocalGovernmentCode, ResidentCode
 from contracts.identity import Address
 from contracts.jpki import Base64Text, CertificatePem, PublicKeyPem, SerialNumber
-from contracts.text import IsoDate, NameText
+from contracts.text import IsoDate, LabelText, NameText
 
 MAX_MEMBERS = 10
 
@@ -49,28 +49,36 @@ class OnlineMoveOut(_Filing):
     """転出届 with 転入予約: allowed from 30 days before to 10 days after the move."""
 
     kind: Literal["online-move-out/v1"] = "online-move-out/v1"
-    destination: Address
+    destination: Address | None = None
+    destination_country: LabelText | None = None  # 国外転出
     planned_date: IsoDate
 
+    @model_validator(mode="after")
+    def _one_destination(self):
+        if (self.destination is None) == (self.destination_country is None):
+            raise ValueError("give exactly one of destination (a municipality) or destination_country (国外転出)")
+        return self
 
-class OnlineMoveIn(_Filing):
+
+class _NewAddressFiling(_Filing):
+    """A filing that registers a new address: residence there is confirmed the way the resident chose."""
+
+    new_address: Address
+    move_date: IsoDate
+    confirmation: ResidenceConfirmation
+    landlord_name: NameText | None = None
+
+
+class OnlineMoveIn(_NewAddressFiling):
     """転入届 at the destination, from the 転出証明書情報 it already received."""
 
     kind: Literal["online-move-in/v1"] = "online-move-in/v1"
-    new_address: Address
-    move_date: IsoDate
-    confirmation: ResidenceConfirmation
-    landlord_name: NameText | None = None
 
 
-class OnlineMoveWithin(_Filing):
+class OnlineMoveWithin(_NewAddressFiling):
     """転居届 within the municipality."""
 
     kind: Literal["online-move-within/v1"] = "online-move-within/v1"
-    new_address: Address
-    move_date: IsoDate
-    confirmation: ResidenceConfirmation
-    landlord_name: NameText | None = None
 
 
 class OnlineCertificateRenewal(Contract):

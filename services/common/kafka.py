@@ -196,19 +196,28 @@ class StoredOffsetConsumer:
         for tp, (position, expected) in positions.items():
             if position == 0:
                 continue
-            consumer.seek(tp, position - 1)
-            fetched = await consumer.getmany(tp, timeout_ms=3000, max_records=1)
-            records = fetched.get(tp, [])
-            if records and records[0].offset == position - 1:
-                lost = expected is not None and fingerprint(records[0]) != expected
-            else:
-                highwater = consumer.highwater(tp)
-                lost = highwater is not None and highwater < position
+            lost = await self._log_lost(consumer, tp, position, expected)
+            if lost:  # ask twice before reading everything again: a busy broker answers oddly once
+                await asyncio.sleep(0.5)
+                lost = await self._log_lost(consumer, tp, position, expected)
             if lost:
                 log.warning("%s: the broker no longer holds what was read from %s up to offset %s (restarted empty); reading it again from the beginning", self._name, tp, position)
                 consumer.seek(tp, 0)
             else:
                 consumer.seek(tp, position)
+
+    @staticmethod
+    async def _log_lost(consumer: AIOKafkaConsumer, tp: TopicPartition, position: int, expected: str | None) -> bool:
+        """The record before ``position`` differs from the one read, or the broker sent us back
+        below it because its log is shorter. No answer proves nothing (checked again later)."""
+        consumer.seek(tp, position - 1)
+        records = (await consumer.getmany(tp, timeout_ms=3000, max_records=1)).get(tp, [])
+        if not records:
+            return False
+        if records[0].offset == position - 1:
+            return expected is not None and fingerprint(records[0]) != expected
+        highwater = consumer.highwater(tp)
+        return records[0].offset < position - 1 and highwater is not None and highwater < position
 
     async def _current_positions(self, consumer: AIOKafkaConsumer) -> dict[TopicPartition, tuple[int, str | None]]:
         stored = await self._positions()

@@ -80,12 +80,15 @@ def build_app(settings: ServiceSettings) -> FastAPI:
         relay.wakeup.set()
         return IdentityChangeAck(event_id=change.event_id, resident_code=change.resident_code, version=change.version, outcome="duplicate" if outcome.decision is Decision.duplicate else "accepted")
 
+    rrs_batches = asyncio.Lock()
+
     @app.post("/v1/rrs/batches", status_code=202, response_model=RrsBatchAck, dependencies=[Depends(from_own_rrs)])
     async def receive_batch(batch: RrsBatch) -> RrsBatchAck:
         """Take the messages of one RRS outbox pass, in order, in one transaction (all or nothing)."""
         accepted = duplicates = 0
         try:
-            async with rt.sessions() as session, session.begin():
+            # one batch at a time: a batch resent after a timeout waits for the first copy and is then a duplicate
+            async with rrs_batches, rt.sessions() as session, session.begin():
                 for envelope in batch.messages:
                     message = envelope.message
                     with tracer().start_as_current_span(f"cs take {message.kind}", context=context_from_traceparent(envelope.traceparent), kind=trace.SpanKind.CONSUMER):

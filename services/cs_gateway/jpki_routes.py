@@ -4,15 +4,15 @@ network itself, R-NET-1). Answers are validated against the contracts on the
 way back; the national server's problem documents are passed through as they are."""
 
 
-import httpx
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from sqlalchemy import select
 
 from contracts.identifiers import ResidentCode
 from contracts.jpki import AssuranceEvent, AssuranceEventKind, AssuranceState, CertificateIssuanceRequest, FilingVerification, IssuedCertificate, SignedFiling
 from services.common.auth import bearer_verifier
+from services.common.peers import PeerProblem, call_peer
 from services.common.problems import PROBLEM_MEDIA_TYPE, ProblemError
 from services.cs_gateway.models import TABLES
 
@@ -26,20 +26,9 @@ def jpki_router(rt, municipality_code: str) -> APIRouter:
     async def national(method: str, path: str, answer: type[BaseModel], body: BaseModel | None = None):
         """Call the national server; a validated answer, or its problem document passed through."""
         try:
-            response = await rt.http.request(
-                method, f"{rt.settings.peer(NATIONAL_NODE)}{path}", content=body.model_dump_json() if body is not None else None,
-                headers={"content-type": "application/json", "authorization": f"Bearer {rt.token_for(NATIONAL_PARTY)}"},
-            )
-        except httpx.HTTPError as exc:
-            raise ProblemError(502, "national-unavailable", "The national server did not answer", str(exc)) from None
-        if response.is_success:
-            try:
-                return answer.model_validate_json(response.content)
-            except ValidationError as exc:
-                raise ProblemError(502, "national-answer-invalid", "The national server's answer does not fit the contract", str(exc)[:2000]) from None
-        if 400 <= response.status_code < 500 and response.headers.get("content-type", "").startswith(PROBLEM_MEDIA_TYPE):
-            return JSONResponse(response.json(), status_code=response.status_code, media_type=PROBLEM_MEDIA_TYPE)
-        raise ProblemError(502, "national-unavailable", "The national server did not answer", f"it answered {response.status_code}")
+            return await call_peer(rt, NATIONAL_NODE, NATIONAL_PARTY, method, path, answer, body, peer_name="national server", slug_prefix="national")
+        except PeerProblem as problem:
+            return JSONResponse(problem.document, status_code=problem.status, media_type=PROBLEM_MEDIA_TYPE)
 
     @router.post("/jpki/certificates", status_code=201, response_model=IssuedCertificate)
     async def issue(body: CertificateIssuanceRequest):

@@ -18,7 +18,6 @@ import logging
 from datetime import UTC, date, datetime
 from uuid import UUID
 
-import httpx
 from fastapi import APIRouter, Request
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import select
@@ -30,7 +29,8 @@ from contracts.online import (
     OnlineCertificateRenewal, OnlineConfirmationCode, OnlineConfirmationNotice, OnlineFilingContent, OnlineFilingNotice, OnlineFilingOutcome, OnlineFilingReceipt,
     OnlineFilingState, OnlineMoveIn, OnlineSubmission,
 )
-from services.common.problems import PROBLEM_MEDIA_TYPE, ProblemError
+from services.common.peers import PeerProblem, call_peer
+from services.common.problems import ProblemError
 from services.common.topology import MunicipalitySpec
 from services.cs_gateway.models import TABLES, MoveCertificateRow, OnlineFilingRow
 from services.cs_gateway.online_rules import FRESHNESS, assurance_refusal, confirmation_refusal, window_refusal
@@ -53,19 +53,10 @@ class CsOnline:
     async def _national(self, method: str, path: str, answer, body=None):
         """Call the national server; its problem documents become this CS's (recorded) refusals."""
         try:
-            response = await self.rt.http.request(
-                method, f"{self.rt.settings.peer(NATIONAL_NODE)}{path}", content=body.model_dump_json() if body is not None else None,
-                headers={"content-type": "application/json", "authorization": f"Bearer {self.rt.token_for('national')}"},
-            )
-        except httpx.HTTPError as exc:
-            raise ProblemError(503, "national-unavailable", "The national server did not answer; try again later", str(exc)) from None
-        if response.is_success:
-            return answer.model_validate_json(response.content)
-        if 400 <= response.status_code < 500 and response.headers.get("content-type", "").startswith(PROBLEM_MEDIA_TYPE):
-            problem = response.json()
-            slug = str(problem.get("type", "refused")).rsplit("/", 1)[-1]
-            raise ProblemError(response.status_code, slug, problem.get("title", "Refused"), problem.get("detail"))
-        raise ProblemError(503, "national-unavailable", "The national server did not answer; try again later", f"it answered {response.status_code}")
+            return await call_peer(self.rt, NATIONAL_NODE, "national", method, path, answer, body,
+                                   peer_name="national server", slug_prefix="national", unavailable_status=503)
+        except PeerProblem as problem:
+            raise problem.as_own() from None
 
     async def submit(self, submission: OnlineSubmission) -> OnlineFilingReceipt:
         try:

@@ -51,6 +51,7 @@ def build_app(settings: ServiceSettings) -> FastAPI:
             f"{settings.peer(cs_node)}/v1/rrs/batches",
             content=body.encode(),
             headers={"content-type": "application/json", "authorization": f"Bearer {rt.token_for(cs_party)}"},
+            timeout=60.0,  # a busy CS takes long; a resend before it finished would only queue behind the first copy
         )
         if response.status_code not in (200, 201, 202):
             raise RuntimeError(f"CS answered {response.status_code}: {response.text[:500]}")

@@ -5,22 +5,15 @@ CS (R-NET-1); the CS forwards to the national server."""
 
 from typing import Annotated
 
-import httpx
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from contracts.identity import RegistrationStatus
 from contracts.jpki import AssuranceState, CardPublicKeys, CertificateIssuanceRequest, CertificateKind, IssuedCertificate, IssuedCertificates
+from services.common.peers import PeerProblem, call_peer
 from services.common.problems import PROBLEM_MEDIA_TYPE, ProblemError
 from services.municipal_rrs import service
-
-
-class _CsProblem(Exception):
-    """The CS (or the national server behind it) answered with a problem document: pass it on unchanged."""
-
-    def __init__(self, response: httpx.Response):
-        self.response = response
 
 
 def jpki_router(rt, municipality_code: str) -> APIRouter:
@@ -34,21 +27,7 @@ def jpki_router(rt, municipality_code: str) -> APIRouter:
     StaffDep = Annotated[str, Depends(staff)]
 
     async def call_cs(method: str, path: str, answer: type[BaseModel], body: BaseModel | None = None):
-        try:
-            response = await rt.http.request(
-                method, f"{rt.settings.peer(cs_node)}{path}", content=body.model_dump_json() if body is not None else None,
-                headers={"content-type": "application/json", "authorization": f"Bearer {rt.token_for(cs_party)}"},
-            )
-        except httpx.HTTPError as exc:
-            raise ProblemError(502, "cs-unavailable", "The municipality's CS did not answer", str(exc)) from None
-        if response.is_success:
-            try:
-                return answer.model_validate_json(response.content)
-            except ValidationError as exc:
-                raise ProblemError(502, "cs-answer-invalid", "The CS's answer does not fit the contract", str(exc)[:2000]) from None
-        if 400 <= response.status_code < 500 and response.headers.get("content-type", "").startswith(PROBLEM_MEDIA_TYPE):
-            raise _CsProblem(response)
-        raise ProblemError(502, "cs-unavailable", "The municipality's CS did not answer", f"it answered {response.status_code}")
+        return await call_peer(rt, cs_node, cs_party, method, path, answer, body, peer_name="municipality's CS", slug_prefix="cs")
 
     async def registered(resident_code: str, *, allowed: set[RegistrationStatus]) -> None:
         async with rt.sessions() as session:
@@ -59,7 +38,7 @@ def jpki_router(rt, municipality_code: str) -> APIRouter:
         if resident.status not in allowed:
             raise ProblemError(409, "person-not-active", "The person is not registered here", f"{resident_code} is {resident.status.value}")
 
-    def passed_on(problem: _CsProblem) -> JSONResponse:
+    def passed_on(problem: PeerProblem) -> JSONResponse:
         return JSONResponse(problem.response.json(), status_code=problem.response.status_code, media_type=PROBLEM_MEDIA_TYPE)
 
     @router.post("/{resident_code}/jpki-certificates", status_code=201, response_model=IssuedCertificates)
@@ -72,7 +51,7 @@ def jpki_router(rt, municipality_code: str) -> APIRouter:
             for kind, pem in wanted:
                 if pem is not None:
                     issued.append(await call_cs("POST", "/v1/rrs/jpki/certificates", IssuedCertificate, CertificateIssuanceRequest(resident_code=resident_code, kind=kind, public_key_pem=pem)))
-        except _CsProblem as problem:
+        except PeerProblem as problem:
             return passed_on(problem)
         return IssuedCertificates(resident_code=resident_code, certificates=issued)
 
@@ -82,7 +61,7 @@ def jpki_router(rt, municipality_code: str) -> APIRouter:
         await registered(resident_code, allowed=set(RegistrationStatus) - {RegistrationStatus.deceased, RegistrationStatus.removed})
         try:
             return await call_cs("POST", f"/v1/rrs/assurance/{resident_code}/in-person-checks", AssuranceState)
-        except _CsProblem as problem:
+        except PeerProblem as problem:
             return passed_on(problem)
 
     @router.get("/{resident_code}/assurance", response_model=AssuranceState)
@@ -90,7 +69,7 @@ def jpki_router(rt, municipality_code: str) -> APIRouter:
         """The person's identity-assurance ledger as the national server keeps it."""
         try:
             return await call_cs("GET", f"/v1/rrs/assurance/{resident_code}", AssuranceState)
-        except _CsProblem as problem:
+        except PeerProblem as problem:
             return passed_on(problem)
 
     return router

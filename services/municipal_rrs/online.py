@@ -70,11 +70,13 @@ async def take_filing(session: AsyncSession, notice: OnlineFilingNotice, *, muni
                     raise RegistryRuleViolation(refusal)
             if isinstance(content, OnlineMoveOut):
                 await moves.file_move_out(
-                    session, MoveOutFiling(resident_codes=persons, destination=content.destination, planned_date=content.planned_date, notified_date=today),
+                    session, MoveOutFiling(resident_codes=persons, destination=content.destination, destination_country=content.destination_country,
+                                           planned_date=content.planned_date, notified_date=today),
                     municipality_code=municipality_code, known_municipality=known_municipality, staff=f"online:{notice.serial}"[:100], today=today,
                 )
-                return _answer(session, row, municipality_code, OnlineFilingState.completed,
-                               next_step=f"your 転入予約 is with {content.destination.municipality_code}; file the 転入届 there after moving")
+                next_step = (f"your 転入予約 is with {content.destination.municipality_code}; file the 転入届 there after moving"
+                             if content.destination else None)
+                return _answer(session, row, municipality_code, OnlineFilingState.completed, next_step=next_step)
     except (RegistryRuleViolation, service.NotFound) as exc:
         return _answer(session, row, municipality_code, OnlineFilingState.refused, reason=str(exc))
     # 転入 and 転居 wait for the residence confirmation the resident chose

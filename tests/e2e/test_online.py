@@ -209,3 +209,30 @@ def test_the_trust_limit_forces_an_in_person_check_which_resets_it(network, db):
     assert checked.status_code in (200, 201), checked.text
     assert assurance()["consecutive_online_procedures"] == 0
     assert online_move_within(renewed, renewed_key).status_code == 202
+
+
+def test_online_moves_within_a_prefecture_and_abroad(network, db):
+    person = adult(network, db, CHIYODA)
+    code = person["resident_code"]
+    card, certificates = card_for(network, person, CHIYODA)
+    signing = certificates["signing"]
+
+    out = content("online-move-out", destination=address_in(SHIBUYA), planned_date=date.today().isoformat())
+    assert submit(network, CHIYODA, signed(signing, card.signing, out)).status_code == 202
+    assert settled(network, CHIYODA, out["nonce"], "completed", "refused")["state"] == "completed"
+    wait_until(lambda: any(c["resident_code"] == code for c in httpx.get(f"{rrs(network, SHIBUYA)}/v1/move-reservations", timeout=10).json()), what="転入予約 at Shibuya")
+    inward = content("online-move-in", new_address=address_in(SHIBUYA), move_date=date.today().isoformat(), confirmation="in_person")
+    assert submit(network, SHIBUYA, signed(signing, card.signing, inward)).status_code == 202
+    assert "visit the counter" in settled(network, SHIBUYA, inward["nonce"], "awaiting_confirmation")["next_step"]
+    confirmed = httpx.post(f"{rrs(network, SHIBUYA)}/v1/online-filings/{inward['nonce']}/residence-confirmed", headers={"X-Staff-Id": "clerk-3"}, timeout=10)
+    assert confirmed.status_code == 200 and confirmed.json()["state"] == "completed", confirmed.text
+    wait_until(lambda: national(db, code) == (SHIBUYA, "active"), what="registered at Shibuya")
+    wait_until(lambda: httpx.get(f"{rrs(network, CHIYODA)}/v1/residents/{code}", timeout=10).json()["status"] == "removed", what="closed at Chiyoda")
+
+    # abroad: the record closes at once; the signing certificate ends with it
+    emigrant = adult(network, db, SHIBUYA)
+    card, certificates = card_for(network, emigrant, SHIBUYA)
+    away = content("online-move-out", destination_country="ドイツ", planned_date=(date.today() + timedelta(days=20)).isoformat())
+    assert submit(network, SHIBUYA, signed(certificates["signing"], card.signing, away)).status_code == 202
+    assert settled(network, SHIBUYA, away["nonce"], "completed", "refused")["state"] == "completed"
+    wait_until(lambda: national(db, emigrant["resident_code"]) == (SHIBUYA, "removed"), what="emigrated nationally")
