@@ -19,9 +19,18 @@ install: $(STAMP)
 run: $(STAMP)
 	$(PY) -m services.cli run
 
-## run the test suite against the same embedded pieces
+## run the test suite against the same embedded pieces: the unit tests once, every
+## other test (e2e, browser) on each topology (R-NET-4); all runs go on after a failure
+## and the target fails if any did. One topology: make test TOPOLOGIES=without-prefectures
+TOPOLOGIES ?= with-prefectures without-prefectures
 test: $(STAMP)
-	$(PY) -m pytest
+	@failed=""; \
+	$(PY) -m pytest tests/unit || failed="$$failed unit"; \
+	for topology in $(TOPOLOGIES); do \
+	  echo "== e2e and browser tests, topology $$topology"; \
+	  JUKINET_TEST_TOPOLOGY=$$topology $(PY) -m pytest tests --ignore=tests/unit || failed="$$failed $$topology"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "failed:$$failed"; exit 1; fi
 
 ## regenerate contracts/openapi and contracts/schemas after a contract change
 contracts: $(STAMP)

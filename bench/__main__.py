@@ -80,6 +80,30 @@ def render(figures: dict, *, level: int = 3) -> list[str]:
     return lines
 
 
+def kept_sections(page: Path) -> dict[str, list[str]]:
+    """The sections of the page as it is (title → lines), each stating when it was measured."""
+    if not page.exists():
+        return {}
+    sections: dict[str, list[str]] = {}
+    title, old_date = None, None
+    for line in page.read_text(encoding="utf-8").splitlines():
+        if line.startswith("## "):
+            title = line[3:].strip()
+            sections[title] = []
+        elif title is not None:
+            sections[title].append(line)
+            if title == "Machine" and line.startswith("| date |"):
+                old_date = line.split("|")[2].strip()
+    sections.pop("Machine", None)
+    for body in sections.values():
+        while body and not body[-1].strip():
+            body.pop()
+        body.append("")
+        if old_date and not any(line.startswith("_Measured") for line in body[:2]):
+            body[:0] = [f"_Measured {old_date}._", ""]
+    return sections
+
+
 def main(argv: list[str]) -> int:
     sys.path.insert(0, str(ROOT))
     results: dict[str, dict] = {}
@@ -97,28 +121,30 @@ def main(argv: list[str]) -> int:
         figures.setdefault("run time (s)", round(time.monotonic() - started, 1))
         results[name] = figures
         print(json.dumps(figures, ensure_ascii=False, default=str, indent=2), flush=True)
+    measured = f"_Measured {machine()['date']}; load average (1/5/15 min) at the end: {' / '.join(f'{x:.2f}' for x in os.getloadavg())}._"
+    sections: dict[str, list[str]] = {} if not argv else kept_sections(OUT)
+    for name, figures in results.items():
+        try:
+            doc = (importlib.import_module(f"bench.{name}").__doc__ or "").strip()
+        except Exception:
+            doc = ""
+        sections[name.removeprefix("bench_").replace("_", " ")] = [measured, ""] + ([doc, ""] if doc else []) + render(figures)
     lines = [
         "# Benchmarks",
         "",
-        "Written by `make bench` (`python -m bench`); every figure below was measured in",
-        "the same run, on this machine, next to its baseline. Benchmarks are never part",
-        "of `make test`.",
+        "Written by `make bench` (`python -m bench`, or `python -m bench NAME …` for some of",
+        "them: the other sections stay as they were). Every figure in a section was",
+        "measured in the same run, on this machine, next to its baseline. Benchmarks are",
+        "never part of `make test`.",
         "",
         "## Machine",
         "",
         "| | |",
         "| --- | --- |",
     ]
-    lines += [f"| {k} | {v} |" for k, v in machine().items()] + [""]
-    for name, figures in results.items():
-        try:
-            doc = (importlib.import_module(f"bench.{name}").__doc__ or "").strip()
-        except Exception:
-            doc = ""
-        lines += [f"## {name.removeprefix('bench_').replace('_', ' ')}", ""]
-        if doc:
-            lines += [doc, ""]
-        lines += render(figures)
+    lines += [f"| {k} | {v} |" for k, v in machine().items() if k not in ("date", "load average (1/5/15 min) when the page was written")] + [""]
+    for title in sorted(sections):
+        lines += [f"## {title}", ""] + sections[title]
     OUT.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
     print(f"wrote {OUT}")
     return 1 if failed else 0

@@ -46,6 +46,9 @@ class Affair(Contract):
     items: tuple[Item, ...]
     requires_resident_code: bool
     household_based: bool = False
+    #: the affair needs the current address even of a person under a DV support measure (e.g. to pay a
+    #: benefit or hand over a card); otherwise a protected person's address is withheld (R-DV-1)
+    requires_address: bool = False
     #: how long a change notification waits before delivery, so a municipality can correct an erroneous entry
     hold_seconds: int = 0
 
@@ -74,6 +77,7 @@ AFFAIRS: dict[str, Affair] = {
             level=Level.national,
             items=(Item.resident_code, *_BASIC),
             requires_resident_code=True,
+            requires_address=True,
             hold_seconds=3600,
         ),
         Affair(
@@ -83,6 +87,7 @@ AFFAIRS: dict[str, Affair] = {
             level=Level.national,
             items=(Item.resident_code, *_BASIC),
             requires_resident_code=True,
+            requires_address=True,
         ),
         Affair(
             id="passport-issuance",
@@ -99,6 +104,7 @@ AFFAIRS: dict[str, Affair] = {
             level=Level.national,
             items=(Item.resident_code, Item.individual_number, *_BASIC),
             requires_resident_code=True,
+            requires_address=True,
         ),
         Affair(
             id="child-allowance",
@@ -107,6 +113,7 @@ AFFAIRS: dict[str, Affair] = {
             level=Level.national,
             items=(Item.resident_code, *_BASIC, Item.household),
             requires_resident_code=True,
+            requires_address=True,
             household_based=True,
             hold_seconds=3600,
         ),
@@ -133,6 +140,7 @@ AFFAIRS: dict[str, Affair] = {
             level=Level.prefectural,
             items=(Item.resident_code, *_BASIC),
             requires_resident_code=True,
+            requires_address=True,
         ),
     )
 }

@@ -120,10 +120,12 @@ def _schemas() -> dict[str, dict]:
         IssuedCertificates, SignedFiling,
     )
     from contracts.moves import CsInboxMessage, CsNoticeBatch, MoveInFiling, MoveInFromAbroad, MoveOutCancellation, MoveOutFiling
+    from contracts import dv
     from contracts.online import OnlineCertificateRenewal, OnlineFilingContent, OnlineFilingOutcome, OnlineFilingReceipt, OnlineSubmission
     from contracts.problem import Problem
     from contracts.push import ChangeNotification, Follow, FollowRequest, NotificationFeed
     from contracts.provision import PersonQuery, ProvisionRecord, ProvisionRecordList, QueryResult
+    from contracts.recovery import RecoveredPerson
     from contracts.register import RegisterResident, ResidentRecord
     from contracts.transparency import (
         ConsistencyProof, IncidentLogEntry, IncidentRecorded, IncidentReport, InclusionProof, LogLeaves, ProvisionLogEntry,
@@ -175,6 +177,12 @@ def _schemas() -> dict[str, dict]:
     for model in (MoveOutFiling, MoveOutCancellation, MoveInFiling, MoveInFromAbroad, CsNoticeBatch, OnlineSubmission, OnlineCertificateRenewal,
                   OnlineFilingOutcome, OnlineFilingReceipt):
         schemas[model.__name__] = model.model_json_schema()
+    for model in (dv.SupportMeasure, dv.SupportMeasureApplication, dv.SupportMeasureDecision, dv.SupportMeasureExtension, dv.SupportMeasureCancellation,
+                  dv.SupportMeasureNotice, dv.SupportMeasureAck, dv.ProtectionMarker, dv.SupportMeasureAlert, dv.MeasureDelivery, dv.CertificateRequest,
+                  dv.CertificateRequestOutcome, dv.CertificateRequestView, dv.ReviewDecision, dv.WideAreaRequest, dv.WideAreaAnswer,
+                  dv.CertificateAttemptNotice, dv.OnlinePrefillRequest, dv.OnlinePrefill):
+        schemas[model.__name__] = model.model_json_schema()
+    schemas["RecoveredPerson"] = RecoveredPerson.model_json_schema()  # one NDJSON line of a recovery export
     schemas["CsInboxMessage"] = TypeAdapter(CsInboxMessage).json_schema()
     schemas["OnlineFilingContent"] = TypeAdapter(OnlineFilingContent).json_schema()
     schemas["PersonQuery"] = TypeAdapter(PersonQuery).json_schema()

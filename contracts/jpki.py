@@ -62,6 +62,10 @@ class CertificateIssuanceRequest(Contract):
     kind: CertificateKind
     public_key_pem: PublicKeyPem
     in_person: bool = True  # handed over at the counter (resets the online count); False for a renewal signed online
+    #: the version of the person the asking CS holds (set by the CS): the national server issues only
+    #: once it holds that version too, so the certificate states the latest items and no change still
+    #: on its way up revokes it a moment later
+    known_version: int | None = Field(default=None, ge=1)
 
 
 class CardPublicKeys(Contract):

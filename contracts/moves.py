@@ -26,6 +26,7 @@ from uuid import UUID
 from pydantic import Field, model_validator
 
 from contracts.base import Contract
+from contracts.dv import CertificateAttemptNotice, SupportMeasure, SupportMeasureAck, SupportMeasureNotice
 from contracts.identifiers import LocalGovernmentCode, ResidentCode
 from contracts.identity import Address, IdentityChange
 from contracts.online import OnlineConfirmationNotice, OnlineFilingNotice
@@ -138,6 +139,8 @@ class TransferredPerson(Contract):
     family_register: FamilyRegisterItems | None = None
     foreign_resident: ForeignResidentItems | None = None
     former_surname_kana: str | None = Field(default=None, max_length=120)
+    #: DV等支援措置 protecting the person: the new municipality shows them on arrival (R-DV-1)
+    support_measures: list[SupportMeasure] = Field(default_factory=list, max_length=10)
 
 
 class MoveOutCertificate(Contract):
@@ -202,10 +205,12 @@ class MoveInReply(Contract):
     replied_at: datetime
 
 
-CsInboxMessage = Annotated[MoveOutCertificate | MoveOutWithdrawal | MoveInNotice | MoveInReply, Field(discriminator="kind")]
+CsInboxMessage = Annotated[
+    MoveOutCertificate | MoveOutWithdrawal | MoveInNotice | MoveInReply | SupportMeasureNotice | SupportMeasureAck, Field(discriminator="kind")
+]
 
 
-def destination_of(message: MoveOutCertificate | MoveOutWithdrawal | MoveInNotice | MoveInReply) -> str:
+def destination_of(message: MoveOutCertificate | MoveOutWithdrawal | MoveInNotice | MoveInReply | SupportMeasureNotice | SupportMeasureAck) -> str:
     """The municipality whose CS inbox the message goes to."""
     if isinstance(message, MoveInNotice):
         return message.origin_municipality_code
@@ -217,7 +222,8 @@ def destination_of(message: MoveOutCertificate | MoveOutWithdrawal | MoveInNotic
 
 #: what the register pulls: messages of other municipalities, and online filings verified by the CS
 CsNoticeMessage = Annotated[
-    MoveOutCertificate | MoveOutWithdrawal | MoveInNotice | MoveInReply | OnlineFilingNotice | OnlineConfirmationNotice,
+    MoveOutCertificate | MoveOutWithdrawal | MoveInNotice | MoveInReply | OnlineFilingNotice | OnlineConfirmationNotice
+    | SupportMeasureNotice | SupportMeasureAck | CertificateAttemptNotice,
     Field(discriminator="kind"),
 ]
 

@@ -114,6 +114,9 @@ class ProvidedPerson(Contract):
     address: ProvidedAddress | None = None
     status: RegistrationStatus | None = None
     change: ProvidedChange | None = None
+    #: a DV support measure protects the person (always delivered); the address is then given only
+    #: for affairs that require it
+    protected: bool = False
 
 
 class QueryResult(Contract):

@@ -67,9 +67,14 @@ def run(
 
 
 @app.command()
-def token(agency: str = typer.Option(..., help="agency id from the topology"), audience: str = typer.Option("national", help="provider: national or pref-<code>"), data: Path = typer.Option(DEFAULT_DATA)) -> None:
+def token(
+    agency: str = typer.Option(..., help="agency id from the topology"),
+    audience: str | None = typer.Option(None, help="provider: national or pref-<code>; by default the one that serves the agency in the topology"),
+    topology: Path | None = typer.Option(None, help="the topology the network runs (it decides who serves prefectural affairs); default: the running network's"),
+    data: Path = typer.Option(DEFAULT_DATA),
+) -> None:
     """Print a signed agency token (valid 5 minutes) for trying the provision API."""
-    network = Network(root=data)
+    network = Network(root=data, topology_path=_running_topology(data, topology))
     print(network.agency_token(agency, audience=audience))
 
 
@@ -81,6 +86,16 @@ def _addresses(data: Path) -> dict:
     if not path.exists():
         raise typer.BadParameter(f"{path} not found: is the network running with this data directory?")
     return json.loads(path.read_text())
+
+
+def _running_topology(data: Path, given: Path | None) -> Path:
+    """The topology given, else the one the network in ``data`` runs (``network.json``), else the sample topology."""
+    if given is not None:
+        return given
+    path = data / "network.json"
+    if path.exists() and (running := json.loads(path.read_text()).get("topology")):
+        return Path(running)
+    return REPO_ROOT / "deploy" / "topology.yaml"
 
 
 def _node_url(data: Path, node_id: str) -> str:
@@ -116,7 +131,29 @@ def parse_metrics(text: str) -> dict[str, float]:
                 sums["refusals" if sample.labels.get("channel") == "http" else "dead_letters"] += sample.value
             elif sample.name == "jukinet_provisions_total":
                 sums["provisions"] += sample.value
+            elif sample.name in _LAST_SERIES:  # snapshots and reconciliation: the newest time, the last run's counts
+                key = _LAST_SERIES[sample.name]
+                sums[key] = max(sums.get(key, 0.0), sample.value) if key.startswith("last_") else sums.get(key, 0.0) + sample.value
     return sums
+
+
+_LAST_SERIES = {
+    "jukinet_last_snapshot_timestamp": "last_snapshot", "jukinet_last_reconciliation_timestamp": "last_reconciliation",
+    "jukinet_last_reconciliation_healed": "healed", "jukinet_last_reconciliation_reported": "reported",
+}
+
+
+def _ago(state: dict, key: str, node_id: str, *, applies: tuple[str, ...]) -> str:
+    """How long ago a node last took/received a snapshot or reconciled; n/a where it does not."""
+    if not node_id.startswith(applies):
+        return "n/a"
+    if key not in state:
+        return "-" if not state.get("up") else "not yet"
+    seconds = max(0.0, time.time() - state[key])
+    age = f"{seconds:.0f} s ago" if seconds < 120 else (f"{seconds / 60:.0f} min ago" if seconds < 7200 else f"{seconds / 3600:.0f} h ago")
+    if key == "last_reconciliation":
+        age += f", {int(state.get('healed', 0))} healed" + (f", [red]{int(state['reported'])} reported[/red]" if state.get("reported") else "")
+    return age
 
 
 def node_status(url: str) -> dict:
@@ -131,24 +168,27 @@ def node_status(url: str) -> dict:
 
 @app.command()
 def status(data: Path = typer.Option(DEFAULT_DATA), as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table")) -> None:
-    """Every node: up, ready, consumer lag, outbox backlog, refusals, dead letters, last snapshot."""
+    """Every node: up, ready, consumer lag, outbox backlog, refusals, dead letters, last snapshot and reconciliation."""
     nodes = _addresses(data)["nodes"]
     states = {node_id: node_status(url) for node_id, url in nodes.items()}
     if as_json:
         print(json.dumps(states))
         return
     table = Table(title="住基ネット — status")
-    for column in ("node", "up", "ready", "consumer lag", "outbox backlog", "refusals", "dead letters", "provided", "last snapshot"):
+    for column in ("node", "up", "ready", "consumer lag", "outbox backlog", "refusals", "dead letters", "provided", "last snapshot", "last reconciliation"):
         table.add_column(column, justify="left" if column == "node" else "right")
 
     def number(state: dict, key: str) -> str:
         return "-" if key not in state else f"{int(state[key]):,}"
 
+    # snapshots go to the prefecture servers, or to the national server when there are none
+    snapshot_nodes = ("cs_gateway", "prefecture_server") if any(n.startswith("prefecture_server") for n in nodes) else ("cs_gateway", "national_server")
     for node_id, state in states.items():
         table.add_row(
             node_id, "[green]up[/green]" if state["up"] else "[red]down[/red]", "yes" if state.get("ready") else "[red]no[/red]",
             number(state, "lag"), number(state, "backlog"), number(state, "refusals"), number(state, "dead_letters"), number(state, "provisions"),
-            "n/a",  # snapshots are not implemented yet
+            _ago(state, "last_snapshot", node_id, applies=snapshot_nodes),
+            _ago(state, "last_reconciliation", node_id, applies=("municipal_rrs", "cs_gateway", "prefecture_server", "national_server")),
         )
     console.print(table)
     if not all(s["up"] for s in states.values()):
@@ -178,6 +218,138 @@ def replay(
         console.print(f"[red]{node} refused ({response.status_code}):[/red] {response.text}")
         raise typer.Exit(1)
     console.print_json(response.text)
+
+
+def _operator_call(data: Path, node: str, method: str, path: str, *, timeout: float = 600.0, **kwargs) -> httpx.Response:
+    response = httpx.request(method, f"{_node_url(data, node)}{path}", headers=_operator_headers(data, node), timeout=timeout, **kwargs)
+    if response.status_code != 200:
+        console.print(f"[red]{node} refused ({response.status_code}):[/red] {response.text}")
+        raise typer.Exit(1)
+    return response
+
+
+def _reconciliation_table(results: list[dict], title: str) -> Table:
+    table = Table(title=title)
+    for column in ("id", "finished", "copy", "compared with", "trigger", "ranges", "descended", "persons", "healed", "reported", "outcome"):
+        table.add_column(column, justify="left" if column in ("copy", "compared with", "outcome", "finished") else "right")
+    for r in results:
+        colour = {"consistent": "green", "healed": "yellow"}.get(r["outcome"], "red")
+        table.add_row(str(r.get("id") or "-"), (r.get("finished_at") or "-")[:19], r["copy_node"], r["truth_node"], r["trigger"], f"{r['ranges_compared']:,}",
+                      f"{r['ranges_descended']:,}", f"{r['persons_compared']:,}", str(r["healed"]), str(r["reported"]), f"[{colour}]{r['outcome']}[/{colour}]" + (f" {r['error']}" if r.get("error") else ""))
+    return table
+
+
+def _print_findings(results: list[dict]) -> None:
+    for r in results:
+        for f in r.get("findings", []):
+            console.print(f"  #{r.get('id')} {f['resident_code']} [bold]{f['kind']}[/bold] here {f.get('copy_state') or '-'} / below {f.get('truth_state') or '-'}: "
+                          f"{f['action']} ({f['applied']} applied){' — ' + f['detail'] if f.get('detail') else ''}")
+
+
+@app.command()
+def reconcile(node: str = typer.Option("national_server.national", help="the node that compares its copy with the tier below (a register compares itself with its CS)"),
+              data: Path = typer.Option(DEFAULT_DATA)) -> None:
+    """Compare a node's copy with the tier below by range digests now, heal what lacks versions, print what was found."""
+    results = _operator_call(data, node, "POST", "/internal/v1/operator/reconcile").json()
+    console.print(_reconciliation_table(results, f"reconciliation at {node}"))
+    _print_findings(results)
+
+
+@app.command()
+def reconciliations(node: str = typer.Option("national_server.national", help="node whose record to show (a CS shows its register's runs)"),
+                    limit: int = typer.Option(20, help="how many runs, newest first"), findings: bool = typer.Option(True, help="list each person found different"),
+                    data: Path = typer.Option(DEFAULT_DATA)) -> None:
+    """What a node's reconciliations compared, healed and reported, newest first."""
+    results = _operator_call(data, node, "GET", "/internal/v1/operator/reconciliations", params={"limit": limit}).json()
+    console.print(_reconciliation_table(results, f"reconciliations recorded at {node}"))
+    if findings:
+        _print_findings(results)
+
+
+@app.command()
+def snapshot(municipality: str = typer.Argument(..., help="municipality code; its CS takes the snapshot"), data: Path = typer.Option(DEFAULT_DATA)) -> None:
+    """Have a CS take a snapshot of its municipality's 本人確認情報 now and send it upward."""
+    console.print_json(_operator_call(data, f"cs_gateway.{municipality}", "POST", "/internal/v1/operator/snapshot").text)
+
+
+@app.command()
+def snapshots(node: str = typer.Option(..., help="a CS (snapshots sent) or a prefecture/national server (snapshots received)"),
+              limit: int = typer.Option(20), data: Path = typer.Option(DEFAULT_DATA)) -> None:
+    """Snapshots a node sent or received, newest first."""
+    rows = _operator_call(data, node, "GET", "/internal/v1/operator/snapshots", params={"limit": limit}).json()
+    table = Table(title=f"snapshots at {node}")
+    for column in ("taken", "municipality", "peer", "persons", "ranges", "rows", "state", "detail"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(r["taken_at"][:19], r["municipality_code"], r["peer"], f"{r['persons']:,}", f"{r['ranges']:,}", f"{r['rows']:,}", r["state"], r.get("detail") or "")
+    console.print(table)
+
+
+@app.command()
+def drill(
+    municipality: str = typer.Argument(..., help="municipality code whose register and CS are wiped and restored"),
+    source: str | None = typer.Option(None, help="restore from this node (default: the prefecture server, or the national server without that tier)"),
+    yes: bool = typer.Option(False, "--yes", help="do not ask before wiping"),
+    drop_database: bool = typer.Option(False, "--drop-database", help="DROP DATABASE instead of dropping the tenant's schema (forces a checkpoint of the whole cluster)"),
+    data: Path = typer.Option(DEFAULT_DATA),
+    topology: Path | None = typer.Option(None, help="default: the topology the running network was started with"),
+) -> None:
+    """Disaster-recovery drill: really wipe a municipality's register and CS databases and restore its residents from the network."""
+    from services.common.topology import load_topology
+    from services.drill import DrillRefused, run_drill
+
+    topo = load_topology(_running_topology(data, topology))
+    if not yes:
+        typer.confirm(f"This DROPS everything municipal_rrs.{municipality} and cs_gateway.{municipality} hold and restores it from the network. Go on?", abort=True)
+    labels = {"ask the network": "asking the network what it holds (municipality's token)", "record before": "recording what is there now (to verify)",
+              "wipe": "dropping the register's and the CS's data (DROP … CASCADE)", "migrate": "migrations, as the tenant roles",
+              "restore": "restoring from the network", "reopen": "letting the services log in again", "verify": "comparing with what was there"}
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as progress:
+        tasks: dict[str, int] = {}
+
+        def on_progress(step: str, done: int, total: int | None) -> None:
+            if step not in tasks:
+                tasks[step] = progress.add_task(labels.get(step, step), total=total)
+            progress.update(tasks[step], completed=done, total=total if total is not None else progress.tasks[tasks[step]].total)
+
+        try:
+            report = run_drill(data, municipality, topo, provider=source, whole_database=drop_database, on_progress=on_progress)
+        except DrillRefused as exc:
+            console.print(f"[red]drill stopped before anything was wiped:[/red] {exc}")
+            raise typer.Exit(1) from None
+    summary = report.summary
+    table = Table(title=f"drill {municipality}: restored from {report.provider}")
+    table.add_column("")
+    table.add_column("", justify="right")
+    table.add_row("persons restored (register and CS)", f"{report.persons_restored:,}")
+    table.add_row("  of them from the snapshot (newer than the current store)", f"{report.from_snapshot:,}")
+    table.add_row("versions of history restored at the CS", f"{report.versions_restored:,}")
+    table.add_row("DV protection markers restored (persons protected again)", f"{report.protections_restored:,}")
+    if summary is not None:
+        table.add_row("last complete snapshot at the provider", str(summary.snapshot_taken_at or "none"))
+    for step, seconds in report.timings.items():
+        table.add_row(f"time: {step}", f"{seconds:,.2f} s")
+    table.add_row("[bold]time from wipe to service[/bold]", f"[bold]{report.restore_seconds:,.2f} s[/bold]")
+    for what, figure in report.verification.items():
+        table.add_row(f"verified: {what}", f"{figure:,}")
+    console.print(table)
+    console.print("[bold]Not restorable from the network[/bold] (the network never carried it):")
+    for item in report.never_carried:
+        console.print(f"  - {item}")
+    for what, count in report.not_restorable_persons.items():
+        console.print(f"  - {what}: {count:,}")
+    for database, tables in report.lost_rows.items():
+        console.print(f"  - rows of {database} not restored: " + ", ".join(f"{t} {n:,}" for t, n in sorted(tables.items())))
+    if report.protections_restored:
+        console.print(f"[yellow]{report.protections_restored:,} persons are protected again from the network's DV protection markers, "
+                      "but their support measures' details (kind, basis, 相手方) are lost: staff must re-enter each measure "
+                      "(application and decision); until then every certificate request about them but their own goes to staff review[/yellow]")
+    if report.differences:
+        console.print(f"[red]{len(report.differences)} carried items differ from before the wipe[/red]")
+        for line in report.differences[:20]:
+            console.print(f"  {line}")
+        raise typer.Exit(1)
+    console.print("[green]every item the network carried is back as it was[/green]")
 
 
 def load_spans(traces: Path, trace_id: str) -> tuple[list[dict], list[dict]]:
@@ -256,12 +428,12 @@ def seed(
     seed_value: int = typer.Option(1, "--seed", help="same seed, same population"),
     bulk: bool = typer.Option(False, help="write every tier's tables directly with COPY (millions of persons) instead of registering at the counters"),
     data: Path = typer.Option(DEFAULT_DATA),
-    topology: Path = typer.Option(REPO_ROOT / "deploy" / "topology.yaml"),
+    topology: Path | None = typer.Option(None, help="default: the topology the running network was started with"),
 ) -> None:
     """Fill the running network with a synthetic population (real addresses, names with readings, households)."""
     from services.common.topology import load_topology
 
-    topo = load_topology(topology)
+    topo = load_topology(_running_topology(data, topology))
     addresses = _addresses(data)
     started = time.monotonic()
     if not bulk:

@@ -94,9 +94,18 @@ class Network:
     def trace_file(self, node_id: str) -> Path:
         return self.root / "traces" / f"{node_id}.jsonl"
 
-    def agency_token(self, agency_id: str, *, audience: str = "national", lifetime_seconds: int = 300) -> str:
+    def provider_for(self, agency_id: str) -> str:
+        """The provider (token audience) that serves this agency's affairs in this topology: the national
+        server, or a prefectural agency's prefecture server (the national server without that tier, R-NET-4)."""
+        agency = self.topology.agency(agency_id)
+        if agency is None or agency.prefecture is None:
+            return "national"
+        return self.topology.prefecture_node(agency.prefecture).party
+
+    def agency_token(self, agency_id: str, *, audience: str | None = None, lifetime_seconds: int = 300) -> str:
+        """A token the agency signs for ``audience`` (by default the provider that serves it here)."""
         key = load_private_key(self.private_keys / f"agency-{agency_id}.key")
-        return sign_token(key, issuer=f"agency-{agency_id}", audience=audience, lifetime_seconds=lifetime_seconds)
+        return sign_token(key, issuer=f"agency-{agency_id}", audience=audience or self.provider_for(agency_id), lifetime_seconds=lifetime_seconds)
 
     # --- lifecycle ----------------------------------------------------------------
     def prepare(self) -> None:
@@ -133,8 +142,9 @@ class Network:
         self.write_addresses()
 
     def write_addresses(self) -> None:
-        """``network.json`` in the data directory: where every node listens, for the operator CLI."""
-        addresses = {"nodes": {nid: self.url(nid) for nid in self.nodes}, "postgres": f"{self.postgres.host}:{self.postgres.port}", "kafka": self.broker.bootstrap}
+        """``network.json`` in the data directory: where every node listens and which topology runs, for the operator CLI."""
+        addresses = {"nodes": {nid: self.url(nid) for nid in self.nodes}, "postgres": f"{self.postgres.host}:{self.postgres.port}", "kafka": self.broker.bootstrap,
+                     "topology": str(Path(self.topology_path).resolve())}
         (self.root / "network.json").write_text(json.dumps(addresses, indent=2))
 
     def node_env(self, node_id: str) -> dict[str, str]:

@@ -8,6 +8,7 @@ tenant's own credentials.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,9 +17,29 @@ from typing import TypeVar
 import psycopg
 import pytest
 
-from services.network import Network
+from services.network import REPO_ROOT, Network
 
 T = TypeVar("T")
+
+#: ``JUKINET_TEST_TOPOLOGY`` picks the topology every test network runs (R-NET-4: the suite
+#: must pass with and without prefecture servers); ``make test`` runs the e2e tests on both.
+TOPOLOGIES = {
+    "with-prefectures": REPO_ROOT / "deploy" / "topology.yaml",
+    "without-prefectures": REPO_ROOT / "deploy" / "topology-without-prefectures.yaml",
+}
+
+
+def topology_under_test() -> Path:
+    """The topology file chosen by ``JUKINET_TEST_TOPOLOGY`` (a name above, or a path)."""
+    chosen = os.environ.get("JUKINET_TEST_TOPOLOGY", "with-prefectures")
+    path = TOPOLOGIES.get(chosen, Path(chosen))
+    if not path.is_file():
+        raise pytest.UsageError(f"JUKINET_TEST_TOPOLOGY={chosen!r}: neither {', '.join(TOPOLOGIES)} nor a topology file")
+    return path
+
+
+def pytest_report_header(config) -> str:
+    return f"jukinet topology: {topology_under_test()}"
 
 
 def wait_until(probe: Callable[[], T], *, timeout: float = 30.0, interval: float = 0.2, what: str = "condition") -> T:
@@ -35,8 +56,8 @@ def wait_until(probe: Callable[[], T], *, timeout: float = 30.0, interval: float
 
 @contextlib.contextmanager
 def running_network(root: Path, topology_path: Path | None = None) -> Iterator[Network]:
-    """A whole network on free ports under ``root``, stopped afterwards whatever happens."""
-    net = Network.on_free_ports(root, topology_path=topology_path)
+    """A whole network on free ports under ``root`` (the topology under test unless given), stopped afterwards whatever happens."""
+    net = Network.on_free_ports(root, topology_path=topology_path or topology_under_test())
     try:
         net.start()
         yield net

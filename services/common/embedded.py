@@ -138,9 +138,19 @@ class EmbeddedPostgres:
         )
         wait_for_port(self.host, self.port, timeout=30, what="PostgreSQL")
 
-    def stop(self, mode: str = "fast") -> None:
-        if (self.data / "postmaster.pid").exists():
-            subprocess.run([str(self._bin / "pg_ctl"), "-D", str(self.data), "-w", "-m", mode, "stop"], capture_output=True, text=True, **self._run_as())
+    def stop(self, mode: str = "fast", timeout: float = 300.0) -> None:
+        """Stop and wait until the server is gone: a shutdown checkpoint on a busy machine can outlast
+        pg_ctl's default minute, and a start while the old server still runs would fail."""
+        pid_file = self.data / "postmaster.pid"
+        if not pid_file.exists():
+            return
+        subprocess.run([str(self._bin / "pg_ctl"), "-D", str(self.data), "-w", "-t", str(int(timeout)), "-m", mode, "stop"],
+                       capture_output=True, text=True, **self._run_as())
+        deadline = time.monotonic() + timeout
+        while pid_file.exists():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"PostgreSQL in {self.data} did not stop within {timeout:.0f} s")
+            time.sleep(0.2)
 
     def admin_connect(self, database: str = "postgres") -> psycopg.Connection:
         return psycopg.connect(host=self.host, port=self.port, user="postgres", password=self.superuser_password(), dbname=database, autocommit=True)

@@ -39,8 +39,45 @@ PARTITIONS = 3
 VERIFY_EVERY_SECONDS = 5.0
 
 
+def _fingerprint(key: bytes | None, value: bytes | None) -> str:
+    return hashlib.sha256((key or b"") + b"\x00" + (value or b"")).hexdigest()
+
+
 def fingerprint(record: ConsumerRecord) -> str:
-    return hashlib.sha256((record.key or b"") + b"\x00" + (record.value or b"")).hexdigest()
+    return _fingerprint(record.key, record.value)
+
+
+async def _gone(bootstrap: str, expected: dict[tuple[str, int], tuple[int, str]]) -> list[tuple[str, int]]:
+    """The partitions whose last acknowledged record the broker no longer holds.
+
+    A short-lived consumer that asks only for topics that exist: asking the
+    broker about a missing topic would make it create the topic anew, with
+    its default partitions, before the services create it as they want it.
+    """
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest", group_id=None)
+    await consumer.start()
+    try:
+        existing = await consumer.topics()
+        present = [key for key in expected if key[0] in existing]
+        gone = [key for key in expected if key[0] not in existing]  # the topic itself is gone
+        if present:
+            consumer.assign([TopicPartition(*key) for key in present])
+            gone += [key for key in present if await _lost(consumer, TopicPartition(*key), *expected[key]) is True]
+        return gone
+    finally:
+        await consumer.stop()
+
+
+async def _lost(consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int, mark: str) -> bool | None:
+    """Whether the broker lost the record acknowledged at ``offset``: True, False, or None when its answer proves nothing."""
+    consumer.seek(tp, offset)
+    records = (await consumer.getmany(tp, timeout_ms=3000, max_records=1)).get(tp, [])
+    if records and records[0].offset == offset:
+        return fingerprint(records[0]) != mark
+    highwater = consumer.highwater(tp)
+    if highwater is not None and highwater <= offset and (not records or records[0].offset < offset):
+        return True  # the log ends before that record: a new, shorter log
+    return None
 
 
 class ConsumerOffsetMixin:
@@ -80,12 +117,82 @@ async def ensure_topics(bootstrap: str, names: list[str]) -> None:
 
 
 class Producer:
-    """Plain at-least-once producer (the embedded broker has no idempotent producers)."""
+    """Plain at-least-once producer (the embedded broker has no idempotent producers).
+
+    It also notices a broker that came back without its log: the offset it
+    acknowledges for a partition falls below one it acknowledged before.
+    Whoever registered with :meth:`on_log_reset` hears the names of the
+    topics it wrote to, so an outbox relay can send again what the broker
+    forgot.
+    """
 
     def __init__(self, bootstrap: str):
         self._bootstrap = bootstrap
         self._producer: AIOKafkaProducer | None = None
         self._known_topics: set[str] = set()
+        self._log_ends: dict[tuple[str, int], int] = {}  # (topic, partition) → highest offset acknowledged
+        self._last_records: dict[tuple[str, int], tuple[int, str]] = {}  # (topic, partition) → (offset, fingerprint) of that record
+        self._reset_listeners: list[Callable[[str], None]] = []
+        self._resets = 0  # how many lost logs were announced: a check that overlaps one announces nothing
+
+    def on_log_reset(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(topic)`` whenever a partition of ``topic`` turns out to have lost its log."""
+        self._reset_listeners.append(listener)
+
+    def _acknowledged_at(self, topic: str, partition: int, offset: int, mark: str | None = None) -> None:
+        """Book an acknowledged offset; one that went backwards means the broker lost its log.
+
+        A broker restarted empty has forgotten every topic, not only the one
+        that showed it, so every topic this producer wrote to is announced,
+        once: what is known of the old logs is forgotten with them.
+        """
+        key = (topic, partition)
+        known = self._log_ends.get(key)
+        if known is not None and offset < known:
+            log.warning("the broker acknowledged offset %s on %s/%s after %s: it lost its log (restarted empty)", offset, topic, partition, known)
+            self._announce_lost_logs()
+            known = None
+        self._log_ends[key] = offset if known is None else max(known, offset)
+        if mark is not None and self._log_ends[key] == offset:
+            self._last_records[key] = (offset, mark)
+
+    def _announce_lost_logs(self) -> None:
+        lost = sorted({t for t, _ in self._log_ends})
+        self._log_ends, self._last_records = {}, {}
+        self._known_topics.clear()  # an empty broker lost the topics too: create them again, as we want them, before sending
+        self._resets += 1
+        for lost_topic in lost:
+            for listener in self._reset_listeners:
+                listener(lost_topic)
+
+    async def watch_logs_forever(self) -> None:
+        """Check now and then that the broker still holds the last record acknowledged on each partition.
+
+        An acknowledged offset going back shows a lost log only when this
+        producer sends again, to a partition it wrote to before, at an offset
+        below the one it knew; a quiet producer would never notice. So the
+        last record of each partition is fetched and compared (a fetch's high
+        watermark is reliable where Tansu's ListOffsets is not), twice before
+        it is believed.
+        """
+        while True:
+            await asyncio.sleep(VERIFY_EVERY_SECONDS)
+            if not self._reset_listeners or not self._last_records:
+                continue
+            try:
+                resets, expected = self._resets, dict(self._last_records)
+                gone = await _gone(self._bootstrap, expected)
+                if gone:
+                    await asyncio.sleep(0.5)  # a busy broker answers oddly once: ask again
+                    gone = [key for key in await _gone(self._bootstrap, {key: expected[key] for key in gone}) if key in gone]
+                if gone and resets == self._resets:
+                    log.warning("the broker no longer holds the records acknowledged last on %s: it lost its log (restarted empty)",
+                                ", ".join(f"{t}/{p}" for t, p in gone))
+                    self._announce_lost_logs()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # broker away: nothing proven, look again later
+                log.info("checking the broker's logs failed (%s); again later", exc)
 
     async def start(self) -> None:
         self._producer = AIOKafkaProducer(bootstrap_servers=self._bootstrap, enable_idempotence=False, acks="all", request_timeout_ms=10000)
@@ -115,6 +222,7 @@ class Producer:
         so a relay can queue a whole batch and wait once.
         """
         assert self._producer is not None, "producer not started"
+        mark = _fingerprint(key.encode(), value)
         if topic not in self._known_topics:
             await ensure_topics(self._bootstrap, [topic])
             self._known_topics.add(topic)
@@ -128,10 +236,11 @@ class Producer:
 
         async def acknowledged() -> None:
             try:
-                await future
+                metadata = await future
             except Exception:
                 self._known_topics.discard(topic)
                 raise
+            self._acknowledged_at(metadata.topic, metadata.partition, metadata.offset, mark)
 
         return acknowledged()
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from opentelemetry import trace
 from sqlalchemy import BigInteger, DateTime, Integer, String, Text, func, select, update
@@ -73,7 +73,7 @@ async def poll_forever(work: Callable[[], Awaitable[int]], *, wakeup: asyncio.Ev
 class OutboxRelay:
     """Delivers unsent rows oldest first; stops at the first failure to keep per-key order."""
 
-    def __init__(self, sessions: async_sessionmaker, outbox_model, deliver: Deliver | None = None, *, deliver_batch: DeliverBatch | None = None, poll_seconds: float = 0.2, batch: int = 200):
+    def __init__(self, sessions: async_sessionmaker, outbox_model, deliver: Deliver | None = None, *, deliver_batch: DeliverBatch | None = None, poll_seconds: float = 0.2, batch: int = 200, resend_window_seconds: float = 900.0):
         if (deliver is None) == (deliver_batch is None):
             raise ValueError("give exactly one of deliver (per row) or deliver_batch (all rows of a pass at once)")
         self._sessions = sessions
@@ -82,6 +82,8 @@ class OutboxRelay:
         self._deliver_batch = deliver_batch
         self._poll = poll_seconds
         self._batch = batch
+        self._resend_window = resend_window_seconds
+        self._resend_topics: set[str] = set()
         self.wakeup = asyncio.Event()
         self.name = getattr(outbox_model, "__tablename__", "outbox")
         metrics.watch_outbox(self)
@@ -104,6 +106,28 @@ class OutboxRelay:
         self.wakeup.set()
         return result.rowcount
 
+    def resend_after_log_reset(self, topic: str) -> None:
+        """The broker forgot ``topic``: send again the rows delivered to it lately (next pass).
+
+        Rows sent within ``resend_window_seconds`` may not have been consumed
+        yet when the broker lost them; receivers are idempotent, so sending
+        the consumed ones again is harmless. Older losses are for the
+        reconciliation and the operator's replay.
+        """
+        self._resend_topics.add(topic)
+        self.wakeup.set()
+
+    async def _mark_for_resend(self) -> None:
+        topics_lost, self._resend_topics = self._resend_topics, set()
+        async with self._sessions() as session, session.begin():
+            result = await session.execute(
+                update(self._model)
+                .where(self._model.destination.in_(topics_lost), self._model.sent_at.is_not(None),
+                       self._model.sent_at >= func.now() - timedelta(seconds=self._resend_window))
+                .values(sent_at=None, last_error="sent again: the broker restarted without its log")
+            )
+        log.warning("%s: %s rows sent to %s lately go again (the broker lost them)", self.name, result.rowcount, ", ".join(sorted(topics_lost)))
+
     async def run_once(self) -> int:
         """Hand a batch to the deliverer in order, then wait for every acknowledgement.
 
@@ -111,6 +135,8 @@ class OutboxRelay:
         pipelined) or deliver synchronously (HTTP). Rows are marked sent only up
         to the first failure; the rest are tried again, in order, later.
         """
+        if self._resend_topics:
+            await self._mark_for_resend()
         delivered = 0
         async with self._sessions() as session, session.begin():
             rows = (

@@ -7,7 +7,7 @@ Used by the national server (national affairs) and the prefecture servers
 
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -22,6 +22,7 @@ from contracts.provision import (
     ByBasicItems, ByIndividualNumber, ByPseudonym, ByResidentCode, ProvidedAddress, ProvidedChange, ProvidedKana, ProvidedName,
     ProvidedPerson, ProvisionRecord,
 )
+from services.common.dv_rules import provided_items
 from services.common.metrics import count_provisions
 from services.common.outbox import enqueue
 from services.common.topology import AgencySpec, Topology
@@ -57,7 +58,7 @@ def authorise(topology: Topology, *, agency_id: str, affair_id: str, fields: lis
     if affair_id not in agency.affairs:
         raise ProvisionRefused("affair-not-authorised", f"{agency.id} is not authorised for the affair {affair_id}")
     if affair.level is not level or (level is Level.prefectural and agency.prefecture != prefecture):
-        raise ProvisionRefused("wrong-provider", f"the affair {affair_id} is not served here")
+        raise ProvisionRefused("wrong-provider", f"the affair {affair_id} is not served here; {_where_served(topology, affair, agency)}")
     if fields:
         outside = [f.value for f in fields if f not in affair.items]
         if outside:
@@ -68,15 +69,30 @@ def authorise(topology: Topology, *, agency_id: str, affair_id: str, fields: lis
     return Grant(agency=agency, affair=affair, items=items)
 
 
-def project(row, items: tuple[Item, ...], *, pseudonym: str | None = None) -> ProvidedPerson:
+def _where_served(topology: Topology, affair: Affair, agency: AgencySpec) -> str:
+    """Tells a misdirected agency which provider to call, so the refusal can be acted on."""
+    if affair.level is Level.prefectural and agency.prefecture is not None:
+        node = topology.prefecture_node(agency.prefecture)
+        return f"prefectural affairs of {agency.prefecture} are served by {node.id} (token audience {node.party!r}) at POST /v1/persons/query"
+    return "national affairs are served by national_server.national (token audience 'national')"
+
+
+def items_for(grant: Grant, *, protected: bool) -> tuple[Item, ...]:
+    """The grant's items for one person: a DV-protected person's address only for affairs that require it (R-DV-1)."""
+    return provided_items(grant.items, requires_address=grant.affair.requires_address, protected=protected)
+
+
+def project(row, items: tuple[Item, ...], *, pseudonym: str | None = None, protected: bool = False) -> ProvidedPerson:
     """Only the granted items, from a stored identity row (pure)."""
-    return project_change(IdentityChange.model_validate_json(row.payload), items, pseudonym=pseudonym)
+    return project_change(IdentityChange.model_validate_json(row.payload), items, pseudonym=pseudonym, protected=protected)
 
 
-def project_change(change: IdentityChange, items: tuple[Item, ...], *, pseudonym: str | None = None) -> ProvidedPerson:
-    """Only the granted items of one version of a person (pure)."""
+def project_change(change: IdentityChange, items: tuple[Item, ...], *, pseudonym: str | None = None, protected: bool = False) -> ProvidedPerson:
+    """Only the granted items of one version of a person (pure); ``protected`` is always delivered (use :func:`items_for`)."""
     ident = change.identity
     values: dict = {"pseudonym": pseudonym} if pseudonym else {}
+    if protected:
+        values["protected"] = True
     if Item.resident_code in items:
         values["resident_code"] = change.resident_code
     if Item.individual_number in items:
@@ -115,7 +131,7 @@ async def find(session: AsyncSession, identity_model, query, *, municipalities: 
         return list((await session.execute(stmt.where(identity_model.resident_code == query.resident_code))).scalars())
     if isinstance(query, ByPseudonym):
         if resolve_pseudonym is None:
-            raise ProvisionRefused("pseudonyms-not-resolved-here", "pseudonyms are resolved only by the national server")
+            raise ProvisionRefused("pseudonyms-not-resolved-here", "pseudonyms are resolved only by the national server, for national affairs")
         resident_code = resolve_pseudonym(query.pseudonym)
         if resident_code is None:  # another agency's pseudonym, or none at all: nothing to find
             return []
@@ -144,17 +160,18 @@ async def find(session: AsyncSession, identity_model, query, *, municipalities: 
     return rows
 
 
-def record_provisions(session: AsyncSession, outbox_model, *, provider: str, grant: Grant, rows: list, reason: str | None, query_type: str, trace_id: str | None, bulk_job_id=None, notification_id=None) -> list[ProvisionRecord]:
+def record_provisions(session: AsyncSession, outbox_model, *, provider: str, grant: Grant, rows: list, reason: str | None, query_type: str, trace_id: str | None, bulk_job_id=None, notification_id=None, protected: Collection[str] = ()) -> list[ProvisionRecord]:
     """One provision record per person, in the same transaction as the answer is prepared.
 
-    ``rows`` are anything with ``resident_code`` and ``municipality_code``.
+    ``rows`` are anything with ``resident_code`` and ``municipality_code``; the
+    items of a ``protected`` person are those actually given (see :func:`items_for`).
     """
     now = datetime.now(UTC)
     records = []
     for row in rows:
         record = ProvisionRecord(
             record_id=uuid.uuid4(), provided_at=now, provider=provider, recipient=grant.agency.id, recipient_name=grant.agency.name,
-            affair=grant.affair.id, affair_name=grant.affair.name, items=list(grant.items), resident_code=row.resident_code,
+            affair=grant.affair.id, affair_name=grant.affair.name, items=list(items_for(grant, protected=row.resident_code in protected)), resident_code=row.resident_code,
             municipality_code=row.municipality_code, reason=reason, query_type=query_type, trace_id=trace_id,
             bulk_job_id=bulk_job_id, notification_id=notification_id,
         )
@@ -182,8 +199,12 @@ def subject_for(grant: Grant, resident_code: str, pseudonymizer) -> tuple[str | 
     return None, pseudonymizer.pseudonym(grant.agency.id, resident_code)
 
 
-def provision_router(rt, *, identity_model, outbox_model, relay, level: Level, prefecture: str | None, municipalities: set[str] | None, pseudonymizer=None):
-    """``POST /v1/persons/query`` for agencies: signed token, stated affair, recorded provision."""
+def provision_router(rt, *, identity_model, outbox_model, relay, level: Level, prefecture: str | None, municipalities: set[str] | None, pseudonymizer=None, serves_prefectural_affairs: bool = False, marker_model=None):
+    """``POST /v1/persons/query`` for agencies: signed token, stated affair, recorded provision.
+
+    ``serves_prefectural_affairs``: the national server of a network without the prefecture
+    tier (R-NET-4) also serves prefectural agencies, exactly as their prefecture server would.
+    """
     from typing import Annotated
 
     from fastapi import APIRouter, Body, Depends, Response
@@ -191,17 +212,31 @@ def provision_router(rt, *, identity_model, outbox_model, relay, level: Level, p
     from contracts.provision import PersonQuery, QueryResult
     from services.common.auth import bearer_verifier
     from services.common.problems import ProblemError
+    from services.common.protection import protected_codes
     from services.common.tokens import VerifiedToken
 
     router = APIRouter(prefix="/v1", tags=["provision"])
     verify = bearer_verifier(rt.keys, audience=rt.party, allowed_issuers=lambda party: party.startswith(AGENCY_PARTY_PREFIX))
+    topology: Topology = rt.settings.topology_model
+
+    def scope_of(agency_id: str) -> tuple[Level, str | None, set[str] | None, object]:
+        """(level, prefecture, municipalities, pseudonymizer) this provider serves the agency with.
+
+        Without the prefecture tier a prefectural agency gets what its prefecture server would
+        give: its prefecture's affairs, only persons registered in its municipalities, and no
+        pseudonym (prefecture servers hold no pseudonym key), so answers do not depend on the topology."""
+        agency = topology.agency(agency_id)
+        if serves_prefectural_affairs and agency is not None and agency.level is Level.prefectural:
+            return Level.prefectural, agency.prefecture, {m.code for m in topology.municipalities if m.prefecture == agency.prefecture}, None
+        return level, prefecture, municipalities, pseudonymizer
 
     @router.post("/persons/query", response_model=QueryResult)
     async def query_persons(query: Annotated[PersonQuery, Body()], response: Response, token: Annotated[VerifiedToken, Depends(verify)]) -> QueryResult:
         """Look up persons for an affair the agency is authorised for. Every person provided is recorded."""
         agency_id = token.issuer.removeprefix(AGENCY_PARTY_PREFIX)
+        level, prefecture, municipalities, pseudonymizer = scope_of(agency_id)
         try:
-            grant = authorise(rt.settings.topology_model, agency_id=agency_id, affair_id=query.affair, fields=query.fields, level=level, prefecture=prefecture)
+            grant = authorise(topology, agency_id=agency_id, affair_id=query.affair, fields=query.fields, level=level, prefecture=prefecture)
         except ProvisionRefused as exc:
             raise ProblemError(403, exc.slug, "Not authorised for this affair", exc.detail) from None
         trace_id = f"{trace.get_current_span().get_span_context().trace_id:032x}"
@@ -209,8 +244,11 @@ def provision_router(rt, *, identity_model, outbox_model, relay, level: Level, p
             async with rt.sessions() as session, session.begin():
                 resolve = (lambda p: pseudonymizer.resolve(agency_id, p)) if pseudonymizer is not None else None
                 rows = await find(session, identity_model, query, municipalities=municipalities, resolve_pseudonym=resolve)
-                persons = [project(row, grant.items, pseudonym=subject_for(grant, row.resident_code, pseudonymizer)[1]) for row in rows]
-                records = record_provisions(session, outbox_model, provider=rt.party, grant=grant, rows=rows, reason=query.reason, query_type=query.type, trace_id=trace_id)
+                shielded = await protected_codes(session, marker_model, [r.resident_code for r in rows]) if marker_model is not None else set()  # DV markers
+                persons = [project(row, items_for(grant, protected=row.resident_code in shielded), pseudonym=subject_for(grant, row.resident_code, pseudonymizer)[1],
+                                   protected=row.resident_code in shielded) for row in rows]
+                records = record_provisions(session, outbox_model, provider=rt.party, grant=grant, rows=rows, reason=query.reason, query_type=query.type, trace_id=trace_id,
+                                            protected=shielded)
                 link_to_changes(rows)
         except TooManyResults:
             raise ProblemError(400, "too-many-results", "Too many persons match", f"more than {query.limit} persons match; narrow the search") from None

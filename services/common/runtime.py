@@ -22,6 +22,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from contracts.topics import HEADER_MESSAGE_KIND
 from services.common.db import make_engine, make_sessionmaker, run_migrations
 from services.common.kafka import Producer
+from services.common.outbox import OutboxRelay
 from services.common.settings import ServiceSettings
 from services.common.telemetry import instrument_engine, setup_tracing
 from services.common.tokens import PublicKeyRing, load_private_key, sign_token
@@ -64,6 +65,14 @@ class Runtime:
         assert self.producer is not None
         return await self.producer.enqueue(row.destination, key=row.key, value=row.payload.encode(), headers={HEADER_MESSAGE_KIND: row.kind})
 
+    def kafka_outbox_relay(self, outbox_model) -> OutboxRelay:
+        """The relay publishing ``outbox_model``'s rows to Kafka, sending again what a broker restarted empty forgot."""
+        assert self.producer is not None
+        relay = OutboxRelay(self.sessions, outbox_model, self.publish_outbox_row, poll_seconds=self.settings.outbox_poll_seconds,
+                            resend_window_seconds=self.settings.resend_after_broker_reset_seconds)
+        self.producer.on_log_reset(relay.resend_after_log_reset)
+        return relay
+
     def refusal_recorder(self, refusal_model) -> Callable[[Request, str, str], Awaitable[None]]:
         async def record(request: Request, slug: str, detail: str) -> None:
             caller = getattr(request.state, "caller", None)
@@ -81,6 +90,8 @@ class Runtime:
             if self.producer is not None:
                 await self._start_producer()
             self._tasks = [asyncio.create_task(c()) for c in coroutines]
+            if self.producer is not None:  # its relays hear of a broker that lost its log (kafka_outbox_relay)
+                self._tasks.append(asyncio.create_task(self.producer.watch_logs_forever()))
             try:
                 yield
             finally:

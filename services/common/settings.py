@@ -35,7 +35,11 @@ class ServiceSettings(BaseSettings):
     trace_file: Path | None = None
     otlp_endpoint: str | None = None
     outbox_poll_seconds: float = 0.2
+    resend_after_broker_reset_seconds: float = 900.0  # a broker back without its log: outbox rows sent this recently go again
     resync_poll_seconds: float = 2.0
+    snapshot_seconds: float = 3600.0  # a CS sends a snapshot upward this often (0: only on operator request)
+    reconcile_seconds: float = 300.0  # every tier compares with the tier below this often (0: only on operator request)
+    reconcile_grace_seconds: float = 2.0  # a difference is looked at again after this long before it is healed or reported
 
     @cached_property
     def topology_model(self) -> Topology:

@@ -51,8 +51,14 @@ class Tier:
                 enqueue(session, self.outbox, destination=self.forward_to(applied), key=applied.resident_code, kind="identity-change", payload=applied.model_dump_json())
         return outcome
 
-    def kafka_handler(self, validate: Callable[[IdentityChange], None] | None = None):
+    def kafka_handler(self, validate: Callable[[IdentityChange], None] | None = None, *, markers=None):
+        """Identity changes; with ``markers``, also the DV protection markers that share the topic (services/common/protection.py)."""
+        from services.common.protection import is_marker_record
+
         async def handle(session: AsyncSession, record: ConsumerRecord) -> None:
+            if markers is not None and is_marker_record(record):
+                await markers(session, record)
+                return
             change = IdentityChange.model_validate_json(record.value or b"")
             if record.key is not None and record.key.decode() != change.resident_code:
                 raise Refuse("record key is not the resident code of the change")

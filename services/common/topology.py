@@ -139,7 +139,14 @@ class Topology(_Spec):
         """The node a CS forwards to: its prefecture server, or the national server without that tier."""
         m = self.municipality(municipality_code)
         assert m is not None
-        return f"prefecture_server.{m.prefecture}" if self.network.prefecture_tier else "national_server.national"
+        return self.prefecture_node(m.prefecture).id
+
+    def prefecture_node(self, prefecture: str) -> "Node":
+        """The node that holds a prefecture's residents and serves its prefectural affairs (R-NET-4):
+        its prefecture server, or the national server when the network has no prefecture tier."""
+        if self.network.prefecture_tier:
+            return Node(kind="prefecture_server", tenant=prefecture)
+        return Node(kind="national_server", tenant="national")
 
 
 class Node(_Spec):

@@ -17,7 +17,7 @@ from contracts.rrs_inbox import RrsBatch, RrsBatchAck
 from services.common.auth import bearer_verifier
 from services.common.kafka import Refuse, StoredOffsetConsumer
 from services.common.moves import arriving_in
-from services.common.outbox import OutboxRelay, poll_forever
+from services.common.outbox import poll_forever
 from opentelemetry import trace
 
 from services.common.problems import ProblemError, install_problem_handlers
@@ -32,7 +32,11 @@ from services.common.versioning import Decision
 from services.cs_gateway.models import TABLES, ConsumerOffset, DeadLetter, Outbox, Refusal
 from services.cs_gateway.moves import CsMoves
 from services.cs_gateway.online import CsOnline
+from services.cs_gateway.dv import CsDv
+from contracts.dv import SupportMeasureAck, SupportMeasureNotice
 from services.cs_gateway.jpki_routes import jpki_router
+from services.cs_gateway.models import RECOVERY
+from services.cs_gateway.snapshots import cs_recovery
 
 
 def build_app(settings: ServiceSettings) -> FastAPI:
@@ -52,17 +56,19 @@ def build_app(settings: ServiceSettings) -> FastAPI:
         dead_letter_model=DeadLetter, handler=moves.inbox_handler(), producer=rt.producer, name=rt.party,
     )
 
-    relay = OutboxRelay(rt.sessions, Outbox, rt.publish_outbox_row, poll_seconds=settings.outbox_poll_seconds)
+    relay = rt.kafka_outbox_relay(Outbox)
     online = CsOnline(rt, municipality=municipality, moves=moves)
+    dv = CsDv(rt, municipality_code=municipality.code, topology=topology, upward_topic=upward_topic, moves=moves, online=online)  # DV等支援措置
 
     async def record_assurance_forever() -> None:
         await poll_forever(online.record_assurance_once, wakeup=asyncio.Event(), idle_seconds=1.0, what="assurance events to the national server")
 
+    recovery_routers, recovery_loops = cs_recovery(rt, tier, RECOVERY, municipality_code=municipality.code, topology=topology)  # snapshots, reconciliation
     app = FastAPI(
         title=f"CS {municipality.name} ({municipality.code})",
         version="1.0.0",
         description="Communication server: the only door between the municipal register and the network. Fixed formats only.",
-        lifespan=rt.background(relay.run_forever, inbox.run_forever, record_assurance_forever),
+        lifespan=rt.background(relay.run_forever, inbox.run_forever, record_assurance_forever, *recovery_loops),
     )
     install_problem_handlers(app, rt.refusal_recorder(Refusal))
     from_own_rrs = bearer_verifier(rt.keys, audience=rt.party, allowed_issuers=lambda party: party == f"rrs-{municipality.code}")
@@ -101,6 +107,8 @@ def build_app(settings: ServiceSettings) -> FastAPI:
                             fresh = await households.store_composition(session, message)
                         elif isinstance(message, OnlineFilingOutcome):
                             fresh = await online.take_outcome(session, message)
+                        elif isinstance(message, SupportMeasureNotice | SupportMeasureAck):
+                            fresh = await dv.take_from_rrs(session, message)
                         else:
                             await moves.forward_from_rrs(session, message)
                             fresh = True
@@ -167,6 +175,9 @@ def build_app(settings: ServiceSettings) -> FastAPI:
         return {reason: count for reason, count in rows}
 
     app.include_router(tier.internal_router())
+    for recovery_router in recovery_routers:
+        app.include_router(recovery_router)
     app.include_router(online.router())
+    app.include_router(dv.router())  # support measures: 広域交付 answers, the online pre-fill
     app.include_router(jpki_router(rt, municipality.code))  # JPKI and the assurance ledger, forwarded to the national server
     return app

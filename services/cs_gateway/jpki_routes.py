@@ -4,6 +4,9 @@ network itself, R-NET-1). Answers are validated against the contracts on the
 way back; the national server's problem documents are passed through as they are."""
 
 
+import asyncio
+import time
+
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
@@ -17,6 +20,31 @@ from services.common.problems import PROBLEM_MEDIA_TYPE, ProblemError
 from services.cs_gateway.models import TABLES
 
 NATIONAL_NODE, NATIONAL_PARTY = "national_server.national", "national"
+#: how long a certificate request waits for the person's latest change to reach the national server
+CHANGE_IN_FLIGHT_WAIT_SECONDS = 20.0
+
+
+async def issue_certificate(rt, request: CertificateIssuanceRequest) -> IssuedCertificate:
+    """Ask the national CA for a certificate, stating the version of the person this CS holds.
+
+    Right after a change (a 転居, then a renewal of the signing certificate)
+    the national server may not hold that version yet; a certificate issued
+    from its older items would be revoked as soon as the change arrives. The
+    CA says ``change-in-flight`` and this waits for the change, within a bound.
+    A refusal comes back as :class:`PeerProblem`.
+    """
+    async with rt.sessions() as session:
+        version = (await session.execute(select(TABLES.current.version).where(TABLES.current.resident_code == request.resident_code))).scalar_one_or_none()
+    request = request.model_copy(update={"known_version": version})
+    deadline = time.monotonic() + CHANGE_IN_FLIGHT_WAIT_SECONDS
+    while True:
+        try:
+            return await call_peer(rt, NATIONAL_NODE, NATIONAL_PARTY, "POST", "/internal/v1/jpki/certificates", IssuedCertificate, request,
+                                   peer_name="national server", slug_prefix="national")
+        except PeerProblem as problem:
+            if problem.slug != "change-in-flight" or time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(0.5)
 
 
 def jpki_router(rt, municipality_code: str) -> APIRouter:
@@ -37,7 +65,10 @@ def jpki_router(rt, municipality_code: str) -> APIRouter:
             held = (await session.execute(select(TABLES.current.status).where(TABLES.current.resident_code == body.resident_code))).scalar_one_or_none()
         if held != "active":  # the CS's own copy first: layered defence, the national server checks again
             raise ProblemError(403, "not-registered-here", "The person is not registered in this municipality", f"the CS holds no active registration of {body.resident_code}")
-        return await national("POST", "/internal/v1/jpki/certificates", IssuedCertificate, body)
+        try:
+            return await issue_certificate(rt, body)
+        except PeerProblem as problem:
+            return JSONResponse(problem.document, status_code=problem.status, media_type=PROBLEM_MEDIA_TYPE)
 
     @router.post("/jpki/verifications", response_model=FilingVerification)
     async def verify(filing: SignedFiling):

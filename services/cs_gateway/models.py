@@ -9,6 +9,7 @@ from datetime import datetime
 from sqlalchemy import BigInteger, Boolean, DateTime, Integer, String, Text, Uuid, func
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from services.common.recovery_models import declare_recovery_tables
 from services.common.tier_models import declare_tier_tables, identity_tables
 
 
@@ -23,6 +24,7 @@ Refusal = _tables["Refusal"]
 TABLES = identity_tables(_tables)
 ConsumerOffset = _tables["ConsumerOffset"]
 DeadLetter = _tables["DeadLetter"]
+RECOVERY = declare_recovery_tables(CsBase, sends_snapshots=True)  # snapshots and reconciliation
 
 
 
@@ -80,3 +82,21 @@ class OnlineFilingRow(CsBase):
     submitted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     assurance_recorded: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class SupportMeasureRow(CsBase):
+    """A DV support measure this municipality carries, as its register sent it: for 広域交付 answers,
+    the online pre-fill and the protection marker sent upward."""
+
+    __tablename__ = "support_measures"
+    measure_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    revision: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    payload: Mapped[str] = mapped_column(Text)  # the SupportMeasure JSON
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(), onupdate=func.now())
+
+
+class SupportMeasurePersonRow(CsBase):
+    __tablename__ = "support_measure_persons"
+    measure_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    resident_code: Mapped[str] = mapped_column(String(11), primary_key=True, index=True)

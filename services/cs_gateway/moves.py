@@ -27,6 +27,7 @@ from contracts.identity import ChangeReason, IdentityChange
 from contracts.moves import (
     CsInboxMessage, CsNotice, CsNoticeMessage, MoveInNotice, MoveInReply, MoveOutCertificate, MoveOutWithdrawal, TransferredPerson, destination_of,
 )
+from contracts.dv import CertificateAttemptNotice, SupportMeasureAck, SupportMeasureNotice
 from contracts.online import OnlineConfirmationNotice, OnlineFilingNotice
 from contracts.register import Relationship
 from services.common.kafka import Refuse
@@ -48,6 +49,12 @@ def message_key(message) -> str:
     if isinstance(message, OnlineFilingNotice):
         return f"{message.kind}:{message.filing_id}"
     if isinstance(message, OnlineConfirmationNotice):
+        return f"{message.kind}:{message.attempt_id}"
+    if isinstance(message, SupportMeasureNotice):  # a resend is kept again: the register acknowledges each (an ack may be lost)
+        return f"{message.kind}:{message.measure.measure_id}:{message.measure.revision}:{message.attempt}"
+    if isinstance(message, SupportMeasureAck):
+        return f"{message.kind}:{message.ack_id}"
+    if isinstance(message, CertificateAttemptNotice):
         return f"{message.kind}:{message.attempt_id}"
     return f"{message.kind}:{message.resident_code}:{message.replied_at.isoformat()}"
 

@@ -32,6 +32,7 @@ from contracts.online import (
 from services.common.peers import PeerProblem, call_peer
 from services.common.problems import ProblemError
 from services.common.topology import MunicipalitySpec
+from services.cs_gateway.jpki_routes import issue_certificate
 from services.cs_gateway.models import TABLES, MoveCertificateRow, OnlineFilingRow
 from services.cs_gateway.online_rules import FRESHNESS, assurance_refusal, confirmation_refusal, window_refusal
 
@@ -126,10 +127,11 @@ class CsOnline:
             await self._check_jurisdiction(session, code, renewal)
             if await session.get(OnlineFilingRow, renewal.nonce) is not None:
                 raise ProblemError(409, "replayed-filing", "This filing was already received", f"filing {renewal.nonce}")
-        issued: IssuedCertificate = await self._national(
-            "POST", "/internal/v1/jpki/certificates", IssuedCertificate,
-            CertificateIssuanceRequest(resident_code=code, kind=CertificateKind.signing, public_key_pem=renewal.public_key_pem, in_person=False),
-        )
+        try:
+            issued = await issue_certificate(
+                self.rt, CertificateIssuanceRequest(resident_code=code, kind=CertificateKind.signing, public_key_pem=renewal.public_key_pem, in_person=False))
+        except PeerProblem as problem:
+            raise problem.as_own() from None
         async with self.rt.sessions() as session, session.begin():
             session.add(OnlineFilingRow(
                 filing_id=renewal.nonce, kind=renewal.kind, resident_code=code, serial=verification.serial, state=OnlineFilingState.completed.value,

@@ -8,9 +8,8 @@ import uuid
 from datetime import date, datetime, timedelta, UTC
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
+from fastapi import APIRouter, FastAPI, Query
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.moves import (
     CsNoticeBatch, IncomingNotice, MoveInFiling, MoveInFromAbroad, MoveInPerson, MoveInReview, MoveOutCancellation, MoveOutCertificate,
@@ -28,7 +27,12 @@ from services.common.settings import ServiceSettings
 from services.municipal_rrs import moves, online, service
 from services.municipal_rrs.domain import RegistryRuleViolation
 from services.municipal_rrs.jpki_routes import jpki_router
+from services.municipal_rrs.dv_routes import dv_housekeeping, dv_router
+from services.municipal_rrs.reconcile import RegisterReconciler
+from services.municipal_rrs.related_routes import related_router
+from services.municipal_rrs.ui.routes import staff_router
 from services.municipal_rrs.models import IncomingNoticeRow, LetterRow, OnlineFilingRow, MoveInReviewRow, MoveReservationRow, Outbox, Refusal
+from services.municipal_rrs.request_deps import StaffDep, transaction_dependency
 
 PORTAL_CREDENTIAL_SECONDS = 24 * 3600
 
@@ -57,6 +61,7 @@ def build_app(settings: ServiceSettings) -> FastAPI:
             raise RuntimeError(f"CS answered {response.status_code}: {response.text[:500]}")
 
     relay = OutboxRelay(rt.sessions, Outbox, deliver_batch=deliver_to_cs, poll_seconds=settings.outbox_poll_seconds)
+    reconciler = RegisterReconciler(rt, municipality_code=municipality.code, relay=relay)
 
     def known_municipality(code: str) -> bool:
         return topology.municipality(code) is not None
@@ -85,22 +90,13 @@ def build_app(settings: ServiceSettings) -> FastAPI:
         title=f"住民記録システム {municipality.name} ({municipality.code})",
         version="1.0.0",
         description="The resident register of one municipality: every 住民票 item with its history. Only its own CS receives anything from it.",
-        lifespan=rt.background(relay.run_forever, pull_notices_forever),
+        lifespan=rt.background(relay.run_forever, pull_notices_forever, reconciler.run_forever,
+                               dv_housekeeping(rt, municipality_code=municipality.code, relay=relay, known_municipality=known_municipality)),
     )
     install_problem_handlers(app, rt.refusal_recorder(Refusal))
     app.state.relay = relay
 
-    async def session_dep():
-        async with rt.sessions() as session, session.begin():
-            yield session
-
-    SessionDep = Annotated[AsyncSession, Depends(session_dep)]
-
-    def staff_dep(request: Request, x_staff_id: Annotated[str | None, Header(max_length=100, pattern=r"^[A-Za-z0-9._-]+$")] = None) -> str:
-        request.state.caller = x_staff_id or "counter"
-        return request.state.caller
-
-    StaffDep = Annotated[str, Depends(staff_dep)]
+    SessionDep = transaction_dependency(rt.sessions)
     router = APIRouter(prefix="/v1")
 
     def rule(exc: RegistryRuleViolation) -> ProblemError:
@@ -347,4 +343,9 @@ def build_app(settings: ServiceSettings) -> FastAPI:
 
     app.include_router(router)
     app.include_router(jpki_router(rt, municipality.code))  # JPKI at the counter, through the CS
+    app.include_router(dv_router(rt, municipality_code=municipality.code, relay=relay, known_municipality=known_municipality))  # DV等支援措置, certificate requests
+    app.include_router(reconciler.router())  # the register compares itself with its CS
+    app.include_router(related_router(rt, municipality.code))  # 住登外者 and 印鑑登録 (R-REL-1)
+    app.include_router(staff_router(rt, municipality_code=municipality.code, municipality_name=municipality.name, topology=topology,
+                                    known_municipality=known_municipality, changed=relay.wakeup.set))  # counter staff screens (/staff)
     return app

@@ -153,3 +153,109 @@ class LetterRow(RrsBase):
     body: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     posted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+# --- DV等支援措置 (services/municipal_rrs/dv.py) --------------------------------------------------------------
+
+
+class SupportMeasureRow(RrsBase):
+    """A DV support measure held here: one this municipality carries (own), or one another municipality sent."""
+
+    __tablename__ = "support_measures"
+    measure_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    revision: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    victim_code: Mapped[str] = mapped_column(String(11), index=True)
+    own: Mapped[bool] = mapped_column(Boolean, index=True)  # this municipality is the home
+    home_municipality_code: Mapped[str] = mapped_column(String(6))
+    valid_until: Mapped[date | None] = mapped_column(Date)
+    previous_municipality_code: Mapped[str | None] = mapped_column(String(6))  # own: where the victim lived before
+    received_from: Mapped[str | None] = mapped_column(String(6))
+    payload: Mapped[str] = mapped_column(Text)  # the SupportMeasure JSON
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(), onupdate=func.now())
+
+
+class SupportMeasurePersonRow(RrsBase):
+    """Who a measure protects, for the lookups of the counter."""
+
+    __tablename__ = "support_measure_persons"
+    measure_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("support_measures.measure_id"), primary_key=True)
+    resident_code: Mapped[str] = mapped_column(String(11), primary_key=True, index=True)
+
+
+class RestoredProtectionRow(RrsBase):
+    """A person the network's protection marker said a measure protected, restored by the disaster-recovery drill.
+
+    The measure itself (kind, basis, 相手方) was lost with the register: until staff re-enter it (an approved
+    measure covering the person supersedes this row), every request about the person but their own is reviewed.
+    """
+
+    __tablename__ = "restored_protections"
+    resident_code: Mapped[str] = mapped_column(String(11), primary_key=True)
+    valid_until: Mapped[date | None] = mapped_column(Date)  # the marker's last day of protection
+    marker_as_of: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    restored_from: Mapped[str] = mapped_column(String(100))  # the node that held the marker
+    restored_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    superseded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    superseded_by: Mapped[str | None] = mapped_column(String(100))  # the staff member who decided the re-entered measure
+    superseded_by_measure: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+
+
+class MeasureDeliveryRow(RrsBase):
+    """One revision of an own measure sent to one municipality: retried until that register acknowledges it."""
+
+    __tablename__ = "support_measure_deliveries"
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    measure_id: Mapped[uuid.UUID] = mapped_column(Uuid, index=True)
+    revision: Mapped[int] = mapped_column(Integer)
+    target_municipality_code: Mapped[str] = mapped_column(String(6))
+    role: Mapped[str] = mapped_column(String(20))
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    first_sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    acknowledged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    staff_acknowledged_by: Mapped[str | None] = mapped_column(String(100))
+    staff_acknowledged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class MeasureAlertRow(RrsBase):
+    """What staff must not miss (R-DV-2): received measures, failed deliveries, expiry reminders, refused requests."""
+
+    __tablename__ = "support_measure_alerts"
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    dedupe_key: Mapped[str] = mapped_column(String(120), unique=True)  # one alert per event, however often it is seen
+    kind: Mapped[str] = mapped_column(String(24), index=True)
+    measure_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, index=True)
+    delivery_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    resident_code: Mapped[str] = mapped_column(String(11), index=True)
+    summary: Mapped[str] = mapped_column(Text)
+    raised_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    acknowledged_by: Mapped[str | None] = mapped_column(String(100))
+    acknowledged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class CertificateRequestRow(RrsBase):
+    """Every request for 住民票の写し, 除票, 附票 or 閲覧, whatever its outcome (refusals included)."""
+
+    __tablename__ = "certificate_requests"
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    type: Mapped[str] = mapped_column(String(20))
+    channel: Mapped[str] = mapped_column(String(24))
+    subject: Mapped[str] = mapped_column(Text)  # CertificateSubject JSON
+    subject_code: Mapped[str | None] = mapped_column(String(11), index=True)
+    requester: Mapped[str] = mapped_column(Text)  # Requester JSON
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    reason: Mapped[str | None] = mapped_column(Text)
+    protected: Mapped[bool] = mapped_column(Boolean, default=False)
+    measure_ids: Mapped[str] = mapped_column(Text, default="[]")  # JSON list
+    requesting_municipality_code: Mapped[str | None] = mapped_column(String(6))
+    handled_by: Mapped[str] = mapped_column(String(100))
+    decided_by: Mapped[str | None] = mapped_column(String(100))
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    decision_reason: Mapped[str | None] = mapped_column(Text)
+    document: Mapped[str | None] = mapped_column(Text)  # the CertificateDocument issued, as issued

@@ -27,6 +27,8 @@ from services.common.outbox import enqueue
 from services.municipal_rrs.domain import RegistryRuleViolation, Resident
 from services.municipal_rrs.models import Household, IncomingNoticeRow, MoveReservationRow, Outbox, ResidentRow
 from services.municipal_rrs.service import NotFound, _household_for, cs_destination, load, save
+from services.municipal_rrs import dv
+from contracts.dv import CertificateAttemptNotice, SupportMeasureAck, SupportMeasureNotice
 
 
 class NoMatchingMoveOut(Exception):
@@ -67,13 +69,14 @@ async def file_move_out(session: AsyncSession, filing: MoveOutFiling, *, municip
         record, change = await save(session, resident, event, staff=staff, new=False, left_household=resident.household_id)
         records.append(record)
         if destination_code is not None:
+            measures = await dv.on_move_out(session, resident.resident_code, destination_code=destination_code, municipality_code=municipality_code)
             _to_cs(session, municipality_code, MoveOutCertificate(
                 certificate_id=certificate_id_for(procedure_id, resident.resident_code), procedure_id=procedure_id,
                 municipality_code=municipality_code, destination_municipality_code=destination_code, resident_code=resident.resident_code,
                 planned_date=filing.planned_date, persons_in_procedure=len(movers), issued_at=datetime.now(UTC),
                 person=TransferredPerson(
                     change=change, relationship=resident.relationship, was_head=was_head, family_register=resident.family_register,
-                    foreign_resident=resident.foreign_resident, former_surname_kana=resident.former_surname_kana,
+                    foreign_resident=resident.foreign_resident, former_surname_kana=resident.former_surname_kana, support_measures=measures,
                 ),
             ))
     return records
@@ -162,6 +165,9 @@ async def file_move_in(session: AsyncSession, filing: MoveInFiling, *, municipal
         record, _ = await save(session, resident, event, staff=staff, new=existing is None)
         reservations[code].status = "used"
         records.append(record)
+    # a victim who moved in: this municipality carries their support measures on (R-DV-1)
+    origins = {code: None if c.from_abroad else c.municipality_code for code, c in certificates.items()}
+    await dv.on_arrival(session, origins, municipality_code=municipality_code, staff=staff)
     return records
 
 
@@ -197,9 +203,13 @@ async def apply_notice(session: AsyncSession, notice: CsNotice, *, municipality_
         summary = await online.take_filing(session, message, municipality_code=municipality_code, known_municipality=known_municipality, today=today)
     elif isinstance(message, OnlineConfirmationNotice):
         summary = await online.take_confirmation(session, message, municipality_code=municipality_code, known_municipality=known_municipality, today=today)
+    elif isinstance(message, SupportMeasureNotice | SupportMeasureAck | CertificateAttemptNotice):
+        summary = await dv.take_notice(session, message, municipality_code=municipality_code, known_municipality=known_municipality)
     elif isinstance(message, MoveOutCertificate):
         await keep_certificate(session, message)
         summary = f"転入予約: {message.resident_code} from {message.municipality_code}, planned {message.planned_date.isoformat()}"
+        if message.person.support_measures:
+            summary += "; " + await dv.take_from_certificate(session, message, municipality_code=municipality_code, known_municipality=known_municipality)
     elif isinstance(message, MoveOutWithdrawal):
         reservation = await session.get(MoveReservationRow, message.certificate_id, with_for_update=True)
         if reservation is not None and reservation.status == "pending":

@@ -26,7 +26,7 @@ from contracts.online import (
 )
 from contracts.register import MoveWithin
 from services.common.outbox import enqueue
-from services.municipal_rrs import moves, service
+from services.municipal_rrs import dv, moves, service
 from services.municipal_rrs.domain import RegistryRuleViolation, proxy_refusal
 from services.municipal_rrs.models import LetterRow, OnlineFilingRow, Outbox
 
@@ -62,6 +62,8 @@ async def take_filing(session: AsyncSession, notice: OnlineFilingNotice, *, muni
     persons = [notice.resident_code, *content.members]
     try:
         async with session.begin_nested():
+            if refusal := await dv.online_proxy_refusal(session, notice.resident_code, content.members):  # stricter where a measure protects
+                raise RegistryRuleViolation(refusal)
             if isinstance(content, OnlineMoveIn):
                 await _check_move_in_proxy(session, notice.resident_code, content.members)
             else:

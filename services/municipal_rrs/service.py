@@ -21,6 +21,7 @@ from services.common.outbox import enqueue
 from services.municipal_rrs.domain import Changed, RegistryRuleViolation, Resident
 from services.municipal_rrs.mapping import from_row, to_identity_change, to_record, to_row_values
 from services.municipal_rrs.models import Household, Outbox, ResidentHistoryRow, ResidentRow
+from services.municipal_rrs import related
 
 
 class NotFound(Exception):
@@ -83,6 +84,7 @@ async def save(session: AsyncSession, resident: Resident, event: Changed, *, sta
     for household_id in {resident.household_id, left_household} - {None}:
         composition = await _household_composition(session, household_id, resident.municipality_code)
         enqueue(session, Outbox, destination=cs_destination(resident.municipality_code), key=str(household_id), kind="household-composition", payload=composition.model_dump_json())
+    await related.after_save(session, resident, event, staff=staff)  # seals end, 住登外者 link (R-REL-1)
     return record, change
 
 

@@ -52,11 +52,13 @@ from services.common.auth import bearer_verifier
 from services.common.metrics import count_provisions
 from services.common.problems import ProblemError
 from services.common.provision import (
-    AGENCY_PARTY_PREFIX, Grant, ProvisionRefused, TooManyResults, authorise, find, project, record_provisions, subject_for,
+    AGENCY_PARTY_PREFIX, Grant, ProvisionRefused, TooManyResults, authorise, find, items_for, project, record_provisions, subject_for,
 )
 from services.common.telemetry import tracer
 from services.common.tokens import VerifiedToken
 from services.national_server.bulk_models import BulkJobRow, BulkRow
+from services.national_server.models import ProtectionMarkerRow
+from services.common.protection import protected_codes
 
 log = logging.getLogger(__name__)
 
@@ -263,6 +265,8 @@ class BulkWorker:
                 if code is not None:
                     codes.add(code)
         by_code, by_number = await self._lookup(session, codes, numbers)
+        # DV support measures: protected: true, and the address only for affairs that require it
+        shielded = {p.resident_code for p in (*by_code.values(), *by_number.values()) if p.protected}
 
         statuses: list[str] = []
         results: list[str] = []
@@ -295,7 +299,10 @@ class BulkWorker:
             if matched:
                 status = "found"
                 found += 1
-                persons = [project(p, grant.items, pseudonym=subject_for(grant, p.resident_code, self._pseudonymizer)[1]) for p in matched]
+                if isinstance(query, BulkByBasicItems):
+                    shielded |= await protected_codes(session, ProtectionMarkerRow, [p.resident_code for p in matched])
+                persons = [project(p, items_for(grant, protected=p.resident_code in shielded), pseudonym=subject_for(grant, p.resident_code, self._pseudonymizer)[1],
+                                   protected=p.resident_code in shielded) for p in matched]
                 provided_rows.extend(matched)
             row_nos.append(row_no)
             statuses.append(status)
@@ -311,22 +318,23 @@ class BulkWorker:
             )
         record_provisions(
             session, self._outbox, provider=self._provider, grant=grant, rows=provided_rows, reason=job.reason, query_type="BulkJob",
-            trace_id=trace_id, bulk_job_id=job.job_id,
+            trace_id=trace_id, bulk_job_id=job.job_id, protected=shielded,
         )
         await session.flush()
         return found, len(provided_rows)
 
     async def _lookup(self, session, codes: set[str], numbers: set[str]) -> tuple[dict, dict]:
-        """Every person of a sub-batch asked by code, pseudonym or number, in at most two statements."""
+        """Every person of a sub-batch asked by code, pseudonym or number, in at most two statements (with their DV protection)."""
         model = self._identity
-        columns = (model.resident_code, model.individual_number, model.municipality_code, model.payload)
+        columns = (model.resident_code, model.individual_number, model.municipality_code, model.payload, ProtectionMarkerRow.protected)
         by_code: dict = {}
         by_number: dict = {}
+        joined = select(*columns).outerjoin(ProtectionMarkerRow, ProtectionMarkerRow.resident_code == model.resident_code)
         if codes:
-            stmt = select(*columns).where(model.resident_code == any_(bindparam("codes", list(codes), type_=ARRAY(String))))
+            stmt = joined.where(model.resident_code == any_(bindparam("codes", list(codes), type_=ARRAY(String))))
             by_code = {r.resident_code: r for r in (await session.execute(stmt)).all()}
         if numbers:
-            stmt = select(*columns).where(model.individual_number == any_(bindparam("numbers", list(numbers), type_=ARRAY(String))))
+            stmt = joined.where(model.individual_number == any_(bindparam("numbers", list(numbers), type_=ARRAY(String))))
             by_number = {r.individual_number: r for r in (await session.execute(stmt)).all()}
         return by_code, by_number
 

@@ -31,7 +31,7 @@ MAX_OCSP_REQUEST_BYTES = 16 * 1024
 _SERIAL_PATTERN = r"^[1-9][0-9]{0,48}$"
 
 #: HTTP status of each issuance refusal.
-_ISSUANCE_STATUS = {"not-registered-here": 403, "person-not-active": 409, "signing-certificate-under-15": 409, "public-key-reused": 409, "unsupported-public-key": 422}
+_ISSUANCE_STATUS = {"not-registered-here": 403, "person-not-active": 409, "change-in-flight": 409, "signing-certificate-under-15": 409, "public-key-reused": 409, "unsupported-public-key": 422}
 
 Hook = Callable[[AsyncSession, IdentityChange], Awaitable[None]]
 

@@ -8,7 +8,9 @@ from datetime import date, datetime
 from sqlalchemy import BigInteger, Date, DateTime, Index, Integer, String, Text, Uuid, func
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from services.common.recovery_models import declare_recovery_tables
 from services.common.tier_models import declare_tier_tables, identity_tables
+from services.common.protection import ProtectionMarkerMixin
 
 
 class NationalBase(DeclarativeBase):
@@ -21,6 +23,7 @@ Outbox = _tables["Outbox"]
 Refusal = _tables["Refusal"]
 ConsumerOffset = _tables["ConsumerOffset"]
 DeadLetter = _tables["DeadLetter"]
+RECOVERY = declare_recovery_tables(NationalBase, sends_snapshots=False)  # snapshots and reconciliation
 TABLES = identity_tables(_tables)
 
 
@@ -61,3 +64,9 @@ class NotificationRow(NationalBase):
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     payload: Mapped[str | None] = mapped_column(Text)  # the ChangeNotification as delivered
     __table_args__ = (Index("notifications_feed", "agency_id", "sequence"),)
+
+
+class ProtectionMarkerRow(NationalBase, ProtectionMarkerMixin):
+    """The newest DV protection marker of a person, as the home CS sent it (services/common/protection.py)."""
+
+    __tablename__ = "protection_markers"

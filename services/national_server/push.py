@@ -24,10 +24,11 @@ from contracts.push import NOTIFICATION_TYPE_OF, ChangeNotification, Follow, Fol
 from services.common.auth import bearer_verifier
 from services.common.outbox import enqueue, poll_forever
 from services.common.problems import ProblemError
-from services.common.provision import AGENCY_PARTY_PREFIX, Grant, ProvisionRefused, authorise, project_change, record_provisions, subject_for
+from services.common.provision import AGENCY_PARTY_PREFIX, Grant, ProvisionRefused, authorise, items_for, project_change, record_provisions, subject_for
+from services.common.protection import protected_codes
 from services.common.tokens import VerifiedToken
 from services.national_server.domain import LatestNotification, plan_notification
-from services.national_server.models import FollowRow, Identity, NotificationRow, Outbox
+from services.national_server.models import FollowRow, Identity, NotificationRow, Outbox, ProtectionMarkerRow
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +117,28 @@ class Push:
         if follows:
             self.wakeup.set()
 
+    async def on_protection_change(self, session: AsyncSession, marker, changed: bool) -> None:
+        """A DV support measure started or ended for a followed person: one ``protection_status_change`` per follow, due at once
+        (the hold window is for erroneous entries; the marker comes from a decision, and the address must stop flowing now)."""
+        if not changed:
+            return
+        person = await session.get(Identity, marker.resident_code)
+        if person is None:
+            return  # not registered here yet: nobody follows the person
+        today, now = date.today(), datetime.now(UTC)
+        follows = (await session.execute(select(FollowRow).where(
+            FollowRow.resident_code == marker.resident_code, FollowRow.stopped_at.is_(None), or_(FollowRow.until.is_(None), FollowRow.until >= today),
+        ))).scalars().all()
+        change = IdentityChange.model_validate_json(person.payload)
+        for f in follows:
+            session.add(NotificationRow(
+                id=uuid.uuid4(), follow_id=f.id, agency_id=f.agency_id, affair=f.affair, resident_code=marker.resident_code, change_event_id=str(change.event_id),
+                version=change.version, type=NotificationType.protection_status_change.value, corrects=None, change=person.payload, status=PENDING,
+                due_at=now, created_at=now,
+            ))
+        if follows:
+            self.wakeup.set()
+
     # --- delivery ------------------------------------------------------------------------
     async def deliver_due(self) -> int:
         async with self.rt.sessions() as session, session.begin():
@@ -136,20 +159,21 @@ class Push:
             n.status = WITHDRAWN
             return
         change = IdentityChange.model_validate_json(n.change)
+        protected = bool(await protected_codes(session, ProtectionMarkerRow, [n.resident_code]))  # as of delivery: a measure may have started since
         code, pseudonym = subject_for(grant, n.resident_code, self.pseudonymizer)
         sequence = (await session.execute(text("select nextval('notification_feed_seq')"))).scalar_one()
         delivered_at = datetime.now(UTC)
         notification = ChangeNotification(
             notification_id=n.id, sequence=sequence, agency=n.agency_id, affair=n.affair, subject=code or pseudonym,
             type=NotificationType(n.type), version=n.version, change_date=change.change_date,
-            person=project_change(change, grant.items, pseudonym=pseudonym), corrects=n.corrects, delivered_at=delivered_at,
+            person=project_change(change, items_for(grant, protected=protected), pseudonym=pseudonym, protected=protected), corrects=n.corrects, delivered_at=delivered_at,
         )
         payload = notification.model_dump_json()
         n.status, n.sequence, n.delivered_at, n.payload = DELIVERED, sequence, delivered_at, payload
         enqueue(session, Outbox, destination=topics.agency_push(n.agency_id), key=notification.subject, kind="change-notification", payload=payload)
         record_provisions(
             session, Outbox, provider=self.rt.party, grant=grant, rows=[SimpleNamespace(resident_code=n.resident_code, municipality_code=change.municipality_code)],
-            reason=f"変更通知 ({n.type})", query_type="Notification", trace_id=None, notification_id=n.id,
+            reason=f"変更通知 ({n.type})", query_type="Notification", trace_id=None, notification_id=n.id, protected={n.resident_code} if protected else (),
         )
 
     async def deliver_forever(self) -> None:

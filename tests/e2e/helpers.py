@@ -8,6 +8,7 @@ import uuid
 from datetime import date, timedelta
 
 import httpx
+import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from aiokafka import AIOKafkaProducer
@@ -15,7 +16,9 @@ from faker import Faker
 
 from contracts import topics
 from services.common.gazetteer import neighborhoods
+from services.common.topology import Node, load_topology
 from services.network import Network
+from tests.conftest import topology_under_test
 
 _fake = Faker("ja_JP")
 
@@ -65,7 +68,36 @@ def register(net: Network, municipality_code: str, body: dict | None = None) -> 
     return response.json()
 
 
-def query(net: Network, agency: str, body: dict, *, provider: str = "national") -> httpx.Response:
+def has_prefecture_tier(net: Network) -> bool:
+    return net.topology.network.prefecture_tier
+
+
+#: for the few tests of something that exists only with prefecture servers (R-NET-4)
+needs_prefecture_tier = pytest.mark.skipif(
+    not load_topology(topology_under_test()).network.prefecture_tier,
+    reason="only with the prefecture tier: JUKINET_TEST_TOPOLOGY names a topology without prefecture servers",
+)
+
+
+def prefecture_node(net: Network, prefecture: str) -> Node:
+    """Which tier holds a prefecture's residents and serves its prefectural affairs: its prefecture
+    server, or the national server without that tier (``.id``, ``.database``, ``.party``)."""
+    return net.topology.prefecture_node(prefecture)
+
+
+def below_national(net: Network, municipality: str) -> str:
+    """The node the national server asks for a missing version of a person of this municipality."""
+    return net.topology.upstream_of_cs(municipality) if has_prefecture_tier(net) else f"cs_gateway.{municipality}"
+
+
+def copies_of(net: Network, municipality: str) -> list[str]:
+    """Databases holding the 本人確認情報 of a person registered in the municipality: CS, prefecture (if any), national."""
+    return list(dict.fromkeys([f"cs_{municipality}", prefecture_node(net, municipality[:2]).database, "national"]))
+
+
+def query(net: Network, agency: str, body: dict, *, provider: str | None = None) -> httpx.Response:
+    """``POST /v1/persons/query`` at the provider that serves the agency (or at ``provider``, e.g. to test a refusal)."""
+    provider = provider or net.provider_for(agency)
     node = "national_server.national" if provider == "national" else f"prefecture_server.{provider.removeprefix('pref-')}"
     return httpx.post(f"{net.url(node)}/v1/persons/query", json=body, headers={"authorization": f"Bearer {net.agency_token(agency, audience=provider)}"}, timeout=10)
 

@@ -13,7 +13,7 @@ from datetime import date
 import httpx
 
 from tests.conftest import wait_until
-from tests.e2e.helpers import address_in, birth_body, register
+from tests.e2e.helpers import address_in, birth_body, prefecture_node, register
 
 CHIYODA, SHIBUYA, TOYONAKA = "131016", "131130", "272035"
 TODAY = date.today().isoformat()
@@ -86,10 +86,11 @@ def test_move_across_prefectures_keeps_the_codes_and_continues_the_versions(netw
     assert arrived["family_register"] == person["family_register"], "本籍 and 筆頭者 came with the 転出証明書情報"
     assert arrived["previous_address"] == person["address"]["text"]
 
-    # national: registered at Toyonaka; both prefectures' copies say so; Chiyoda closed its record
+    # national: registered at Toyonaka; both prefectures' copies say so (the national one without that tier); Chiyoda closed its record
     wait_until(lambda: (r := national_row(db, code)) and r[:3] == (TOYONAKA, "active", 3), what="registered at Toyonaka nationally")
-    wait_until(lambda: db("pref_27").value("select municipality_code from identity where resident_code = %s", (code,)) == TOYONAKA, what="pref 27 copy")
-    wait_until(lambda: db("pref_13").value("select municipality_code from identity where resident_code = %s", (code,)) == TOYONAKA, what="pref 13 copy says where the person went")
+    pref_27, pref_13 = prefecture_node(network, "27").database, prefecture_node(network, "13").database
+    wait_until(lambda: db(pref_27).value("select municipality_code from identity where resident_code = %s", (code,)) == TOYONAKA, what=f"{pref_27} copy")
+    wait_until(lambda: db(pref_13).value("select municipality_code from identity where resident_code = %s", (code,)) == TOYONAKA, what=f"{pref_13} copy says where the person went")
     closed = wait_until(lambda: (r := record(network, CHIYODA, code))["status"] == "removed" and r, what="Chiyoda closes on the 転入通知")
     assert closed["pending_move"] is None and closed["version"] == 2
 

@@ -1,5 +1,7 @@
 """A birth at the counter travels RRS → CS → prefecture → national → agency,
-and the resident sees the provision (issue: the registry network end to end)."""
+and the resident sees the provision (issue: the registry network end to end).
+Without the prefecture tier the CS sends to the national server, which then
+serves prefectural affairs too (R-NET-4)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import json
 import httpx
 
 from tests.conftest import wait_until
-from tests.e2e.helpers import query, register, unique_reason
+from tests.e2e.helpers import copies_of, needs_prefecture_tier, prefecture_node, query, register, unique_reason
 
 
 def _trace_spans(network, node_id):
@@ -23,10 +25,11 @@ def test_birth_reaches_every_tier_and_an_authorised_agency(network, db):
     code = person["resident_code"]
     assert person["version"] == 1 and person["status"] == "active"
 
-    # every tier holds the identity, at the same version
-    for database in ("cs_131016", "pref_13", "national"):
+    # every tier holds the identity, at the same version; another prefecture's server does not
+    for database in copies_of(network, "131016"):
         wait_until(lambda: db(database).value("select version from identity where resident_code = %s", (code,)) == 1, what=f"{code} at {database}")
-    assert db("pref_27").value("select count(*) from identity where resident_code = %s", (code,)) == 0
+    for database in {prefecture_node(network, p.code).database for p in network.topology.prefectures} - set(copies_of(network, "131016")):
+        assert db(database).value("select count(*) from identity where resident_code = %s", (code,)) == 0
 
     reason = unique_reason()
     response = query(network, "pension-service", {"type": "ByResidentCode", "affair": "pension-benefits", "resident_code": code, "reason": reason})
@@ -52,21 +55,57 @@ def test_birth_reaches_every_tier_and_an_authorised_agency(network, db):
     assert records[0]["reason"] == reason and "name" in records[0]["items"] and records[0]["provider"] == "national"
 
 
-def test_prefecture_serves_prefectural_affairs_for_its_own_residents_only(network, db):
-    tokyo = register(network, "131130")
-    osaka = register(network, "272035")
-    wait_until(lambda: db("pref_13").value("select count(*) from identity where resident_code = %s", (tokyo["resident_code"],)) == 1, what="Tokyo resident at pref 13")
-    wait_until(lambda: db("pref_27").value("select count(*) from identity where resident_code = %s", (osaka["resident_code"],)) == 1, what="Osaka resident at pref 27")
-    found = query(network, "tokyo-police-license", {"type": "ByResidentCode", "affair": "pref-driver-license", "resident_code": tokyo["resident_code"]}, provider="pref-13")
+def _slug(response: httpx.Response) -> str:
+    assert response.headers["content-type"].startswith("application/problem+json"), response.text
+    return response.json()["type"].rsplit("/", 1)[-1]
+
+
+def test_prefectural_affairs_are_served_for_the_prefectures_own_residents_only(network, db):
+    """By the prefecture server, or by the national server without that tier: same answers, rules and records."""
+    tokyo, osaka = register(network, "131130"), register(network, "272035")
+    serving_13, serving_27 = prefecture_node(network, "13"), prefecture_node(network, "27")
+    wait_until(lambda: db(serving_13.database).value("select count(*) from identity where resident_code = %s", (tokyo["resident_code"],)) == 1, what=f"Tokyo resident at {serving_13.id}")
+    wait_until(lambda: db(serving_27.database).value("select count(*) from identity where resident_code = %s", (osaka["resident_code"],)) == 1, what=f"Osaka resident at {serving_27.id}")
+    licence = {"type": "ByResidentCode", "affair": "pref-driver-license"}
+    found = query(network, "tokyo-police-license", {**licence, "resident_code": tokyo["resident_code"]})
     assert found.status_code == 200, found.text
-    person = found.json()["persons"][0]
-    assert person["resident_code"] is None, "the driver-licence affair does not carry the resident code"
+    [person] = found.json()["persons"]
+    assert person["resident_code"] is None and person["pseudonym"] is None, "the driver-licence affair carries no identifier, as at a prefecture server"
     assert person["name"]["family_name"] == tokyo["name"]["family_name"]
-    other = query(network, "tokyo-police-license", {"type": "ByResidentCode", "affair": "pref-driver-license", "resident_code": osaka["resident_code"]}, provider="pref-13")
-    assert other.status_code == 200 and other.json()["persons"] == []
-    # a prefectural affair is not served by the national server
-    wrong = query(network, "tokyo-police-license", {"type": "ByResidentCode", "affair": "pref-driver-license", "resident_code": tokyo["resident_code"]})
-    assert wrong.status_code == 403
+    [record_id] = found.headers["x-provision-records"].split(",")
+    provider = wait_until(lambda: db("provlog").value("select provider from provision_records where record_id = %s", (record_id,)), what="the provision record")
+    assert provider == serving_13.party
+    # only persons of the agency's own prefecture
+    other = query(network, "tokyo-police-license", {**licence, "resident_code": osaka["resident_code"]})
+    assert other.status_code == 200 and other.json()["persons"] == [] and other.headers.get("x-provision-records", "") == ""
+    welfare = query(network, "osaka-welfare", {"type": "ByResidentCode", "affair": "pref-disability-certificate", "resident_code": osaka["resident_code"]})
+    assert [p["resident_code"] for p in welfare.json()["persons"]] == [osaka["resident_code"]]
+    assert query(network, "osaka-welfare", {"type": "ByResidentCode", "affair": "pref-disability-certificate", "resident_code": tokyo["resident_code"]}).json()["persons"] == []
+    # the same authorisation rules, refusals recorded where the agency called
+    before = db(serving_13.database).value("select count(*) from refusals")
+    not_authorised = query(network, "tokyo-police-license", {"type": "ByResidentCode", "affair": "pref-disability-certificate", "resident_code": tokyo["resident_code"]})
+    assert not_authorised.status_code == 403 and _slug(not_authorised) == "affair-not-authorised"
+    beyond = query(network, "tokyo-police-license", {**licence, "resident_code": tokyo["resident_code"], "fields": ["name", "change"]})
+    assert beyond.status_code == 403 and _slug(beyond) == "fields-not-authorised"
+    assert db(serving_13.database).value("select count(*) from refusals") >= before + 2
+    pseudonymous = query(network, "tokyo-police-license", {"type": "ByPseudonym", "affair": "pref-driver-license", "pseudonym": "p1" + "a" * 44})
+    assert pseudonymous.status_code == 400 and _slug(pseudonymous) == "pseudonyms-not-resolved-here"
+    # a national agency does not get prefectural affairs from anyone
+    national_agency = query(network, "pension-service", {**licence, "resident_code": tokyo["resident_code"]})
+    assert national_agency.status_code == 403 and _slug(national_agency) == "affair-not-authorised"
+
+
+@needs_prefecture_tier
+def test_the_national_server_sends_prefectural_agencies_to_their_prefecture_server(network, db):
+    tokyo = register(network, "131130")
+    wait_until(lambda: db("national").value("select count(*) from identity where resident_code = %s", (tokyo["resident_code"],)) == 1, what="Tokyo resident at national")
+    wrong = query(network, "tokyo-police-license", {"type": "ByResidentCode", "affair": "pref-driver-license", "resident_code": tokyo["resident_code"]}, provider="national")
+    assert wrong.status_code == 403 and _slug(wrong) == "wrong-provider"
+    assert "prefecture_server.13" in wrong.json()["detail"] and "'pref-13'" in wrong.json()["detail"]
+    assert "x-provision-records" not in wrong.headers
+    # and a prefecture server sends a national agency to the national server
+    national_affair = query(network, "pension-service", {"type": "ByResidentCode", "affair": "pension-benefits", "resident_code": tokyo["resident_code"]}, provider="pref-13")
+    assert national_affair.status_code == 403 and _slug(national_affair) == "wrong-provider" and "national_server.national" in national_affair.json()["detail"]
 
 
 def test_search_by_basic_items_with_limit(network, db):
@@ -111,8 +150,8 @@ def test_one_trace_from_counter_to_agency(network, db):
 
     shared = wait_until(national_consumed_in_birth_trace, what="a national consume span in the trace of a counter birth")
     cs_spans = {s["trace_id"] for s in _trace_spans(network, "cs_gateway.131016")}
-    pref_spans = {s["trace_id"] for s in _trace_spans(network, "prefecture_server.13") if s["name"].startswith("consume")}
-    assert shared & cs_spans and shared & pref_spans, "the CS and the prefecture server took part in the same trace"
+    pref_spans = {s["trace_id"] for s in _trace_spans(network, prefecture_node(network, "13").id) if s["name"].startswith("consume")}
+    assert shared & cs_spans and shared & pref_spans, "the CS and the prefecture tier (the national server without it) took part in the same trace"
 
     def lookup_linked_to_birth():
         lookups = [s for s in _trace_spans(network, "national_server.national") if s["kind"] == "SERVER" and s["attributes"].get("http.route") == "/v1/persons/query"]

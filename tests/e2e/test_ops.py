@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from contracts import topics
 from services.cli import app
 from tests.conftest import TenantDb, wait_until
-from tests.e2e.helpers import address_in, national_forgets_versions_after_first, produce, query, register, unique_reason
+from tests.e2e.helpers import address_in, below_national, national_forgets_versions_after_first, prefecture_node, produce, query, register, unique_reason
 
 NATIONAL = "national_server.national"
 runner = CliRunner()
@@ -99,7 +99,7 @@ def test_status_shows_every_node_up(network):
     assert all(s["up"] and s["ready"] for s in states.values()), states
     assert "lag" in states[NATIONAL] and "backlog" in states["cs_gateway.131016"]
     table = runner.invoke(app, ["status", "--data", str(network.root)])
-    assert table.exit_code == 0 and "status" in table.output and "n/a" in table.output  # no snapshots yet
+    assert table.exit_code == 0 and "status" in table.output and "n/a" in table.output  # the provision log takes no snapshot
 
 
 def _moved_person(network) -> tuple[str, str]:
@@ -125,14 +125,15 @@ def test_resync_fetches_what_a_restored_national_server_lacks(network):
 
 def test_replay_delivers_outbox_rows_again(network):
     code, _ = _moved_person(network)
-    pref = TenantDb(network, "pref_27")
-    row_id = wait_until(lambda: pref.value("select max(id) from outbox where key = %s and sent_at is not null", (code,)), what="the forwarded move")
+    sender = below_national(network, "272035")  # the node whose outbox sends to the national server
+    outbox = TenantDb(network, network.nodes[sender].node.database)
+    row_id = wait_until(lambda: outbox.value("select max(id) from outbox where key = %s and sent_at is not null", (code,)), what="the forwarded move")
     national_forgets_versions_after_first(network, code)
-    result = runner.invoke(app, ["replay", "--node", "prefecture_server.27", "--from-id", str(row_id), "--to-id", str(row_id), "--data", str(network.root)])
+    result = runner.invoke(app, ["replay", "--node", sender, "--from-id", str(row_id), "--to-id", str(row_id), "--data", str(network.root)])
     assert result.exit_code == 0, result.output
     assert '"replayed": 1' in result.output
     wait_until(lambda: national_version(network, code) == 2, timeout=60, what="the replayed move at national")
-    unsigned = httpx.post(f"{network.url('prefecture_server.27')}/internal/v1/operator/outbox/replay", params={"from_id": row_id, "to_id": row_id}, timeout=10)
+    unsigned = httpx.post(f"{network.url(sender)}/internal/v1/operator/outbox/replay", params={"from_id": row_id, "to_id": row_id}, timeout=10)
     assert unsigned.status_code == 401
 
 
@@ -142,7 +143,7 @@ def test_trace_follows_a_birth_through_every_tier(network):
     wait_until(lambda: national_version(network, code) == 1, what="the birth at national")
     traceparent = TenantDb(network, "national").value("select traceparent from identity where resident_code = %s", (code,))
     trace_id = traceparent.split("-")[1]
-    wanted = ("municipal_rrs.131016", "cs_gateway.131016", "prefecture_server.13", NATIONAL)
+    wanted = ("municipal_rrs.131016", "cs_gateway.131016", prefecture_node(network, "13").id, NATIONAL)
 
     def complete():
         result = runner.invoke(app, ["trace", trace_id, "--data", str(network.root)])

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from services.cli import app
 from services.population import PopulationSpec, bulk_load
 from tests.conftest import TenantDb, wait_until
-from tests.e2e.helpers import query
+from tests.e2e.helpers import copies_of, query
 
 runner = CliRunner()
 
@@ -38,8 +38,7 @@ def test_bulk_load_writes_every_tier_consistently(network):
     assert national.value("select count(*) from identity where payload like %s", ("%2026-10-01T09:00:00Z%",)) >= 400
 
     code, municipality = national.value("select resident_code || ',' || municipality_code from identity where payload like %s limit 1", ("%2026-10-01T09:00:00Z%",)).split(",")
-    prefecture = municipality[:2]
-    for database in (f"cs_{municipality}", f"pref_{prefecture}"):
+    for database in copies_of(network, municipality):
         assert TenantDb(network, database).value("select version from identity where resident_code = %s", (code,)) == 1
     record = httpx.get(f"{network.url(f'municipal_rrs.{municipality}')}/v1/residents/{code}", timeout=10)
     assert record.status_code == 200 and record.json()["version"] == 1

@@ -13,7 +13,7 @@ import pytest
 from contracts import topics
 from services.common.tokens import load_private_key, sign_token
 from tests.conftest import wait_until
-from tests.e2e.helpers import produce, query, register
+from tests.e2e.helpers import has_prefecture_tier, prefecture_node, produce, query, register
 
 
 def _rrs_token(network, municipality: str, audience: str | None = None) -> str:
@@ -104,14 +104,19 @@ def test_cs_refuses_unknown_routes_and_callers_other_than_its_own_rrs(network, d
 
 
 def test_malformed_kafka_records_go_to_the_dead_letter_topic_with_the_reason(network, db):
-    before = db("pref_13").value("select count(*) from dead_letters")
-    produce(network, topics.prefecture_identity("13"), key=VALID_CODE, value=b'{"kind": "identity-change/v1", "oops": true}')
-    produce(network, topics.prefecture_identity("13"), key=VALID_CODE, value=json.dumps(_change(VALID_CODE, municipality="272035")).encode())
-    wait_until(lambda: db("pref_13").value("select count(*) from dead_letters") >= before + 2, what="two dead letters at pref 13")
-    reasons = [r[0] for r in db("pref_13").rows("select reason from dead_letters order by id desc limit 2")]
+    # the consumer above 東京都's CSs: its prefecture server, or the national server without that tier
+    receiver = prefecture_node(network, "13").database
+    topic = topics.prefecture_identity("13") if has_prefecture_tier(network) else topics.NATIONAL_IDENTITY
+    # a valid change it must not take: another prefecture's municipality, or one outside the network
+    foreign, why = ("272035", "not in prefecture 13") if has_prefecture_tier(network) else ("011002", "unknown municipality 011002")
+    before = db(receiver).value("select count(*) from dead_letters")
+    produce(network, topic, key=VALID_CODE, value=b'{"kind": "identity-change/v1", "oops": true}')
+    produce(network, topic, key=VALID_CODE, value=json.dumps(_change(VALID_CODE, municipality=foreign)).encode())
+    wait_until(lambda: db(receiver).value("select count(*) from dead_letters") >= before + 2, what=f"two dead letters at {receiver}")
+    reasons = [r[0] for r in db(receiver).rows("select reason from dead_letters order by id desc limit 2")]
     assert any("ValidationError" in r for r in reasons)
-    assert any("not in prefecture 13" in r for r in reasons)
-    assert db("pref_13").value("select count(*) from identity where resident_code = %s", (VALID_CODE,)) == 0
+    assert any(why in r for r in reasons), reasons
+    assert db(receiver).value("select count(*) from identity where resident_code = %s", (VALID_CODE,)) == 0
     assert db("national").value("select count(*) from identity where resident_code = %s", (VALID_CODE,)) == 0
 
 

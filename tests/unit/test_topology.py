@@ -77,6 +77,45 @@ def test_without_prefecture_tier_cs_sends_to_national():
     assert not any(n.kind == "prefecture_server" for n in topology.nodes)
 
 
+def test_prefecture_node_is_the_prefecture_server_or_else_the_national_server():
+    data = topology_dict()
+    with_tier = Topology.model_validate(data)
+    assert (with_tier.prefecture_node("13").id, with_tier.prefecture_node("13").database, with_tier.prefecture_node("13").party) == ("prefecture_server.13", "pref_13", "pref-13")
+    data["network"]["prefecture_tier"] = False
+    flat = Topology.model_validate(data)
+    assert (flat.prefecture_node("13").id, flat.prefecture_node("13").database, flat.prefecture_node("13").party) == ("national_server.national", "national", "national")
+
+
+def test_agencies_get_tokens_for_the_provider_that_serves_them(tmp_path):
+    from services.network import Network
+
+    with_tier = Network(root=tmp_path / "a", topology_path=REPO / "deploy" / "topology.yaml")
+    flat = Network(root=tmp_path / "b", topology_path=REPO / "deploy" / "topology-without-prefectures.yaml")
+    assert [with_tier.provider_for(a) for a in ("pension-service", "tokyo-police-license", "osaka-welfare")] == ["national", "pref-13", "pref-27"]
+    assert [flat.provider_for(a) for a in ("pension-service", "tokyo-police-license", "osaka-welfare")] == ["national", "national", "national"]
+
+
+def test_a_misdirected_agency_is_told_where_its_affair_is_served():
+    from contracts.affairs import Level
+    from services.common.provision import ProvisionRefused, authorise
+
+    data = topology_dict()
+    with_tier = Topology.model_validate(data)
+    with pytest.raises(ProvisionRefused, match=r"prefecture_server\.13 \(token audience 'pref-13'\)") as refused:
+        authorise(with_tier, agency_id="tokyo-police-license", affair_id="pref-driver-license", fields=None, level=Level.national, prefecture=None)
+    assert refused.value.slug == "wrong-provider"
+    with pytest.raises(ProvisionRefused, match="national_server.national"):
+        authorise(with_tier, agency_id="pension-service", affair_id="pension-benefits", fields=None, level=Level.prefectural, prefecture="13")
+    data["network"]["prefecture_tier"] = False
+    flat = Topology.model_validate(data)
+    with pytest.raises(ProvisionRefused, match=r"national_server\.national \(token audience 'national'\)"):
+        authorise(flat, agency_id="tokyo-police-license", affair_id="pref-driver-license", fields=None, level=Level.national, prefecture=None)
+    # served at prefectural level for its own prefecture only
+    assert authorise(flat, agency_id="tokyo-police-license", affair_id="pref-driver-license", fields=None, level=Level.prefectural, prefecture="13").agency.id == "tokyo-police-license"
+    with pytest.raises(ProvisionRefused, match="wrong-provider|not served here"):
+        authorise(flat, agency_id="tokyo-police-license", affair_id="pref-driver-license", fields=None, level=Level.prefectural, prefecture="27")
+
+
 def test_the_test_topology_is_valid():
     Topology.model_validate(topology_dict())
 

@@ -12,8 +12,13 @@ depends_on: Union[str, Sequence[str], None] = None
 
 
 def upgrade() -> None:
-    pass  # reserved: filled in by the change that needs it
+    """Reconciliation records and findings; snapshots sent."""
+    from services.common import recovery_migration
+
+    recovery_migration.upgrade(sends_snapshots=True)
 
 
 def downgrade() -> None:
-    pass
+    from services.common import recovery_migration
+
+    recovery_migration.downgrade(sends_snapshots=True)

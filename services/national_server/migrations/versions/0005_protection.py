@@ -5,6 +5,9 @@ Revises: 0004
 """
 from typing import Sequence, Union
 
+import sqlalchemy as sa
+from alembic import op
+
 revision: str = "0005"
 down_revision: Union[str, Sequence[str], None] = "0004"
 branch_labels: Union[str, Sequence[str], None] = None
@@ -12,8 +15,17 @@ depends_on: Union[str, Sequence[str], None] = None
 
 
 def upgrade() -> None:
-    pass  # reserved: filled in by the change that needs it
+    op.create_table(
+        "protection_markers",
+        sa.Column("resident_code", sa.String(length=11), nullable=False),
+        sa.Column("municipality_code", sa.String(length=6), nullable=False),
+        sa.Column("protected", sa.Boolean(), nullable=False),
+        sa.Column("valid_until", sa.Date(), nullable=True),
+        sa.Column("as_of", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.PrimaryKeyConstraint("resident_code"),
+    )
 
 
 def downgrade() -> None:
-    pass
+    op.drop_table("protection_markers")
