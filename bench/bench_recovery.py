@@ -264,7 +264,7 @@ def reconcile_figures(root: Path) -> dict:
             } for r in runs},
             "baseline: one digest pass over the prefecture's rows in SQL (s)": round(digest_pass, 2),
             "baseline: every person's state read on both sides and compared in Python (s)": round(naive, 2),
-            "baseline: persons found differing that way": differing,
+            "baseline: persons that comparison finds differing, after the heal (0: both sides agree)": differing,
             "baseline: bytes one side would send for a full comparison (about)": naive_bytes,
         }
     finally:

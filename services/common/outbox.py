@@ -119,13 +119,17 @@ class OutboxRelay:
 
     async def _mark_for_resend(self) -> None:
         topics_lost, self._resend_topics = self._resend_topics, set()
-        async with self._sessions() as session, session.begin():
-            result = await session.execute(
-                update(self._model)
-                .where(self._model.destination.in_(topics_lost), self._model.sent_at.is_not(None),
-                       self._model.sent_at >= func.now() - timedelta(seconds=self._resend_window))
-                .values(sent_at=None, last_error="sent again: the broker restarted without its log")
-            )
+        try:
+            async with self._sessions() as session, session.begin():
+                result = await session.execute(
+                    update(self._model)
+                    .where(self._model.destination.in_(topics_lost), self._model.sent_at.is_not(None),
+                           self._model.sent_at >= func.now() - timedelta(seconds=self._resend_window))
+                    .values(sent_at=None, last_error="sent again: the broker restarted without its log")
+                )
+        except Exception:
+            self._resend_topics |= topics_lost  # not marked: the next pass tries again
+            raise
         log.warning("%s: %s rows sent to %s lately go again (the broker lost them)", self.name, result.rowcount, ", ".join(sorted(topics_lost)))
 
     async def run_once(self) -> int:

@@ -20,12 +20,14 @@ from services.common.problems import PROBLEM_MEDIA_TYPE, ProblemError
 from services.cs_gateway.models import TABLES
 
 NATIONAL_NODE, NATIONAL_PARTY = "national_server.national", "national"
-#: how long a certificate request waits for the person's latest change to reach the national server
-CHANGE_IN_FLIGHT_WAIT_SECONDS = 20.0
+#: how long a certificate request waits for the person's latest change to reach the national server;
+#: shorter than the register's own wait for the CS (10 s), so the register hears the outcome
+CHANGE_IN_FLIGHT_WAIT_SECONDS = 7.0
 
 
 async def issue_certificate(rt, request: CertificateIssuanceRequest) -> IssuedCertificate:
-    """Ask the national CA for a certificate, stating the version of the person this CS holds.
+    """Ask the national CA for a certificate, stating the newest version of the person known here
+    (this CS's copy, or the register's when it asks and the CS has not taken it yet).
 
     Right after a change (a 転居, then a renewal of the signing certificate)
     the national server may not hold that version yet; a certificate issued
@@ -35,7 +37,7 @@ async def issue_certificate(rt, request: CertificateIssuanceRequest) -> IssuedCe
     """
     async with rt.sessions() as session:
         version = (await session.execute(select(TABLES.current.version).where(TABLES.current.resident_code == request.resident_code))).scalar_one_or_none()
-    request = request.model_copy(update={"known_version": version})
+    request = request.model_copy(update={"known_version": max(filter(None, (version, request.known_version)), default=None)})
     deadline = time.monotonic() + CHANGE_IN_FLIGHT_WAIT_SECONDS
     while True:
         try:

@@ -3,9 +3,8 @@ national CA and record in-person identity checks. The RRS calls only its own
 CS (R-NET-1); the CS forwards to the national server."""
 
 
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
@@ -14,22 +13,18 @@ from contracts.jpki import AssuranceState, CardPublicKeys, CertificateIssuanceRe
 from services.common.peers import PeerProblem, call_peer
 from services.common.problems import PROBLEM_MEDIA_TYPE, ProblemError
 from services.municipal_rrs import service
+from services.municipal_rrs.domain import Resident
+from services.municipal_rrs.request_deps import StaffDep
 
 
 def jpki_router(rt, municipality_code: str) -> APIRouter:
     cs_node, cs_party = f"cs_gateway.{municipality_code}", f"cs-{municipality_code}"
     router = APIRouter(prefix="/v1/residents", tags=["jpki"])
 
-    def staff(request: Request, x_staff_id: Annotated[str | None, Header(max_length=100, pattern=r"^[A-Za-z0-9._-]+$")] = None) -> str:
-        request.state.caller = x_staff_id or "counter"
-        return request.state.caller
-
-    StaffDep = Annotated[str, Depends(staff)]
-
     async def call_cs(method: str, path: str, answer: type[BaseModel], body: BaseModel | None = None):
         return await call_peer(rt, cs_node, cs_party, method, path, answer, body, peer_name="municipality's CS", slug_prefix="cs")
 
-    async def registered(resident_code: str, *, allowed: set[RegistrationStatus]) -> None:
+    async def registered(resident_code: str, *, allowed: set[RegistrationStatus]) -> Resident:
         async with rt.sessions() as session:
             try:
                 resident = await service.load(session, resident_code)
@@ -37,6 +32,7 @@ def jpki_router(rt, municipality_code: str) -> APIRouter:
                 raise ProblemError(404, "not-found", "No such record", f"no resident {resident_code} in this municipality") from None
         if resident.status not in allowed:
             raise ProblemError(409, "person-not-active", "The person is not registered here", f"{resident_code} is {resident.status.value}")
+        return resident
 
     def passed_on(problem: PeerProblem) -> JSONResponse:
         return JSONResponse(problem.response.json(), status_code=problem.response.status_code, media_type=PROBLEM_MEDIA_TYPE)
@@ -44,13 +40,13 @@ def jpki_router(rt, municipality_code: str) -> APIRouter:
     @router.post("/{resident_code}/jpki-certificates", status_code=201, response_model=IssuedCertificates)
     async def issue(resident_code: str, keys: CardPublicKeys, _staff: StaffDep):
         """Issue the card's certificates (署名用 and/or 利用者証明用) over the public keys the card generated."""
-        await registered(resident_code, allowed={RegistrationStatus.active})
+        resident = await registered(resident_code, allowed={RegistrationStatus.active})
         wanted = [(CertificateKind.signing, keys.signing_public_key_pem), (CertificateKind.authentication, keys.authentication_public_key_pem)]
         issued = []
         try:
             for kind, pem in wanted:
                 if pem is not None:
-                    issued.append(await call_cs("POST", "/v1/rrs/jpki/certificates", IssuedCertificate, CertificateIssuanceRequest(resident_code=resident_code, kind=kind, public_key_pem=pem)))
+                    issued.append(await call_cs("POST", "/v1/rrs/jpki/certificates", IssuedCertificate, CertificateIssuanceRequest(resident_code=resident_code, kind=kind, public_key_pem=pem, known_version=resident.version)))
         except PeerProblem as problem:
             return passed_on(problem)
         return IssuedCertificates(resident_code=resident_code, certificates=issued)
