@@ -66,7 +66,6 @@ def home_asker(rt, municipality_code: str):
 def dv_router(rt, *, municipality_code: str, relay, known_municipality) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["dv"])
 
-    Staff = StaffDep
 
     async def change(work) -> SupportMeasure:
         """One lifecycle step in one transaction; its messages leave after the commit."""
@@ -85,22 +84,22 @@ def dv_router(rt, *, municipality_code: str, relay, known_municipality) -> APIRo
 
     # --- the measure's lifecycle ------------------------------------------------------------------------------
     @router.post("/support-measures", status_code=201, response_model=SupportMeasure)
-    async def apply(body: SupportMeasureApplication, staff: Staff) -> SupportMeasure:
+    async def apply(body: SupportMeasureApplication, staff: StaffDep) -> SupportMeasure:
         """支援措置申出: the victim (and co-resident family) are protected at every counter from now on."""
         return await change(lambda s: dv.apply(s, body, municipality_code=municipality_code, staff=staff, today=date.today()))
 
     @router.post("/support-measures/{measure_id}/decision", response_model=SupportMeasure)
-    async def decide(measure_id: uuid.UUID, body: SupportMeasureDecision, staff: Staff) -> SupportMeasure:
+    async def decide(measure_id: uuid.UUID, body: SupportMeasureDecision, staff: StaffDep) -> SupportMeasure:
         """Approve (one year from valid_from) or refuse an application."""
         return await change(lambda s: dv.decide(s, measure_id, body, municipality_code=municipality_code, staff=staff, today=date.today()))
 
     @router.post("/support-measures/{measure_id}/extension", response_model=SupportMeasure)
-    async def extend(measure_id: uuid.UUID, body: SupportMeasureExtension, staff: Staff) -> SupportMeasure:
+    async def extend(measure_id: uuid.UUID, body: SupportMeasureExtension, staff: StaffDep) -> SupportMeasure:
         """延長: from one month before the measure ends, one more year."""
         return await change(lambda s: dv.extend(s, measure_id, body, municipality_code=municipality_code, staff=staff, today=date.today()))
 
     @router.post("/support-measures/{measure_id}/cancellation", response_model=SupportMeasure)
-    async def cancel(measure_id: uuid.UUID, body: SupportMeasureCancellation, staff: Staff) -> SupportMeasure:
+    async def cancel(measure_id: uuid.UUID, body: SupportMeasureCancellation, staff: StaffDep) -> SupportMeasure:
         """終了: at the victim's request only."""
         return await change(lambda s: dv.cancel(s, measure_id, body, municipality_code=municipality_code, staff=staff))
 
@@ -141,7 +140,7 @@ def dv_router(rt, *, municipality_code: str, relay, known_municipality) -> APIRo
             return await dv.alerts(session, include_closed=include_closed, resident_code=resident_code)
 
     @router.post("/support-measure-alerts/{alert_id}/acknowledgement", response_model=SupportMeasureAlert)
-    async def acknowledge(alert_id: uuid.UUID, staff: Staff) -> SupportMeasureAlert:
+    async def acknowledge(alert_id: uuid.UUID, staff: StaffDep) -> SupportMeasureAlert:
         """Staff saw it (the home of a received measure hears who); a failed delivery stays open until it is delivered."""
         try:
             async with rt.sessions() as session, session.begin():
@@ -155,7 +154,7 @@ def dv_router(rt, *, municipality_code: str, relay, known_municipality) -> APIRo
     ask_home = home_asker(rt, municipality_code)
 
     @router.post("/certificate-requests", status_code=201, response_model=CertificateRequestOutcome, responses={202: {"model": CertificateRequestOutcome}})
-    async def request_certificate(body: CertificateRequest, staff: Staff, response: Response) -> CertificateRequestOutcome:
+    async def request_certificate(body: CertificateRequest, staff: StaffDep, response: Response) -> CertificateRequestOutcome:
         """住民票の写し, 除票, 戸籍の附票の写し or 閲覧: issued (201), under review (202, every third-party request), or 404
         "no such record" — for a missing record and for a perpetrator alike. Every attempt is recorded."""
         result = await dv.request_certificate(rt.sessions, body, staff=staff, municipality_code=municipality_code, ask_home=ask_home)
@@ -206,7 +205,7 @@ def dv_router(rt, *, municipality_code: str, relay, known_municipality) -> APIRo
             return await dv.review_queue(session)
 
     @router.post("/certificate-review-queue/{request_id}/decision", response_model=CertificateRequestView)
-    async def review(request_id: uuid.UUID, body: ReviewDecision, staff: Staff) -> CertificateRequestView:
+    async def review(request_id: uuid.UUID, body: ReviewDecision, staff: StaffDep) -> CertificateRequestView:
         """Issue or refuse a reviewed request; a protected person's record is never issued to a third party."""
         try:
             async with rt.sessions() as session, session.begin():
