@@ -19,12 +19,15 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
+import aiokafka.admin.client
+import aiokafka.client
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.protocol.metadata import MetadataRequest
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from opentelemetry import trace
 from pydantic import ValidationError
-from sqlalchemy import BigInteger, DateTime, Integer, String, Text, func, select
+from sqlalchemy import BigInteger, DateTime, Integer, String, Text, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped, mapped_column
@@ -37,6 +40,26 @@ log = logging.getLogger(__name__)
 
 PARTITIONS = 3
 VERIFY_EVERY_SECONDS = 5.0
+
+
+class _MetadataRequestThatCreatesNothing(MetadataRequest):
+    """A metadata request that never makes the broker create the topics it names.
+
+    aiokafka asks with ``allow_auto_topic_creation`` on, and a broker that
+    restarted empty then creates any topic a client merely asks about, with
+    its own default partition count (four on Tansu), before the services
+    create it with :data:`PARTITIONS`. A consumer assigned the partitions it
+    knew would never read the others. Topics are created only by
+    :func:`ensure_topics`; a producer whose topic is gone gets an error,
+    forgets the topic and creates it before the next send.
+    """
+
+    def __init__(self, topics: list[str] | None = None, allow_auto_topic_creation: bool | None = False):
+        super().__init__(topics, allow_auto_topic_creation)
+
+
+aiokafka.client.MetadataRequest = _MetadataRequestThatCreatesNothing  # the aiokafka version is pinned
+aiokafka.admin.client.MetadataRequest = _MetadataRequestThatCreatesNothing
 
 
 def _fingerprint(key: bytes | None, value: bytes | None) -> str:
@@ -68,14 +91,23 @@ async def _gone(bootstrap: str, expected: dict[tuple[str, int], tuple[int, str]]
         await consumer.stop()
 
 
-async def _lost(consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int, mark: str) -> bool | None:
-    """Whether the broker lost the record acknowledged at ``offset``: True, False, or None when its answer proves nothing."""
+async def _lost(consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int, mark: str | None) -> bool | None:
+    """Whether the broker lost the record once read or acknowledged at ``offset``: True, False, or None when its answer proves nothing.
+
+    The record itself is fetched. Tansu answers a fetch beyond the log end
+    with no records and no error, so the high watermark of that fetch tells
+    a shorter, new log (its ListOffsets is not believed: it can report a log
+    end far below the real one while several producers write). Without a
+    ``mark`` to compare, a record found at ``offset`` is taken as the same.
+    """
     consumer.seek(tp, offset)
     records = (await consumer.getmany(tp, timeout_ms=3000, max_records=1)).get(tp, [])
-    if records and records[0].offset == offset:
-        return fingerprint(records[0]) != mark
     highwater = consumer.highwater(tp)
-    if highwater is not None and highwater <= offset and (not records or records[0].offset < offset):
+    if records and records[0].offset == offset:
+        return mark is not None and fingerprint(records[0]) != mark
+    if records and records[0].offset > offset:
+        return False  # retention removed it: the same log, moved on
+    if highwater is not None and highwater <= offset:
         return True  # the log ends before that record: a new, shorter log
     return None
 
@@ -102,6 +134,7 @@ class DeadLetterMixin:
 
 
 async def ensure_topics(bootstrap: str, names: list[str]) -> None:
+    """Create the topics that are missing, with :data:`PARTITIONS` partitions."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
@@ -245,6 +278,10 @@ class Producer:
         return acknowledged()
 
 
+class _PartitionsChanged(Exception):
+    """The broker now lists other partitions of the topic than the consumer was assigned."""
+
+
 class Refuse(Exception):
     """Raised by a handler when a record must go to the dead-letter topic."""
 
@@ -288,45 +325,60 @@ class StoredOffsetConsumer:
         stored = await self._positions()
         for tp in tps:
             consumer.seek(tp, stored.get(tp.partition, (0, None))[0])
-        await self._verify_log(consumer, {tp: stored.get(tp.partition, (0, None)) for tp in tps})
-        return consumer
+        return consumer  # checked before the first record is applied (see run_forever)
 
-    async def _verify_log(self, consumer: AIOKafkaConsumer, positions: dict[TopicPartition, tuple[int, str | None]]) -> None:
+    async def _verify_log(self, consumer: AIOKafkaConsumer, positions: dict[TopicPartition, tuple[int, str | None]]) -> bool:
         """Start a partition again from the beginning if the broker no longer holds the log we read.
 
         The embedded broker forgets everything when it restarts and then
         reuses offsets, so an offset alone cannot tell; the fingerprint of the
-        last record read can. Per-person versions make the replay harmless.
-        The record itself is fetched: Tansu's ListOffsets can report a log end
-        far below the real one while several producers write to a partition,
-        so a short log end alone is not believed; the high watermark of a
-        fetch is.
+        last record read can (see :func:`_lost`). Per-person versions make
+        the replay harmless. Every partition ends up at a position this check
+        chose, so records fetched before it must be fetched again. Returns
+        whether the broker's answers proved every partition either way.
         """
+        proven = True
         for tp, (position, expected) in positions.items():
             if position == 0:
+                consumer.seek(tp, 0)
                 continue
-            lost = await self._log_lost(consumer, tp, position, expected)
+            lost = await _lost(consumer, tp, position - 1, expected)
             if lost:  # ask twice before reading everything again: a busy broker answers oddly once
                 await asyncio.sleep(0.5)
-                lost = await self._log_lost(consumer, tp, position, expected)
+                lost = await _lost(consumer, tp, position - 1, expected)
             if lost:
                 log.warning("%s: the broker no longer holds what was read from %s up to offset %s (restarted empty); reading it again from the beginning", self._name, tp, position)
+                await self._forget_position(tp)
                 consumer.seek(tp, 0)
             else:
+                proven = proven and lost is not None
                 consumer.seek(tp, position)
+        return proven
+
+    async def _forget_position(self, tp: TopicPartition) -> None:
+        """Nothing of the new log was read yet: a later check starts from there, not from the lost log."""
+        async with self._sessions() as session, session.begin():
+            await session.execute(update(self._offsets).where(self._offsets.topic == tp.topic, self._offsets.partition == tp.partition).values(next_offset=0, fingerprint=None))
 
     @staticmethod
-    async def _log_lost(consumer: AIOKafkaConsumer, tp: TopicPartition, position: int, expected: str | None) -> bool:
-        """The record before ``position`` differs from the one read, or the broker sent us back
-        below it because its log is shorter. No answer proves nothing (checked again later)."""
-        consumer.seek(tp, position - 1)
-        records = (await consumer.getmany(tp, timeout_ms=3000, max_records=1)).get(tp, [])
-        if not records:
-            return False
-        if records[0].offset == position - 1:
-            return expected is not None and fingerprint(records[0]) != expected
-        highwater = consumer.highwater(tp)
-        return records[0].offset < position - 1 and highwater is not None and highwater < position
+    async def _log_shorter_than_read(consumer: AIOKafkaConsumer) -> bool:
+        """Whether a fetch showed a log that ends before what was already read from it.
+
+        That happens only when the broker came back without its log; the
+        consumer would otherwise wait at its old position until the new log
+        outgrew it, and then skip the records below.
+        """
+        for tp in consumer.assignment():
+            highwater = consumer.highwater(tp)
+            if highwater is not None and highwater < await consumer.position(tp):
+                return True
+        return False
+
+    def _check_partitions(self, consumer: AIOKafkaConsumer) -> None:
+        """A topic created anew with other partitions than those assigned: start again with all of them."""
+        partitions = consumer.partitions_for_topic(self._topic)
+        if partitions and partitions != {tp.partition for tp in consumer.assignment()}:
+            raise _PartitionsChanged(f"{self._topic} now has partitions {sorted(partitions)}")
 
     async def _current_positions(self, consumer: AIOKafkaConsumer) -> dict[TopicPartition, tuple[int, str | None]]:
         stored = await self._positions()
@@ -390,23 +442,39 @@ class StoredOffsetConsumer:
                 self.lag[(tp.topic, tp.partition)] = max(0, end - await consumer.position(tp))
 
     async def run_forever(self) -> None:
+        """Apply records as they come; check the broker still holds the log read so far.
+
+        A broker restarted empty reuses offsets: once its new log has outgrown
+        a consumer's position, the records below that position would be
+        skipped and the last record read would seem to match. So fetched
+        records are applied only after a check whenever the consumer's
+        connections to the broker changed since the last check (a restart
+        closes them), a fetch showed a log shorter than what was read, the
+        last check proved nothing (the broker was away, or the consumer just
+        started), or ``VERIFY_EVERY_SECONDS`` passed. Records fetched before a check are
+        dropped and fetched again from the position it chose.
+        """
         while True:
             consumer = None
             try:
                 consumer = await self._start_consumer()
-                verified_at = time.monotonic()
+                verified_at, unproven, connections = time.monotonic(), True, _connections(consumer)
                 while True:
-                    if time.monotonic() - verified_at > VERIFY_EVERY_SECONDS:
-                        await self._verify_log(consumer, await self._current_positions(consumer))
-                        verified_at = time.monotonic()
                     batches = await consumer.getmany(timeout_ms=500, max_records=200)
+                    if (unproven or time.monotonic() - verified_at > VERIFY_EVERY_SECONDS or await self._log_shorter_than_read(consumer)
+                            or (batches and _connections(consumer) != connections)):
+                        self._check_partitions(consumer)
+                        connections = _connections(consumer)
+                        unproven = not await self._verify_log(consumer, await self._current_positions(consumer))
+                        verified_at = time.monotonic()
+                        continue
                     for _tp, records in batches.items():
                         await self._apply_batch(records)
                         self.applied += len(records)
                     await self._measure_lag(consumer)
             except asyncio.CancelledError:
                 raise
-            except KafkaError as exc:
+            except (KafkaError, _PartitionsChanged) as exc:
                 log.warning("%s: broker problem (%s); reconnecting", self._name, exc)
             except Exception:
                 log.exception("%s: consumer failed; restarting it", self._name)
@@ -417,6 +485,16 @@ class StoredOffsetConsumer:
                     except Exception:
                         pass
             await asyncio.sleep(1.0)
+
+
+def _connections(consumer: AIOKafkaConsumer) -> list[object]:
+    """The consumer's open connections to the broker (aiokafka's own list; the version is pinned).
+
+    The list holds the connection objects themselves, so comparing two
+    lists by identity tells a reconnect: a broker that restarted closed
+    every connection, and the client opened new ones.
+    """
+    return list(consumer._client._conns.values())  # noqa: SLF001
 
 
 _REFUSALS = (Refuse, ValidationError, UnicodeDecodeError, ValueError)

@@ -48,3 +48,115 @@ def test_a_quiet_producer_hears_that_the_broker_lost_its_log(tmp_path):
         broker.stop(kill=True)
     assert before_restart == []
     assert heard == ["jukinet.test.quiet"]
+
+
+# --- the whole path: outbox relay, producer, and a consumer that keeps running ---
+
+from sqlalchemy import String, func, select  # noqa: E402
+from sqlalchemy.dialects.postgresql import insert  # noqa: E402
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column  # noqa: E402
+
+from services.common.db import make_engine, make_sessionmaker  # noqa: E402
+from services.common.embedded import EmbeddedPostgres  # noqa: E402
+from services.common.kafka import ConsumerOffsetMixin, DeadLetterMixin, StoredOffsetConsumer  # noqa: E402
+from services.common.outbox import OutboxMixin, OutboxRelay, enqueue  # noqa: E402
+
+
+class _Base(DeclarativeBase):
+    pass
+
+
+class _Offset(ConsumerOffsetMixin, _Base):
+    __tablename__ = "consumer_offset"
+
+
+class _DeadLetter(DeadLetterMixin, _Base):
+    __tablename__ = "dead_letter"
+
+
+class _Outbox(OutboxMixin, _Base):
+    __tablename__ = "outbox"
+
+
+class _Applied(_Base):
+    __tablename__ = "applied"
+    value: Mapped[str] = mapped_column(String(100), primary_key=True)
+
+
+async def _apply(session, record) -> None:
+    """Idempotent, as every receiver on the network is: a record read twice changes nothing."""
+    await session.execute(insert(_Applied).values(value=record.value.decode()).on_conflict_do_nothing())
+
+
+async def _consumer_scenario(broker: EmbeddedBroker, database_url: str) -> tuple[set[str], set[str]]:
+    """Records sent before and after two empty restarts: fewer than were read, then many more."""
+    engine = make_engine(database_url)
+    async with engine.begin() as conn:
+        await conn.run_sync(_Base.metadata.create_all)
+    sessions = make_sessionmaker(engine)
+    topic = "jukinet.test.consumed"
+    producer = Producer(broker.bootstrap)
+    await producer.start()
+
+    async def publish(row):
+        return await producer.enqueue(row.destination, key=row.key, value=row.payload.encode())
+
+    relay = OutboxRelay(sessions, _Outbox, publish, poll_seconds=0.2)
+    producer.on_log_reset(relay.resend_after_log_reset)
+    consumer = StoredOffsetConsumer(bootstrap=broker.bootstrap, topic=topic, sessions=sessions, offset_model=_Offset, dead_letter_model=_DeadLetter,
+                                    handler=_apply, producer=producer, name="test-consumer")
+    loops = [asyncio.create_task(loop()) for loop in (relay.run_forever, producer.watch_logs_forever, consumer.run_forever)]
+    sent: set[str] = set()
+
+    async def send(values: list[str]) -> None:
+        async with sessions() as session, session.begin():
+            for value in values:
+                enqueue(session, _Outbox, destination=topic, key=value, kind="test", payload=value)
+        sent.update(values)
+        relay.wakeup.set()
+
+    async def applied() -> set[str]:
+        async with sessions() as session:
+            return set((await session.execute(select(_Applied.value))).scalars())
+
+    async def wait_applied(what: str) -> None:
+        deadline = time.monotonic() + 60
+        while not sent <= await applied():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}: missing {sorted(sent - await applied())}")
+            await asyncio.sleep(0.2)
+
+    try:
+        await send([f"first-{i}" for i in range(30)])
+        await wait_applied("the first log")
+        broker.stop(kill=True)
+        broker.start()
+        await send(["after-first-restart"])  # the new log is far shorter than what was read
+        await wait_applied("a record in a log shorter than the one read")
+        await send([f"second-{i}" for i in range(5)])
+        await wait_applied("the second log")
+        broker.stop(kill=True)
+        broker.start()
+        await send([f"third-{i}" for i in range(90)])  # the new log outgrows what was read before the consumer looks
+        await wait_applied("a new log longer than the one read")
+        return sent, await applied()
+    finally:
+        for task in loops:
+            task.cancel()
+        await asyncio.gather(*loops, return_exceptions=True)
+        await producer.stop()
+        await engine.dispose()
+
+
+def test_every_record_reaches_a_running_consumer_across_empty_broker_restarts(tmp_path):
+    postgres = EmbeddedPostgres(tmp_path / "postgres", free_port())
+    postgres.start()
+    broker = EmbeddedBroker(free_port(), tmp_path / "broker.log")
+    broker.start()
+    try:
+        credentials = postgres.ensure_tenant("consumer_test")
+        sent, applied = asyncio.run(_consumer_scenario(broker, credentials.url(postgres.host, postgres.port)))
+    finally:
+        broker.stop(kill=True)
+        postgres.stop()
+    assert sent == applied
