@@ -96,7 +96,7 @@ def build_app(settings: ServiceSettings) -> FastAPI:
     install_problem_handlers(app, rt.refusal_recorder(Refusal))
     app.state.relay = relay
 
-    SessionDep = transaction_dependency(rt.sessions)
+    SessionDep = transaction_dependency(rt.sessions, after_commit=relay.wakeup.set)  # changes leave as soon as they are committed
     router = APIRouter(prefix="/v1")
 
     def rule(exc: RegistryRuleViolation) -> ProblemError:
@@ -112,7 +112,6 @@ def build_app(settings: ServiceSettings) -> FastAPI:
             raise not_found(code) from None
         except RegistryRuleViolation as exc:
             raise rule(exc) from None
-        relay.wakeup.set()
         return record
 
     @router.post("/residents", status_code=201, response_model=ResidentRecord)
@@ -122,7 +121,6 @@ def build_app(settings: ServiceSettings) -> FastAPI:
             record = await service.register_resident(session, body, municipality_code=municipality.code, staff=staff, today=date.today())
         except RegistryRuleViolation as exc:
             raise rule(exc) from None
-        relay.wakeup.set()
         return record
 
     @router.get("/residents", response_model=ResidentList)
@@ -209,7 +207,6 @@ def build_app(settings: ServiceSettings) -> FastAPI:
             raise not_found(str(exc)) from None
         except RegistryRuleViolation as exc:
             raise rule(exc) from None
-        relay.wakeup.set()
         return records
 
     @router.post("/residents/{resident_code}/move-out/cancellation", response_model=ResidentRecord)
@@ -221,7 +218,6 @@ def build_app(settings: ServiceSettings) -> FastAPI:
             raise not_found(resident_code) from None
         except RegistryRuleViolation as exc:
             raise rule(exc) from None
-        relay.wakeup.set()
         return record
 
     @router.post("/move-ins", status_code=201, response_model=list[ResidentRecord])
@@ -310,7 +306,6 @@ def build_app(settings: ServiceSettings) -> FastAPI:
         if row.state != OnlineFilingState.awaiting_confirmation.value:
             raise ProblemError(409, "not-awaiting-confirmation", "The filing is not waiting for a residence confirmation", f"it is {row.state}")
         await online.complete(session, row, municipality_code=municipality.code, confirmed_by=staff, today=date.today())
-        relay.wakeup.set()
         return OnlineFilingView(filing_id=row.filing_id, kind=row.kind, filer=row.filer, state=OnlineFilingState(row.state), reason=row.reason,
                                 received_at=row.received_at, completed_at=row.completed_at, confirmed_by=row.confirmed_by)
 
