@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from fastapi import APIRouter, Depends, Query
@@ -28,6 +29,7 @@ from services.common.auth import bearer_verifier, is_network_node
 from services.common.identity_store import mark_gaps_healed
 from services.common.kafka import Refuse
 from services.common.reconcile import SqlSide, classify_and_heal, compare
+from services.common.tokens import VerifiedToken
 from services.common.topology import Node
 
 log = logging.getLogger(__name__)
@@ -241,7 +243,7 @@ class Reconciler:
         router = APIRouter(prefix="/internal/v1", tags=["reconciliation"])
         from_network = bearer_verifier(self.rt.keys, audience=self.rt.party, allowed_issuers=is_network_node)
         operator = bearer_verifier(self.rt.keys, audience=self.rt.party, allowed_issuers=lambda party: party == "operator")
-        add_digest_routes(router, "/reconciliation", lambda: self.rt.engine.connect(), self.table, Depends(from_network))
+        add_digest_routes(router, "/reconciliation", lambda: self.rt.engine.connect(), self.table, from_network)
 
         @router.post("/operator/reconcile", tags=["operations"], response_model=list[ReconciliationResult], dependencies=[Depends(operator)])
         async def reconcile_now() -> list[ReconciliationResult]:
@@ -261,39 +263,61 @@ class Reconciler:
         return router
 
 
-def add_digest_routes(router: APIRouter, prefix: str, connect, table: sql.DigestTable, auth, *, fixed_area: list[str] | None = None) -> None:
-    """``digests``, ``rows`` and ``persons`` of one table under ``prefix`` (the answering side of a comparison)."""
+def holds_copies_of(party: str, municipality_code: str) -> bool:
+    """Whether a network node keeps copies of this municipality's 本人確認情報, and so may compare them.
 
-    def area_of(requested: list[str]) -> list[str]:
-        if fixed_area is None:
-            return requested
-        from services.common.problems import ProblemError
+    The national server holds every municipality, a prefecture server those
+    whose code begins with its prefecture's, a CS its own. No other node may
+    ask a tier for digests or states of an area: a CS in one prefecture
+    learns nothing about the residents of another.
+    """
+    if party == "national":
+        return True
+    if party.startswith("pref-"):
+        return municipality_code[:2] == party.removeprefix("pref-")
+    if party.startswith("cs-"):
+        return municipality_code == party.removeprefix("cs-")
+    return False
 
-        if set(requested) - set(fixed_area):
-            raise ProblemError(403, "outside-area", "The area asked for is not this node's", f"this node answers for {', '.join(fixed_area)}")
+
+def add_digest_routes(router: APIRouter, prefix: str, connect, table: sql.DigestTable, verifier, *, may_compare: Callable[[str, str], bool] = holds_copies_of) -> None:
+    """``digests``, ``rows`` and ``persons`` of one table under ``prefix`` (the answering side of a comparison).
+
+    ``verifier`` checks the caller's token; ``may_compare(issuer, municipality_code)``
+    decides which municipalities that caller may learn about: an area naming
+    any other is refused, and persons registered elsewhere are left out.
+    """
+    from services.common.problems import ProblemError
+
+    caller_token = Depends(verifier)
+
+    def area_for(caller: VerifiedToken, requested: list[str]) -> list[str]:
+        outside = sorted(code for code in requested if not may_compare(caller.issuer, code))
+        if outside:
+            raise ProblemError(403, "outside-area", "The area asked for is not one the caller keeps copies of", f"{caller.issuer} may not compare {', '.join(outside)}")
         return requested
 
-    @router.post(f"{prefix}/digests", response_model=DigestAnswer, dependencies=[auth])
-    async def digests(request: DigestRequest) -> DigestAnswer:
+    @router.post(f"{prefix}/digests", response_model=DigestAnswer)
+    async def digests(request: DigestRequest, caller: VerifiedToken = caller_token) -> DigestAnswer:
         """Digests (persons, XOR of hashes) of the ranges of ``length`` leading digits under each prefix."""
+        area = area_for(caller, request.area)
         async with connect() as conn:
-            return DigestAnswer(digests=await sql.range_digests(conn, table, area_of(request.area), request.prefixes, request.length))
+            return DigestAnswer(digests=await sql.range_digests(conn, table, area, request.prefixes, request.length))
 
-    @router.post(f"{prefix}/rows", response_model=PersonStates, dependencies=[auth])
-    async def rows(request: RangeRequest) -> PersonStates:
+    @router.post(f"{prefix}/rows", response_model=PersonStates)
+    async def rows(request: RangeRequest, caller: VerifiedToken = caller_token) -> PersonStates:
         """(code, version, status, municipality) of every person of the area under the prefixes."""
+        area = area_for(caller, request.area)
         async with connect() as conn:
-            found = await sql.range_rows(conn, table, area_of(request.area), request.prefixes)
+            found = await sql.range_rows(conn, table, area, request.prefixes)
         return PersonStates(persons=list(sql.states(found).values()))
 
-    @router.post(f"{prefix}/persons", response_model=PersonStates, dependencies=[auth])
-    async def persons(request: PersonsRequest) -> PersonStates:
-        """(code, version, status, municipality) of these persons, wherever they are registered now."""
+    @router.post(f"{prefix}/persons", response_model=PersonStates)
+    async def persons(request: PersonsRequest, caller: VerifiedToken = caller_token) -> PersonStates:
+        """(code, version, status, municipality) of these persons, if registered where the caller keeps copies."""
         async with connect() as conn:
             found = await sql.persons(conn, table, request.resident_codes)
-        if fixed_area is not None:  # a node answering for one area does not tell about persons registered elsewhere
-            found = {k: v for k, v in found.items() if v.municipality_code in fixed_area}
-        return PersonStates(persons=list(found.values()))
+        return PersonStates(persons=[state for state in found.values() if may_compare(caller.issuer, state.municipality_code)])
 
 
 def summarise(copy_node: str, truth_node: str, area: list[str], trigger: str, started: datetime, comparison, findings: list[Finding]) -> ReconciliationResult:

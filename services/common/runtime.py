@@ -48,7 +48,8 @@ class Runtime:
     def __init__(self, settings: ServiceSettings, *, with_producer: bool = True):
         self.settings = settings
         self.engine = make_engine(settings.database_url)
-        instrument_engine(self.engine)
+        if settings.trace_sql:
+            instrument_engine(self.engine)
         self.sessions = make_sessionmaker(self.engine)
         self.producer = Producer(settings.kafka_bootstrap) if with_producer else None
         self.keys = PublicKeyRing(settings.keys_dir)

@@ -34,6 +34,7 @@ class ServiceSettings(BaseSettings):
     peers: str = Field(default="{}", description="JSON map node id → base URL")
     trace_file: Path | None = None
     otlp_endpoint: str | None = None
+    trace_sql: bool = False  # a span for every SQL statement too (costly under load); requests and messages are always traced
     outbox_poll_seconds: float = 0.2
     resend_after_broker_reset_seconds: float = 900.0  # a broker back without its log: outbox rows sent this recently go again
     resync_poll_seconds: float = 2.0

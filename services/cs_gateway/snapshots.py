@@ -158,7 +158,8 @@ def cs_recovery(rt, tier, models: dict, *, municipality_code: str, topology) -> 
         """Operator: snapshots taken, newest first."""
         return await sender.listing(limit)
 
-    add_digest_routes(router, "/v1/rrs/reconciliation", rt.engine.connect, IDENTITY, Depends(from_own_rrs), fixed_area=[municipality_code])
+    add_digest_routes(router, "/v1/rrs/reconciliation", rt.engine.connect, IDENTITY, from_own_rrs,
+                      may_compare=lambda _register, code: code == municipality_code)  # the register knows only its own
 
     @router.post("/v1/rrs/reconciliation/report", response_model=ReconciliationResult, dependencies=[Depends(from_own_rrs)])
     async def register_report(result: ReconciliationResult) -> ReconciliationResult:

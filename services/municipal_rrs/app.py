@@ -30,7 +30,7 @@ from services.municipal_rrs.jpki_routes import jpki_router
 from services.municipal_rrs.dv_routes import dv_housekeeping, dv_router
 from services.municipal_rrs.reconcile import RegisterReconciler
 from services.municipal_rrs.related_routes import related_router
-from services.municipal_rrs.ui.routes import staff_router
+from services.municipal_rrs.ui.routes import install_staff_screen_handler, staff_router
 from services.municipal_rrs.models import IncomingNoticeRow, LetterRow, OnlineFilingRow, MoveInReviewRow, MoveReservationRow, Outbox, Refusal
 from services.municipal_rrs.request_deps import StaffDep, transaction_dependency
 
@@ -343,4 +343,5 @@ def build_app(settings: ServiceSettings) -> FastAPI:
     app.include_router(related_router(rt, municipality.code))  # 住登外者 and 印鑑登録 (R-REL-1)
     app.include_router(staff_router(rt, municipality_code=municipality.code, municipality_name=municipality.name, topology=topology,
                                     known_municipality=known_municipality, changed=relay.wakeup.set))  # counter staff screens (/staff)
+    install_staff_screen_handler(app)
     return app

@@ -86,6 +86,30 @@ def test_a_snapshot_reaches_the_tier_above_and_the_next_one_sends_only_what_chan
     assert forged.status_code == 403 and forged.headers["content-type"] == "application/problem+json"
 
 
+def test_only_a_node_keeping_copies_of_an_area_may_compare_it(network):
+    """The digests and states of a CS's residents go to the tier above, never to a CS elsewhere."""
+    person = register(network, SHIBUYA)
+    code = person["resident_code"]
+    wait_until(lambda: version_at(network, "cs_131130", code) == 1, what="the birth at the CS")
+    cs_node = f"cs_gateway.{SHIBUYA}"
+
+    def ask(issuer: str, what: str, body: dict) -> httpx.Response:
+        token = sign_token(load_private_key(network.private_keys / f"{issuer}.key"), issuer=issuer, audience=f"cs-{SHIBUYA}")
+        return httpx.post(f"{network.url(cs_node)}/internal/v1/reconciliation/{what}", json=body, timeout=20, headers={"authorization": f"Bearer {token}"})
+
+    above = upstream(network, SHIBUYA).party
+    area = {"area": [SHIBUYA], "prefixes": [""], "length": 1}
+    assert ask(above, "digests", area).status_code == 200
+    assert code in {p["resident_code"] for p in ask(above, "persons", {"resident_codes": [code]}).json()["persons"]}
+
+    elsewhere = f"cs-{TOYONAKA}"  # a CS in another prefecture keeps no copy of 渋谷区
+    refused = ask(elsewhere, "digests", area)
+    assert refused.status_code == 403 and refused.json()["type"].endswith("outside-area"), refused.text
+    assert ask(elsewhere, "rows", {"area": [SHIBUYA], "prefixes": [code[:2]]}).status_code == 403
+    told = ask(elsewhere, "persons", {"resident_codes": [code]})
+    assert told.status_code == 200 and told.json()["persons"] == []
+
+
 def _forget(net: Network, database: str, code: str, *, keep_versions: int = 0) -> None:
     """A tier loses a person, or its newest versions (as after restoring an old backup)."""
     with net.postgres.admin_connect(database) as admin:

@@ -15,7 +15,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import ValidationError
@@ -49,6 +49,23 @@ DONE = {
     "review": "審査の結果を記録しました（交付しない）。",
 }
 RELATIONSHIPS = [r.value for r in Relationship]
+
+
+class StaffScreenRefused(Exception):
+    """A screen the request may not see now; ``response`` says so (the login page, or a refused cross-site form)."""
+
+    def __init__(self, response: Response):
+        super().__init__(response.status_code)
+        self.response = response
+
+
+def install_staff_screen_handler(app: FastAPI) -> None:
+    """Answer a refused screen with its response (the app's problem handlers are for the JSON API)."""
+
+    async def refused(_request: Request, exc: StaffScreenRefused) -> Response:
+        return exc.response
+
+    app.add_exception_handler(StaffScreenRefused, refused)
 
 
 def unavailable_router(reason: str) -> APIRouter:
@@ -107,13 +124,24 @@ def staff_router(rt: Runtime, *, municipality_code: str, municipality_name: str,
     def to_login(request: Request) -> RedirectResponse:
         return redirect("/staff/login", next=request.url.path)
 
-    def guard(request: Request, *, posting: bool = False) -> auth.StaffSession | Response:
+    def cross_site() -> HTMLResponse:
+        return HTMLResponse("別のサイトからの送信は受け付けません。", status_code=403, headers=SECURITY_HEADERS)
+
+    async def signed_in(request: Request) -> None:
+        """Every screen but the login: a signed-in clerk, and forms posted from these screens only."""
         who = auth.current(rt, request)
         if who is None:
-            return to_login(request)
-        if posting and not auth.same_origin(request):
-            return HTMLResponse("別のサイトからの送信は受け付けません。", status_code=403, headers=SECURITY_HEADERS)
-        return who
+            raise StaffScreenRefused(to_login(request))
+        if request.method == "POST" and not auth.same_origin(request):
+            raise StaffScreenRefused(cross_site())
+        request.state.clerk = who
+
+    def clerk(request: Request) -> auth.StaffSession:
+        """The clerk ``signed_in`` found for this request."""
+        return request.state.clerk
+
+    # the screens behind the login; joined to ``router`` at the end, once all are declared
+    screens = APIRouter(prefix="/staff", include_in_schema=False, dependencies=[Depends(signed_in)])
 
     # --- login ------------------------------------------------------------------------------------------
 
@@ -124,7 +152,7 @@ def staff_router(rt: Runtime, *, municipality_code: str, municipality_name: str,
     @router.post("/login")
     async def login(request: Request) -> Response:
         if not auth.same_origin(request):
-            return HTMLResponse("別のサイトからの送信は受け付けません。", status_code=403, headers=SECURITY_HEADERS)
+            return cross_site()
         form = await read_form(request)
         staff_id = form.get("staff_id") or ""
         target = form.get("next") or "/staff"
@@ -146,11 +174,9 @@ def staff_router(rt: Runtime, *, municipality_code: str, municipality_name: str,
 
     # --- search and the record --------------------------------------------------------------------------
 
-    @router.get("")
+    @screens.get("")
     async def search(request: Request) -> Response:
-        who = guard(request)
-        if isinstance(who, Response):
-            return who
+        who = clerk(request)
         q = request.query_params
         criteria = {k: (q.get(k) or "").strip() for k in ("name", "kana", "birth_date", "address")}
         include_closed = q.get("include_closed") == "1"
@@ -194,9 +220,7 @@ def staff_router(rt: Runtime, *, municipality_code: str, municipality_name: str,
 
     async def record_page(template: str, code: str, request: Request, **extra) -> Response:
         """A page about one record: the record, its history, measures and alert (``record_context``)."""
-        who = guard(request)
-        if isinstance(who, Response):
-            return who
+        who = clerk(request)
         async with rt.sessions() as session, session.begin():
             try:
                 context = await record_context(session, who, code)
@@ -205,16 +229,14 @@ def staff_router(rt: Runtime, *, municipality_code: str, municipality_name: str,
             header = await header_of(session)
         return page(template, request, who, header=header, **extra, **context)
 
-    @router.get("/residents/{code}")
+    @screens.get("/residents/{code}")
     async def resident(code: str, request: Request) -> Response:
         return await record_page("resident.html", code, request)
 
-    @router.post("/residents/{code}/acknowledgement")
+    @screens.post("/residents/{code}/acknowledgement")
     async def acknowledge(code: str, request: Request) -> Response:
         """The clerk saw the alert: one row per measure in force (the form names them, the server checks them)."""
-        who = guard(request, posting=True)
-        if isinstance(who, Response):
-            return who
+        who = clerk(request)
         form = await read_form(request)
         async with rt.sessions() as session, session.begin():
             in_force = {m.id for m in await mx.in_force(session, code)}
@@ -238,11 +260,9 @@ def staff_router(rt: Runtime, *, municipality_code: str, municipality_name: str,
             "birth_date": labels.today().isoformat(), "notified_date": labels.today().isoformat(), "sex": "",
         }
 
-    @router.get("/births/new")
+    @screens.get("/births/new")
     async def birth_form(request: Request) -> Response:
-        who = guard(request)
-        if isinstance(who, Response):
-            return who
+        who = clerk(request)
         parent, alert = None, {}
         async with rt.sessions() as session, session.begin():
             if code := request.query_params.get("household_of"):
@@ -257,11 +277,9 @@ def staff_router(rt: Runtime, *, municipality_code: str, municipality_name: str,
             defaults.update(address_text="", postal_code="")
         return page("birth.html", request, who, header=header, v=defaults, parent=parent, r=parent, **alert)
 
-    @router.post("/births/new")
+    @screens.post("/births/new")
     async def birth(request: Request) -> Response:
-        who = guard(request, posting=True)
-        if isinstance(who, Response):
-            return who
+        who = clerk(request)
         form = await read_form(request)
         errors: list[str] = []
         try:
@@ -296,9 +314,7 @@ def staff_router(rt: Runtime, *, municipality_code: str, municipality_name: str,
     # --- 死亡・転居・修正 (one domain method on one record) -------------------------------------------------------
 
     async def change_form(template: str, code: str, request: Request, **extra) -> Response:
-        who = guard(request)
-        if isinstance(who, Response):
-            return who
+        who = clerk(request)
         async with rt.sessions() as session, session.begin():
             try:
                 record = await service.get_record(session, code)
@@ -323,9 +339,7 @@ def staff_router(rt: Runtime, *, municipality_code: str, municipality_name: str,
                     v=form.flat(), errors=errors, **alert, **extra)
 
     async def run_change(template: str, code: str, request: Request, build, act, done: str, **extra) -> Response:
-        who = guard(request, posting=True)
-        if isinstance(who, Response):
-            return who
+        who = clerk(request)
         form = await read_form(request)
         errors: list[str] = []
         try:
@@ -343,28 +357,28 @@ def staff_router(rt: Runtime, *, municipality_code: str, municipality_name: str,
         changed()
         return redirect(f"/staff/residents/{code}", done=done)
 
-    @router.get("/residents/{code}/death")
+    @screens.get("/residents/{code}/death")
     async def death_form(code: str, request: Request) -> Response:
         return await change_form("death.html", code, request)
 
-    @router.post("/residents/{code}/death")
+    @screens.post("/residents/{code}/death")
     async def death(code: str, request: Request) -> Response:
         return await run_change("death.html", code, request,
                                 lambda f: RecordDeath(death_date=f.get("death_date"), notified_date=f.get("notified_date")),
                                 lambda r, cmd: r.record_death(cmd, today=date.today()), "death")
 
-    @router.get("/residents/{code}/move-within")
+    @screens.get("/residents/{code}/move-within")
     async def move_within_form(code: str, request: Request) -> Response:
         return await change_form("move_within.html", code, request)
 
-    @router.post("/residents/{code}/move-within")
+    @screens.post("/residents/{code}/move-within")
     async def move_within(code: str, request: Request) -> Response:
         return await run_change("move_within.html", code, request, lambda f: MoveWithin(
             new_address=Address(municipality_code=municipality_code, postal_code=f.get("postal_code"), text=f.get("address_text")),
             move_date=f.get("move_date"), notified_date=f.get("notified_date"),
         ), lambda r, cmd: r.move_within(cmd), "move-within")
 
-    @router.get("/residents/{code}/correction")
+    @screens.get("/residents/{code}/correction")
     async def correction_form(code: str, request: Request) -> Response:
         return await change_form("correction.html", code, request)
 
@@ -383,11 +397,9 @@ def staff_router(rt: Runtime, *, municipality_code: str, municipality_name: str,
             correction_date=form.get("correction_date"), explanation=form.get("explanation"),
         )
 
-    @router.post("/residents/{code}/correction")
+    @screens.post("/residents/{code}/correction")
     async def correction(code: str, request: Request) -> Response:
-        who = guard(request, posting=True)
-        if isinstance(who, Response):
-            return who
+        who = clerk(request)
         form = await read_form(request)
         errors: list[str] = []
         try:
@@ -410,15 +422,13 @@ def staff_router(rt: Runtime, *, municipality_code: str, municipality_name: str,
 
     # --- 転出 ---------------------------------------------------------------------------------------------
 
-    @router.get("/residents/{code}/move-out")
+    @screens.get("/residents/{code}/move-out")
     async def move_out_form(code: str, request: Request) -> Response:
         return await change_form("move_out.html", code, request, municipalities=municipalities)
 
-    @router.post("/residents/{code}/move-out")
+    @screens.post("/residents/{code}/move-out")
     async def move_out(code: str, request: Request) -> Response:
-        who = guard(request, posting=True)
-        if isinstance(who, Response):
-            return who
+        who = clerk(request)
         form = await read_form(request)
         errors: list[str] = []
         movers = [code, *[c for c in form.list("with") if c != code]]
@@ -461,21 +471,17 @@ def staff_router(rt: Runtime, *, municipality_code: str, municipality_name: str,
             groups[row.procedure_id].append(MoveOutCertificate.model_validate_json(row.payload))
         return [{"procedure_id": pid, "certificates": certs, "first": certs[0]} for pid, certs in groups.items()]
 
-    @router.get("/move-ins")
+    @screens.get("/move-ins")
     async def move_ins(request: Request) -> Response:
-        who = guard(request)
-        if isinstance(who, Response):
-            return who
+        who = clerk(request)
         async with rt.sessions() as session, session.begin():
             groups = await reservations(session)
             header = await header_of(session)
         return page("move_ins.html", request, who, header=header, groups=groups, today=labels.today().isoformat(), v={})
 
-    @router.post("/move-ins")
+    @screens.post("/move-ins")
     async def move_in(request: Request) -> Response:
-        who = guard(request, posting=True)
-        if isinstance(who, Response):
-            return who
+        who = clerk(request)
         form = await read_form(request)
         errors: list[str] = []
         records = []
@@ -504,11 +510,9 @@ def staff_router(rt: Runtime, *, municipality_code: str, municipality_name: str,
 
     # --- 通知 ----------------------------------------------------------------------------------------------
 
-    @router.get("/notices")
+    @screens.get("/notices")
     async def notices(request: Request) -> Response:
-        who = guard(request)
-        if isinstance(who, Response):
-            return who
+        who = clerk(request)
         only_unread = request.query_params.get("all") != "1"
         async with rt.sessions() as session, session.begin():
             stmt = select(IncomingNoticeRow).order_by(IncomingNoticeRow.cs_sequence.desc()).limit(200)
@@ -522,11 +526,9 @@ def staff_router(rt: Runtime, *, municipality_code: str, municipality_name: str,
         return page("notices.html", request, who, header=header, notices=rows, only_unread=only_unread, pending_moves=pending_moves,
                     awaiting_link=awaiting_link, received=received)
 
-    @router.post("/notices/{sequence}/acknowledgement")
+    @screens.post("/notices/{sequence}/acknowledgement")
     async def acknowledge_notice(sequence: int, request: Request) -> Response:
-        who = guard(request, posting=True)
-        if isinstance(who, Response):
-            return who
+        who = clerk(request)
         async with rt.sessions() as session, session.begin():
             row = await session.get(IncomingNoticeRow, sequence, with_for_update=True)
             if row is not None and row.acknowledged_at is None:
@@ -535,16 +537,14 @@ def staff_router(rt: Runtime, *, municipality_code: str, municipality_name: str,
 
     # --- 住民票の写し ---------------------------------------------------------------------------------------
 
-    @router.get("/residents/{code}/certificate")
+    @screens.get("/residents/{code}/certificate")
     async def certificate_form(code: str, request: Request) -> Response:
         return await record_page("certificate_form.html", code, request, requesters=measures.REQUESTERS, v={})
 
-    @router.post("/residents/{code}/certificate")
+    @screens.post("/residents/{code}/certificate")
     async def issue_certificate(code: str, request: Request) -> Response:
         """Issue a 住民票の写し — refused unless this clerk acknowledged every measure in force, in this session, today."""
-        who = guard(request, posting=True)
-        if isinstance(who, Response):
-            return who
+        who = clerk(request)
         form = await read_form(request)
         async with rt.sessions() as session, session.begin():
             try:
@@ -562,12 +562,10 @@ def staff_router(rt: Runtime, *, municipality_code: str, municipality_name: str,
                         refused=outcome.status in (403, 404), **said, **context)
         return redirect(f"/staff/certificates/{outcome.request_id}")  # a reload prints again, it does not issue again
 
-    @router.get("/certificates/{request_id}")
+    @screens.get("/certificates/{request_id}")
     async def certificate(request_id: str, request: Request) -> Response:
         """The printable 住民票の写し this clerk issued; showing it is a disclosure, so the acknowledgement rule applies again."""
-        who = guard(request)
-        if isinstance(who, Response):
-            return who
+        who = clerk(request)
         async with rt.sessions() as session, session.begin():
             header = await header_of(session)
             found = await mx.issued(session, request_id, staff=who.staff_id)
@@ -579,22 +577,18 @@ def staff_router(rt: Runtime, *, municipality_code: str, municipality_name: str,
             return redirect(f"/staff/residents/{code}")
         return page("certificate.html", request, who, header=header, outcome=outcome, **context)
 
-    @router.get("/certificate-reviews")
+    @screens.get("/certificate-reviews")
     async def reviews(request: Request) -> Response:
         """Requests waiting for a reviewer (every third party; those about protected persons first)."""
-        who = guard(request)
-        if isinstance(who, Response):
-            return who
+        who = clerk(request)
         async with rt.sessions() as session, session.begin():
             queue = await mx.review_queue(session)
             header = await header_of(session)
         return page("reviews.html", request, who, header=header, queue=queue)
 
-    @router.post("/certificate-reviews/{request_id}")
+    @screens.post("/certificate-reviews/{request_id}")
     async def review(request_id: str, request: Request) -> Response:
-        who = guard(request, posting=True)
-        if isinstance(who, Response):
-            return who
+        who = clerk(request)
         form = await read_form(request)
         async with rt.sessions() as session:
             errors, state = await mx.decide_review(session, request_id, form, staff=who.staff_id)
@@ -609,22 +603,18 @@ def staff_router(rt: Runtime, *, municipality_code: str, municipality_name: str,
 
     # --- 支援措置 -----------------------------------------------------------------------------------------
 
-    @router.get("/measures")
+    @screens.get("/measures")
     async def measures_page(request: Request) -> Response:
-        who = guard(request)
-        if isinstance(who, Response):
-            return who
+        who = clerk(request)
         q = request.query_params
         async with rt.sessions() as session, session.begin():
             view = await mx.list_page(session, status=q.get("status") or None, expiring_within_days=q.get("expiring_within_days") or None, today=date.today())
             header = await header_of(session)
         return page("measures.html", request, who, header=header, today=labels.today().isoformat(), v={"victim": q.get("resident_code", "")}, **view)
 
-    @router.post("/measures")
+    @screens.post("/measures")
     async def apply_measure(request: Request) -> Response:
-        who = guard(request, posting=True)
-        if isinstance(who, Response):
-            return who
+        who = clerk(request)
         form = await read_form(request)
         async with rt.sessions() as session:
             errors = await mx.apply(session, form, staff=who.staff_id)
@@ -636,11 +626,9 @@ def staff_router(rt: Runtime, *, municipality_code: str, municipality_name: str,
         changed()
         return redirect("/staff/measures", done="measure")
 
-    @router.post("/measures/{measure_id}/{action}")
+    @screens.post("/measures/{measure_id}/{action}")
     async def measure_action(measure_id: str, action: str, request: Request) -> Response:
-        who = guard(request, posting=True)
-        if isinstance(who, Response):
-            return who
+        who = clerk(request)
         if action not in measures.ACTIONS:
             return page("error.html", request, who, status=404, message="その操作はありません。")
         form = await read_form(request)
@@ -654,11 +642,9 @@ def staff_router(rt: Runtime, *, municipality_code: str, municipality_name: str,
         changed()
         return redirect(form.get("next") if (form.get("next") or "").startswith("/staff/") else "/staff/measures", done="measure")
 
-    @router.post("/measure-alerts/{alert_id}/acknowledgement")
+    @screens.post("/measure-alerts/{alert_id}/acknowledgement")
     async def acknowledge_measure_alert(alert_id: str, request: Request) -> Response:
-        who = guard(request, posting=True)
-        if isinstance(who, Response):
-            return who
+        who = clerk(request)
         form = await read_form(request)
         async with rt.sessions() as session, session.begin():
             await mx.acknowledge_alert(session, alert_id, staff=who.staff_id)
@@ -668,11 +654,9 @@ def staff_router(rt: Runtime, *, municipality_code: str, municipality_name: str,
 
     # --- 住登外者 -----------------------------------------------------------------------------------------
 
-    @router.get("/non-residents")
+    @screens.get("/non-residents")
     async def non_residents(request: Request) -> Response:
-        who = guard(request)
-        if isinstance(who, Response):
-            return who
+        who = clerk(request)
         q = request.query_params
         async with rt.sessions() as session, session.begin():
             try:
@@ -685,11 +669,9 @@ def staff_router(rt: Runtime, *, municipality_code: str, municipality_name: str,
             header = await header_of(session)
         return page("non_residents.html", request, who, header=header, found=found, q=q, reasons=list(NonResidentReason), v={})
 
-    @router.post("/non-residents")
+    @screens.post("/non-residents")
     async def register_non_resident(request: Request) -> Response:
-        who = guard(request, posting=True)
-        if isinstance(who, Response):
-            return who
+        who = clerk(request)
         form = await read_form(request)
         errors: list[str] = []
         try:
@@ -710,11 +692,9 @@ def staff_router(rt: Runtime, *, municipality_code: str, municipality_name: str,
             return await render("non_residents.html", request, who, status=422, found=[], q={}, reasons=list(NonResidentReason), v=form.flat(), errors=errors)
         return redirect(f"/staff/non-residents/{created.non_resident_id}", done="non-resident")
 
-    @router.get("/non-residents/{non_resident_id}")
+    @screens.get("/non-residents/{non_resident_id}")
     async def non_resident(non_resident_id: uuid.UUID, request: Request) -> Response:
-        who = guard(request)
-        if isinstance(who, Response):
-            return who
+        who = clerk(request)
         async with rt.sessions() as session, session.begin():
             try:
                 person = await related.get_non_resident(session, non_resident_id)
@@ -724,11 +704,9 @@ def staff_router(rt: Runtime, *, municipality_code: str, municipality_name: str,
             header = await header_of(session)
         return page("non_resident.html", request, who, header=header, p=person, candidates=candidates)
 
-    @router.post("/non-residents/{non_resident_id}/link")
+    @screens.post("/non-residents/{non_resident_id}/link")
     async def link_non_resident(non_resident_id: uuid.UUID, request: Request) -> Response:
-        who = guard(request, posting=True)
-        if isinstance(who, Response):
-            return who
+        who = clerk(request)
         form = await read_form(request)
         error = None
         try:
@@ -748,11 +726,9 @@ def staff_router(rt: Runtime, *, municipality_code: str, municipality_name: str,
 
     # --- 印鑑登録 -----------------------------------------------------------------------------------------
 
-    @router.get("/seals")
+    @screens.get("/seals")
     async def seals(request: Request) -> Response:
-        who = guard(request)
-        if isinstance(who, Response):
-            return who
+        who = clerk(request)
         q = request.query_params
         holder = q.get("holder") if (q.get("holder") or "").isdigit() else None
         status = SealStatus(q["status"]) if q.get("status") in SealStatus._value2member_map_ else None
@@ -761,11 +737,9 @@ def staff_router(rt: Runtime, *, municipality_code: str, municipality_name: str,
             header = await header_of(session)
         return page("seals.html", request, who, header=header, found=found, q=q, today=labels.today().isoformat(), v={"holder": holder or ""})
 
-    @router.post("/seals")
+    @screens.post("/seals")
     async def register_seal(request: Request) -> Response:
-        who = guard(request, posting=True)
-        if isinstance(who, Response):
-            return who
+        who = clerk(request)
         form = await read_form(request)
         errors: list[str] = []
         try:
@@ -782,11 +756,9 @@ def staff_router(rt: Runtime, *, municipality_code: str, municipality_name: str,
             return await render("seals.html", request, who, status=422, found=[], q={}, today=labels.today().isoformat(), v=form.flat(), errors=errors)
         return redirect("/staff/seals", done="seal", holder=cmd.holder_resident_code)
 
-    @router.post("/seals/{registration_number}/abolition")
+    @screens.post("/seals/{registration_number}/abolition")
     async def end_seal(registration_number: int, request: Request) -> Response:
-        who = guard(request, posting=True)
-        if isinstance(who, Response):
-            return who
+        who = clerk(request)
         form = await read_form(request)
         errors: list[str] = []
         try:
@@ -809,4 +781,7 @@ def staff_router(rt: Runtime, *, municipality_code: str, municipality_name: str,
             return Response("not found", status_code=404)
         return Response((HERE / "assets" / name).read_bytes(), media_type=ASSETS[name], headers={"Cache-Control": "max-age=300", "X-Content-Type-Options": "nosniff"})
 
-    return router
+    both = APIRouter()
+    both.include_router(router)
+    both.include_router(screens)
+    return both
