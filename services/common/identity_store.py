@@ -8,9 +8,10 @@ missing, and a record of every gap and how it was healed.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from datetime import date, datetime
 
-from sqlalchemy import BigInteger, Date, DateTime, Integer, String, Text, func, select
+from sqlalchemy import BigInteger, Date, DateTime, Integer, Row, String, Text, delete, exists, func, literal, select, true, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
@@ -110,10 +111,18 @@ async def apply_change(session: AsyncSession, tables: IdentityTables, change: Id
 
     ``check(current_row, change)`` may raise to refuse a change on a tier's own
     rules (e.g. the national server's one-active-registration rule).
+
+    Every tier runs this for every change, so it is written as few Core
+    statements: one reads the locked current row and whether anything is held
+    for the person; one writes the current row and the history entry. The
+    history is read only for a version the tier already holds (a redelivery
+    or a conflict), and held successors only when something is held.
     """
     raw = change.model_dump_json()
-    current = (await session.execute(select(tables.current).where(tables.current.resident_code == change.resident_code).with_for_update())).scalar_one_or_none()
-    recorded = (await session.execute(select(tables.history.event_id).where(tables.history.resident_code == change.resident_code, tables.history.version == change.version))).scalar_one_or_none()
+    current, something_held = await _locked_current(session, tables, change.resident_code)
+    recorded = None
+    if current is not None and change.version <= current.version:
+        recorded = (await session.execute(select(tables.history.event_id).where(tables.history.resident_code == change.resident_code, tables.history.version == change.version))).scalar_one_or_none()
     decision = decide(
         held_version=current.version if current else None, held_event_id_for_version=recorded, incoming_version=change.version,
         incoming_event_id=str(change.event_id), arriving=arriving is not None and arriving(current, change),
@@ -132,22 +141,41 @@ async def apply_change(session: AsyncSession, tables: IdentityTables, change: Id
         if check is not None:
             check(current, change)
         values = _current_values(change, raw)
-        if current is None:
-            current = tables.current(**values)
-            session.add(current)
-        else:
-            for k, v in values.items():
-                setattr(current, k, v)
-        session.add(tables.history(resident_code=change.resident_code, version=change.version, event_id=str(change.event_id), payload=raw))
+        await session.execute(_write_statement(tables, values, change, exists=current is not None))
+        current = SimpleNamespace(**values)
         outcome.applied.append(change)
-        await session.flush()
-        successor = (await session.execute(select(tables.held).where(tables.held.resident_code == change.resident_code, tables.held.version == change.version + 1))).scalar_one_or_none()
+        if not something_held:
+            break
+        successor = (await session.execute(
+            delete(tables.held).where(tables.held.resident_code == change.resident_code, tables.held.version == change.version + 1).returning(tables.held.payload)
+        )).scalar_one_or_none()
         if successor is None:
             break
-        await session.delete(successor)
-        change = IdentityChange.model_validate_json(successor.payload)
-        raw = successor.payload
+        change = IdentityChange.model_validate_json(successor)
+        raw = successor
     return outcome
+
+
+async def _locked_current(session: AsyncSession, tables: IdentityTables, resident_code: str) -> tuple[Row | None, bool]:
+    """The person's current row, locked for this transaction (None if the tier has none), and whether changes are held for them."""
+    current_table = tables.current.__table__
+    locked = select(current_table).where(current_table.c.resident_code == resident_code).with_for_update().cte("locked")
+    one_row = select(literal(1).label("one")).subquery("one_row")
+    held = exists().where(tables.held.resident_code == resident_code).label("something_held")
+    row = (await session.execute(select(locked, held).select_from(one_row.outerjoin(locked, true())))).one()
+    something_held = row.something_held
+    return (None if row.resident_code is None else row), something_held
+
+
+def _write_statement(tables: IdentityTables, values: dict, change: IdentityChange, *, exists: bool):
+    """One statement: the history entry (a data-modifying CTE) and the current row, inserted or updated."""
+    current_table = tables.current.__table__
+    history = insert(tables.history).values(resident_code=change.resident_code, version=change.version, event_id=str(change.event_id), payload=values["payload"])
+    if exists:
+        write = update(current_table).where(current_table.c.resident_code == change.resident_code).values(**values, updated_at=func.now())
+    else:
+        write = insert(current_table).values(**values)
+    return write.add_cte(history.cte("history_entry"))
 
 
 async def changes_after(session: AsyncSession, tables: IdentityTables, resident_code: str, after_version: int) -> list[IdentityChange]:

@@ -36,6 +36,7 @@ class ServiceSettings(BaseSettings):
     otlp_endpoint: str | None = None
     trace_sql: bool = False  # a span for every SQL statement too (costly under load); requests and messages are always traced
     outbox_poll_seconds: float = 0.2
+    notices_wait_seconds: float = 20.0  # a register's long poll for notices at its CS: how long the CS holds a request with nothing to hand over
     resend_after_broker_reset_seconds: float = 900.0  # a broker back without its log: outbox rows sent this recently go again
     resync_poll_seconds: float = 2.0
     snapshot_seconds: float = 3600.0  # a CS sends a snapshot upward this often (0: only on operator request)

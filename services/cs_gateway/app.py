@@ -129,10 +129,12 @@ def build_app(settings: ServiceSettings) -> FastAPI:
         return {"household_id": str(composition.household_id), "outcome": "accepted" if stored else "stale"}
 
     @app.get("/v1/rrs/notices", response_model=CsNoticeBatch, dependencies=[Depends(from_own_rrs)])
-    async def notices(after: int = Query(0, ge=0), limit: int = Query(100, ge=1, le=500)) -> CsNoticeBatch:
-        """What other municipalities sent (certificates, withdrawals, 転入通知, replies), in arrival order."""
-        async with rt.sessions() as session:
-            return CsNoticeBatch(notices=await moves.notices_after(session, after, limit))
+    async def notices(after: int = Query(0, ge=0), limit: int = Query(100, ge=1, le=500), wait: float = Query(0, ge=0, le=60)) -> CsNoticeBatch:
+        """What other municipalities sent (certificates, withdrawals, 転入通知, replies), in arrival order.
+
+        With ``wait`` (seconds) and nothing to hand over, the answer waits until a notice arrives or the time is up.
+        """
+        return CsNoticeBatch(notices=await moves.wait_for_notices(rt.sessions, after, limit, wait_seconds=wait))
 
     @app.post("/v1/rrs/returning/{resident_code}", response_model=MoveOutCertificate, dependencies=[Depends(from_own_rrs)])
     async def returning(resident_code: ResidentCode) -> MoveOutCertificate:

@@ -13,12 +13,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime
 
 from aiokafka import ConsumerRecord
 from pydantic import TypeAdapter, ValidationError
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -32,6 +33,7 @@ from contracts.online import OnlineConfirmationNotice, OnlineFilingNotice
 from contracts.register import Relationship
 from services.common.kafka import Refuse
 from services.common.outbox import enqueue
+from services.common.runtime import STOPPING, wait_until
 from services.common.tier import Tier
 from services.common.topology import Topology
 from services.cs_gateway.models import MoveCertificateRow, NoticeRow, Outbox
@@ -64,6 +66,7 @@ class CsMoves:
         self.tier = tier
         self.code = municipality_code
         self.topology = topology
+        self._arrival = asyncio.Event()  # replaced by a fresh one at every arrival: a waiter holds the one of its last look
 
     # --- from the own RRS ----------------------------------------------------------------------------------
     async def forward_from_rrs(self, session: AsyncSession, message: MoveOutCertificate | MoveOutWithdrawal | MoveInReply) -> None:
@@ -124,6 +127,7 @@ class CsMoves:
         )
         if stored.scalar_one_or_none() is None:
             return False
+        event.listen(session.sync_session, "after_commit", self._announce_arrival, once=True)
         if isinstance(message, MoveOutCertificate):
             await session.execute(insert(MoveCertificateRow).values(
                 certificate_id=message.certificate_id, resident_code=message.resident_code, origin_municipality_code=message.municipality_code,
@@ -137,6 +141,27 @@ class CsMoves:
         return True
 
     # --- for the own RRS -----------------------------------------------------------------------------------
+    def _announce_arrival(self, _session) -> None:
+        arrived, self._arrival = self._arrival, asyncio.Event()
+        arrived.set()
+
+    async def wait_for_notices(self, sessions, after: int, limit: int, *, wait_seconds: float) -> list[CsNotice]:
+        """Notices after ``after``; when there are none, wait up to ``wait_seconds`` for one to be committed (a long poll).
+
+        The register keeps one such request open, so a notice reaches it as soon as
+        it is stored, and an idle CS and register exchange a request every
+        ``wait_seconds`` instead of several a second.
+        """
+        deadline = asyncio.get_running_loop().time() + wait_seconds
+        while True:
+            arrival = self._arrival  # taken before looking: an arrival after the look has set it
+            async with sessions() as session:
+                found = await self.notices_after(session, after, limit)
+            remaining = deadline - asyncio.get_running_loop().time()
+            if found or remaining <= 0 or STOPPING.is_set():
+                return found
+            await wait_until(arrival, remaining)
+
     async def notices_after(self, session: AsyncSession, after: int, limit: int) -> list[CsNotice]:
         rows = (await session.execute(select(NoticeRow).where(NoticeRow.sequence > after).order_by(NoticeRow.sequence).limit(limit))).scalars().all()
         return [CsNotice(sequence=r.sequence, received_at=r.received_at, message=_notice_message.validate_json(r.payload)) for r in rows]

@@ -70,9 +70,10 @@ def build_app(settings: ServiceSettings) -> FastAPI:
         """Fetch what other municipalities sent since the last notice kept here; apply each once, in order."""
         async with rt.sessions() as session:
             after = await moves.last_notice_sequence(session)
+        wait = settings.notices_wait_seconds  # a long poll: the CS answers as soon as a notice arrives
         response = await rt.http.get(
-            f"{settings.peer(cs_node)}/v1/rrs/notices", params={"after": after, "limit": 100},
-            headers={"authorization": f"Bearer {rt.token_for(cs_party)}"},
+            f"{settings.peer(cs_node)}/v1/rrs/notices", params={"after": after, "limit": 100, "wait": wait},
+            headers={"authorization": f"Bearer {rt.token_for(cs_party)}"}, timeout=wait + 10.0,
         )
         response.raise_for_status()
         batch = CsNoticeBatch.model_validate_json(response.content)
