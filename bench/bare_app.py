@@ -9,11 +9,12 @@ import os
 
 from fastapi import FastAPI, HTTPException
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
+
+from services.common.db import make_engine
 
 
 def build_app() -> FastAPI:
-    engine = create_async_engine(os.environ["BENCH_DATABASE_URL"], pool_size=5, max_overflow=5, pool_pre_ping=True)
+    engine = make_engine(os.environ["BENCH_DATABASE_URL"])
     app = FastAPI()
 
     @app.get("/persons/{resident_code}")

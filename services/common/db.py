@@ -6,11 +6,20 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from sqlalchemy import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 
-def make_engine(url: str) -> AsyncEngine:
-    return create_async_engine(url, pool_size=5, max_overflow=5, pool_pre_ping=True)
+def make_engine(url: str, *, pool_size: int = 5, max_overflow: int = 5) -> AsyncEngine:
+    """The service's engine on asyncpg, whatever driver ``url`` names.
+
+    The settings carry one URL (``postgresql+psycopg://…``) for the service and
+    for Alembic, which runs synchronously on psycopg. Requests and loops use
+    asyncpg: psycopg's asyncio mode registers and unregisters the socket with
+    the event loop around every wait, which under load cost the services a
+    large share of their CPU (docs/benchmarks.md, docs/architecture.md).
+    """
+    return create_async_engine(make_url(url).set(drivername="postgresql+asyncpg"), pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True)
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker:

@@ -15,6 +15,7 @@ import uuid
 from datetime import UTC, date, datetime
 
 from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.moves import (
@@ -177,13 +178,13 @@ def _relationship_on_arrival(certificate: MoveOutCertificate) -> Relationship:
 
 
 async def keep_certificate(session: AsyncSession, certificate: MoveOutCertificate) -> None:
-    if await session.get(MoveReservationRow, certificate.certificate_id) is None:
-        session.add(MoveReservationRow(
-            certificate_id=certificate.certificate_id, procedure_id=certificate.procedure_id, resident_code=certificate.resident_code,
-            origin_municipality_code=certificate.municipality_code, planned_date=certificate.planned_date, status="pending",
-            payload=certificate.model_dump_json(),
-        ))
-        await session.flush()
+    """Keep a 転入予約 once. The same certificate can come twice at the same moment (国外からの転入: the counter's
+    request and the notice the CS hands over for it), so the insert is one that does nothing when it is already kept."""
+    await session.execute(pg_insert(MoveReservationRow).values(
+        certificate_id=certificate.certificate_id, procedure_id=certificate.procedure_id, resident_code=certificate.resident_code,
+        origin_municipality_code=certificate.municipality_code, planned_date=certificate.planned_date, status="pending",
+        payload=certificate.model_dump_json(),
+    ).on_conflict_do_nothing(index_elements=["certificate_id"]))
 
 
 # --- notices from other municipalities ---------------------------------------------------------------------

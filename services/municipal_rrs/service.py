@@ -47,11 +47,25 @@ async def _household_for(session: AsyncSession, placement: HouseholdPlacement) -
     return placement.household_id
 
 
-async def _household_composition(session: AsyncSession, household_id: uuid.UUID, municipality_code: str) -> HouseholdComposition:
-    members = (await session.execute(select(ResidentRow.resident_code, ResidentRow.relationship).where(ResidentRow.household_id == household_id, ResidentRow.status == "active").order_by(ResidentRow.resident_code))).all()
+async def _active_members(session: AsyncSession, household_id: uuid.UUID) -> list:
+    """(resident code, relationship, family name, given name) of the household's active members, by code."""
+    return list((await session.execute(
+        select(ResidentRow.resident_code, ResidentRow.relationship, ResidentRow.family_name, ResidentRow.given_name)
+        .where(ResidentRow.household_id == household_id, ResidentRow.status == "active").order_by(ResidentRow.resident_code)
+    )).all())
+
+
+def _head_among(members: list) -> HouseholdMember | None:
+    for code, relationship, family_name, given_name in members:
+        if relationship == Relationship.head.value:
+            return HouseholdMember(resident_code=code, family_name=family_name, given_name=given_name, relationship=Relationship.head)
+    return None
+
+
+def _composition(household_id: uuid.UUID, municipality_code: str, members: list) -> HouseholdComposition:
     return HouseholdComposition(
         household_id=household_id, municipality_code=municipality_code, recorded_at=datetime.now(UTC),
-        members=[HouseholdMemberEntry(resident_code=code, relationship=Relationship(rel)) for code, rel in members],
+        members=[HouseholdMemberEntry(resident_code=code, relationship=Relationship(rel)) for code, rel, _family, _given in members],
     )
 
 
@@ -70,7 +84,8 @@ async def save(session: AsyncSession, resident: Resident, event: Changed, *, sta
         for k, v in values.items():
             setattr(row, k, v)
     await session.flush()
-    record = to_record(resident, await _head_of(session, resident.household_id))
+    members = await _active_members(session, resident.household_id)  # one read gives the record's head and the composition the CS keeps
+    record = to_record(resident, _head_among(members))
     session.add(ResidentHistoryRow(
         resident_code=resident.resident_code, sequence=resident.sequence, version=resident.version, reason=event.reason.value,
         change_date=event.change_date, notified_date=event.notified_date, explanation=event.explanation,
@@ -82,17 +97,15 @@ async def save(session: AsyncSession, resident: Resident, event: Changed, *, sta
         enqueue(session, Outbox, destination=cs_destination(resident.municipality_code), key=resident.resident_code, kind="identity-change", payload=change.model_dump_json())
     # the CS answers household requests from what the register sends it (R-PRV-3)
     for household_id in {resident.household_id, left_household} - {None}:
-        composition = await _household_composition(session, household_id, resident.municipality_code)
+        in_household = members if household_id == resident.household_id else await _active_members(session, household_id)
+        composition = _composition(household_id, resident.municipality_code, in_household)
         enqueue(session, Outbox, destination=cs_destination(resident.municipality_code), key=str(household_id), kind="household-composition", payload=composition.model_dump_json())
     await related.after_save(session, resident, event, staff=staff)  # seals end, 住登外者 link (R-REL-1)
     return record, change
 
 
 async def _head_of(session: AsyncSession, household_id: uuid.UUID) -> HouseholdMember | None:
-    head = (await session.execute(select(ResidentRow).where(ResidentRow.household_id == household_id, ResidentRow.relationship == Relationship.head.value, ResidentRow.status == "active"))).scalar_one_or_none()
-    if head is None:
-        return None
-    return HouseholdMember(resident_code=head.resident_code, family_name=head.family_name, given_name=head.given_name, relationship=Relationship.head)
+    return _head_among(await _active_members(session, household_id))
 
 
 async def register_resident(session: AsyncSession, cmd: RegisterResident, *, municipality_code: str, staff: str, today: date) -> ResidentRecord:

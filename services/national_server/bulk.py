@@ -39,7 +39,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import String, any_, bindparam, insert, select, text
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from contracts.affairs import Item, Level
 from contracts.bulk import (
@@ -49,6 +49,7 @@ from contracts.bulk import (
 from contracts.provision import ByBasicItems, ProvidedPerson
 from contracts.text import ReasonText, ShortCode
 from services.common.auth import bearer_verifier
+from services.common.db import make_engine
 from services.common.metrics import count_provisions
 from services.common.problems import ProblemError
 from services.common.provision import (
@@ -368,7 +369,7 @@ def build_bulk(rt, *, identity_model, outbox_model, relay, pseudonymizer, topolo
     ``outbox_model`` are the national server's, which that process imports
     itself); the relay here delivers the provision records it writes.
     """
-    engine = create_async_engine(rt.settings.database_url, pool_size=2, max_overflow=2, pool_pre_ping=True)
+    engine = make_engine(rt.settings.database_url, pool_size=2, max_overflow=2)
     sessions = async_sessionmaker(engine, expire_on_commit=False)
     supervisor = WorkerProcess()
     verify = bearer_verifier(rt.keys, audience=rt.party, allowed_issuers=lambda party: party.startswith(AGENCY_PARTY_PREFIX))
@@ -403,37 +404,43 @@ def build_bulk(rt, *, identity_model, outbox_model, relay, pseudonymizer, topolo
             raise ProblemError(413, "job-too-large", "The job is too large", f"a job may have at most {MAX_BODY_BYTES} bytes")
         job_id = uuid.uuid4()
         invalid_line = f"longer than {MAX_LINE_BYTES} bytes or not UTF-8"
+        rows = 0
+
+        def checked(lines) -> Iterator[tuple]:
+            nonlocal rows
+            for row_no, line in lines:
+                rows += 1
+                if rows > MAX_ROWS:
+                    raise ProblemError(413, "job-too-large", "The job is too large", f"a job may have at most {MAX_ROWS} rows")
+                if rows == 1 and (line is None or not looks_like_ndjson(line)):
+                    raise ProblemError(400, "not-ndjson", "The body is not NDJSON", "the first line is not a JSON object")
+                try:
+                    value = line.decode("utf-8") if line is not None else None
+                except UnicodeDecodeError:
+                    value = None
+                if value is None:
+                    yield (job_id, row_no, None, "invalid", result_line(row_no, "invalid", reason=invalid_line))
+                else:
+                    yield (job_id, row_no, value, None, None)
+
+        async def job_rows():
+            """The body's lines as rows, read as they arrive: a job of millions of lines is never held in memory."""
+            received = 0
+            splitter = LineSplitter()
+            async for data in request.stream():
+                received += len(data)
+                if received > MAX_BODY_BYTES:
+                    raise ProblemError(413, "job-too-large", "The job is too large", f"a job may have at most {MAX_BODY_BYTES} bytes")
+                for row in checked(splitter.feed(data)):
+                    yield row
+            for row in checked(splitter.close()):
+                yield row
+
         async with engine.connect() as conn:
-            raw = (await conn.get_raw_connection()).driver_connection
             async with conn.begin():
-                rows = 0
-                received = 0
-                splitter = LineSplitter()
-                async with raw.cursor().copy("COPY bulk_rows (job_id, row_no, query, status, result) FROM STDIN") as copy:
-
-                    async def store(lines) -> None:
-                        nonlocal rows
-                        for row_no, line in lines:
-                            rows += 1
-                            if rows > MAX_ROWS:
-                                raise ProblemError(413, "job-too-large", "The job is too large", f"a job may have at most {MAX_ROWS} rows")
-                            if rows == 1 and (line is None or not looks_like_ndjson(line)):
-                                raise ProblemError(400, "not-ndjson", "The body is not NDJSON", "the first line is not a JSON object")
-                            try:
-                                value = line.decode("utf-8") if line is not None else None
-                            except UnicodeDecodeError:
-                                value = None
-                            if value is None:
-                                await copy.write_row((job_id, row_no, None, "invalid", result_line(row_no, "invalid", reason=invalid_line)))
-                            else:
-                                await copy.write_row((job_id, row_no, value, None, None))
-
-                    async for data in request.stream():
-                        received += len(data)
-                        if received > MAX_BODY_BYTES:
-                            raise ProblemError(413, "job-too-large", "The job is too large", f"a job may have at most {MAX_BODY_BYTES} bytes")
-                        await store(splitter.feed(data))
-                    await store(splitter.close())
+                await conn.execute(text("select 1"))  # the driver opens the transaction now, so the COPY below is part of it
+                raw = (await conn.get_raw_connection()).driver_connection  # asyncpg: COPY straight from the request body
+                await raw.copy_records_to_table("bulk_rows", records=job_rows(), columns=["job_id", "row_no", "query", "status", "result"])
                 if rows == 0:
                     raise ProblemError(400, "empty-job", "The job has no rows")
                 created_at = (
@@ -551,7 +558,7 @@ async def _work(settings) -> None:
     from services.national_server.models import Identity, Outbox
     from services.national_server.pseudonyms import Pseudonymizer
 
-    engine = create_async_engine(settings.database_url, pool_size=1, max_overflow=1, pool_pre_ping=True)
+    engine = make_engine(settings.database_url, pool_size=1, max_overflow=1)
     worker = BulkWorker(
         sessions=async_sessionmaker(engine, expire_on_commit=False), provider=settings.node.party, topology=settings.topology_model,
         identity_model=Identity, outbox_model=Outbox, pseudonymizer=Pseudonymizer(settings.pseudonym_key.read_bytes()), idle_seconds=IDLE_POLL_SECONDS,
