@@ -80,9 +80,11 @@ class CsOnline:
             raise ProblemError(403, "in-person-check-required", "An in-person identity check is needed", refusal)
         code = verification.resident_code
         async with self.rt.sessions() as session, session.begin():
-            await self._check_jurisdiction(session, code, content)
+            # a replay first: once the first copy is processed, the person may no longer be registered here,
+            # and the answer must still say that this very filing was received already
             if await session.get(OnlineFilingRow, content.nonce) is not None:
                 raise ProblemError(409, "replayed-filing", "This filing was already received", f"filing {content.nonce}")
+            await self._check_jurisdiction(session, code, content)
             row = OnlineFilingRow(
                 filing_id=content.nonce, kind=content.kind, resident_code=code, serial=verification.serial, state=OnlineFilingState.received.value,
                 next_step="the municipality is processing the filing", updated_at=now, assurance_recorded=False,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import random
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 
@@ -270,3 +271,30 @@ def test_concurrent_moves_keep_exactly_one_registration(network, db):
         assert active == [where]
         wait_until(lambda code=code, where=where: all(db(f"rrs_{m}").value("select status from residents where resident_code = %s", (code,)) in (None, "removed")
                                                       for m in places if m != where), what=f"{code} closed everywhere else")
+
+
+def _notices_as_register(network, municipality: str, *, after: int, wait: float) -> httpx.Response:
+    """What the register's own long poll asks its CS (signed with the register's key)."""
+    from services.common.tokens import load_private_key, sign_token
+
+    token = sign_token(load_private_key(network.private_keys / f"rrs-{municipality}.key"), issuer=f"rrs-{municipality}", audience=f"cs-{municipality}")
+    return httpx.get(f"{network.url(f'cs_gateway.{municipality}')}/v1/rrs/notices", params={"after": after, "limit": 500, "wait": wait},
+                     headers={"authorization": f"Bearer {token}"}, timeout=wait + 10)
+
+
+def test_the_cs_hands_a_notice_to_a_waiting_register_as_soon_as_it_is_stored(network):
+    last = 0
+    while batch := _notices_as_register(network, CHIYODA, after=last, wait=0).json()["notices"]:
+        last = batch[-1]["sequence"]
+
+    started = time.monotonic()
+    assert _notices_as_register(network, CHIYODA, after=last, wait=1.5).json()["notices"] == []
+    assert time.monotonic() - started >= 1.5  # nothing arrived: the CS held the request for the time asked
+
+    waiting = ThreadPoolExecutor(max_workers=1).submit(_notices_as_register, network, CHIYODA, after=last, wait=60)
+    person = register(network, SHIBUYA)
+    assert move_out(network, SHIBUYA, [person["resident_code"]], CHIYODA).status_code == 201
+    answer = waiting.result(timeout=70)
+    handed = [n["message"] for n in answer.json()["notices"]]
+    # the 転出証明書情報 came in the answer to a request made before it existed, not after the 60 s
+    assert any(m["kind"] == "move-out-certificate/v1" and m["resident_code"] == person["resident_code"] for m in handed), handed
