@@ -88,8 +88,12 @@ def main() -> dict:
     with tempfile.TemporaryDirectory(prefix="jukinet-bench-") as tmp:
         net = Network.on_free_ports(Path(tmp))
         try:
-            print("  starting PostgreSQL with every tenant's database", flush=True)
+            print("  starting PostgreSQL and the register, CS, prefecture and national nodes (each migrates its database)", flush=True)
+            net.extra_env.update({"JUKINET_SNAPSHOT_SECONDS": "0", "JUKINET_RECONCILE_SECONDS": "0"})  # no snapshot or reconciliation during the load
             net.prepare()
+            for node_id, running in net.nodes.items():
+                if running.node.kind in ("national_server", "prefecture_server", "cs_gateway", "municipal_rrs"):
+                    net.start_node(node_id)
             spec = PopulationSpec(seed=SEED, municipalities=tuple(m.code for m in net.topology.municipalities))
 
             def connect(database: str) -> psycopg.Connection:

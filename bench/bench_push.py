@@ -27,6 +27,8 @@ from services.common.gazetteer import neighborhoods
 from services.common.kafka import ensure_topics
 from services.network import Network
 
+from bench.bench_moves import Driver
+
 RATE = int(os.environ.get("BENCH_PUSH_RATE", "100"))  # changes per second
 SECONDS = int(os.environ.get("BENCH_PUSH_SECONDS", "60"))
 PERSONS_PER_MUNICIPALITY = 40
@@ -95,18 +97,19 @@ async def _propagation(net: Network, people: list[tuple[str, str]]) -> dict:
     addresses = {m: neighborhoods(m[:5]) for m in {m for _, m in people}}
     committed: dict[tuple[str, int], float] = {}
     errors = 0
-    async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=64)) as client:
+    driver = Driver(timeout=30.0)  # the moves benchmark's small client: httpx's pool, not the network, set the pace at this rate
+    try:
         async def move(i: int, code: str, municipality: str) -> None:
             nonlocal errors
             postal, text = addresses[municipality][i % len(addresses[municipality])]
             body = {"new_address": {"municipality_code": municipality, "postal_code": postal, "text": f"{text}{i % 9 + 1}-{i % 30 + 1}"}, "move_date": date.today().isoformat()}
             try:
-                r = await client.post(f"{net.url(f'municipal_rrs.{municipality}')}/v1/residents/{code}/move-within", json=body)
-            except httpx.HTTPError:
+                status, answer = await driver.post(f"{net.url(f'municipal_rrs.{municipality}')}/v1/residents/{code}/move-within", body)
+            except (OSError, EOFError, asyncio.TimeoutError, ValueError):
                 errors += 1
                 return
-            if r.status_code == 200:
-                committed[(code, r.json()["version"])] = time.perf_counter()
+            if status == 200:
+                committed[(code, answer["version"])] = time.perf_counter()
             else:
                 errors += 1
 
@@ -122,6 +125,8 @@ async def _propagation(net: Network, people: list[tuple[str, str]]) -> dict:
             in_flight[code] = asyncio.create_task(move(i, code, municipality))
         await asyncio.gather(*in_flight.values())
         driven_seconds = time.perf_counter() - start
+    finally:
+        driver.close()
     deadline = time.perf_counter() + 120
     by_key: dict[tuple[str, int], float] = {}
     while time.perf_counter() < deadline:
@@ -174,14 +179,15 @@ def main() -> dict:
             "Path: RRS commit → outbox → CS → prefecture → national (apply, notification, outbox) → agency topic; affair without hold window.",
             "Latency counts from the RRS's HTTP answer (the change is committed) to the agency consumer reading the notification.",
             "Changes not delivered 120 s after the load stopped are still queued (a backlog), not lost: nothing is dropped on the way (the 20-s runs drain to zero).",
-            "'refused or failed' counts changes without a 200 answer within the client's 30 s (a timeout or an error status); they are not waited for.",
+            "'refused or failed' counts changes without a 200 answer within 30 s of being sent (a timeout or an error status); they are not waited for. The client keeps at most 64 requests in flight per register (bench_moves.Driver); a change waiting for one of them is not yet sent.",
         ],
     }
     if propagation["achieved rate /s"] < 0.95 * RATE:
         figures["notes"].append(
             f"Target not met on this machine: the registers answered {propagation['achieved rate /s']}/s of the {RATE}/s offered, and the latency is"
             " the queue that builds up along the chain. Every service, PostgreSQL, the broker and the driver share 2 cores, which the load"
-            " keeps fully busy (about 57 ms of CPU per change summed over the chain; see the moves section)."
+            " keeps fully busy (births at 50/s cost about 38 ms of CPU per change summed over the services and PostgreSQL, docs/architecture.md;"
+            " 100 changes/s would need nearly 4 cores for the network alone)."
         )
     print(json.dumps(figures, ensure_ascii=False, indent=2))
     return figures
