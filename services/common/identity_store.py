@@ -141,7 +141,7 @@ async def apply_change(session: AsyncSession, tables: IdentityTables, change: Id
         if check is not None:
             check(current, change)
         values = _current_values(change, raw)
-        await session.execute(_write_statement(tables, values, change, exists=current is not None))
+        await session.execute(_write_statement(tables, values, change, has_current=current is not None))
         current = SimpleNamespace(**values)
         outcome.applied.append(change)
         if not something_held:
@@ -163,15 +163,14 @@ async def _locked_current(session: AsyncSession, tables: IdentityTables, residen
     one_row = select(literal(1).label("one")).subquery("one_row")
     held = exists().where(tables.held.resident_code == resident_code).label("something_held")
     row = (await session.execute(select(locked, held).select_from(one_row.outerjoin(locked, true())))).one()
-    something_held = row.something_held
-    return (None if row.resident_code is None else row), something_held
+    return (None if row.resident_code is None else row), row.something_held
 
 
-def _write_statement(tables: IdentityTables, values: dict, change: IdentityChange, *, exists: bool):
+def _write_statement(tables: IdentityTables, values: dict, change: IdentityChange, *, has_current: bool):
     """One statement: the history entry (a data-modifying CTE) and the current row, inserted or updated."""
     current_table = tables.current.__table__
     history = insert(tables.history).values(resident_code=change.resident_code, version=change.version, event_id=str(change.event_id), payload=values["payload"])
-    if exists:
+    if has_current:
         write = update(current_table).where(current_table.c.resident_code == change.resident_code).values(**values, updated_at=func.now())
     else:
         write = insert(current_table).values(**values)
