@@ -40,10 +40,8 @@ async def _household_for(session: AsyncSession, placement: HouseholdPlacement) -
         return household.id
     if await session.get(Household, placement.household_id) is None:
         raise RegistryRuleViolation(f"household {placement.household_id} does not exist in this municipality")
-    if placement.relationship is Relationship.head:
-        head = (await session.execute(select(ResidentRow).where(ResidentRow.household_id == placement.household_id, ResidentRow.relationship == Relationship.head.value, ResidentRow.status == "active"))).scalar_one_or_none()
-        if head is not None:
-            raise RegistryRuleViolation("that household already has a head (世帯主)")
+    if placement.relationship is Relationship.head and await _head_of(session, placement.household_id) is not None:
+        raise RegistryRuleViolation("that household already has a head (世帯主)")
     return placement.household_id
 
 
