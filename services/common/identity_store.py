@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from datetime import date, datetime
 
-from sqlalchemy import BigInteger, Date, DateTime, Integer, Row, String, Text, delete, exists, func, literal, select, true, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import BigInteger, Date, DateTime, Integer, Row, String, Text, delete, exists, func, insert, literal, select, true, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -132,7 +132,7 @@ async def apply_change(session: AsyncSession, tables: IdentityTables, change: Id
     if decision is Decision.conflict:
         raise VersionConflict(f"version {change.version} of {change.resident_code} is already held with another event")
     if decision is Decision.gap:
-        await session.execute(insert(tables.held).values(resident_code=change.resident_code, version=change.version, payload=raw).on_conflict_do_nothing())
+        await session.execute(pg_insert(tables.held).values(resident_code=change.resident_code, version=change.version, payload=raw).on_conflict_do_nothing())
         session.add(tables.gaps(resident_code=change.resident_code, expected_version=(current.version if current else 0) + 1, received_version=change.version))
         return ApplyOutcome(decision)
 
@@ -167,7 +167,11 @@ async def _locked_current(session: AsyncSession, tables: IdentityTables, residen
 
 
 def _write_statement(tables: IdentityTables, values: dict, change: IdentityChange, *, has_current: bool):
-    """One statement: the history entry (a data-modifying CTE) and the current row, inserted or updated."""
+    """One statement: the history entry (a data-modifying CTE) and the current row, inserted or updated.
+
+    Plain ``sqlalchemy.insert``, not the PostgreSQL dialect's: that one cannot be
+    cached (its ON CONFLICT clause has no cache key), so every execution would
+    compile the statement again."""
     current_table = tables.current.__table__
     history = insert(tables.history).values(resident_code=change.resident_code, version=change.version, event_id=str(change.event_id), payload=values["payload"])
     if has_current:

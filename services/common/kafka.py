@@ -419,9 +419,16 @@ class StoredOffsetConsumer:
                 await self._apply(record)
 
     async def _store_offset(self, session: AsyncSession, record: ConsumerRecord) -> None:
+        """Move the stored position past ``record``: an UPDATE (a cached statement), and the
+        first time for a partition an upsert (the dialect's INSERT … ON CONFLICT is never cached)."""
         mark = fingerprint(record)
-        stmt = insert(self._offsets).values(topic=record.topic, partition=record.partition, next_offset=record.offset + 1, fingerprint=mark)
-        await session.execute(stmt.on_conflict_do_update(index_elements=["topic", "partition"], set_={"next_offset": record.offset + 1, "fingerprint": mark, "updated_at": func.now()}))
+        moved = await session.execute(
+            update(self._offsets).where(self._offsets.topic == record.topic, self._offsets.partition == record.partition)
+            .values(next_offset=record.offset + 1, fingerprint=mark, updated_at=func.now())
+        )
+        if moved.rowcount == 0:
+            stmt = insert(self._offsets).values(topic=record.topic, partition=record.partition, next_offset=record.offset + 1, fingerprint=mark)
+            await session.execute(stmt.on_conflict_do_update(index_elements=["topic", "partition"], set_={"next_offset": record.offset + 1, "fingerprint": mark, "updated_at": func.now()}))
 
     async def _dead_letter(self, record: ConsumerRecord, reason: str) -> None:
         """Refused records go to the dead-letter topic and this service's own table; never dropped."""

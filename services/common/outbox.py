@@ -149,7 +149,7 @@ class OutboxRelay:
                 )
             ).scalars().all()
             if self._deliver_batch is not None:
-                return await self._hand_over_batch(rows)
+                return await self._hand_over_batch(session, rows)
             handed: list[tuple[object, object]] = []
             failed = None
             for row in rows:
@@ -172,9 +172,8 @@ class OutboxRelay:
                             if later is not None:
                                 later.close()  # not waited for: those rows stay unsent and go again
                         break
-                row.sent_at = func.now()
-                row.attempts += 1
                 delivered += 1
+            await self._mark_sent(session, [row.id for row, _ in handed[:delivered]])
             if failed is not None:  # keep the row, retry later, keep order
                 row, exc = failed
                 row.attempts += 1
@@ -182,7 +181,7 @@ class OutboxRelay:
                 log.warning("outbox delivery of %s failed: %s", row.id, row.last_error)
         return delivered
 
-    async def _hand_over_batch(self, rows: list) -> int:
+    async def _hand_over_batch(self, session: AsyncSession, rows: list) -> int:
         if not rows:
             return 0
         with tracer().start_as_current_span(f"outbox deliver batch of {len(rows)}", kind=trace.SpanKind.PRODUCER, attributes={"jukinet.outbox.first_id": rows[0].id}):
@@ -193,10 +192,16 @@ class OutboxRelay:
                 rows[0].last_error = f"{type(exc).__name__}: {exc}"[:2000]
                 log.warning("outbox delivery of %s rows from %s failed: %s", len(rows), rows[0].id, rows[0].last_error)
                 return 0
-        for row in rows:
-            row.sent_at = func.now()
-            row.attempts += 1
+        await self._mark_sent(session, [row.id for row in rows])
         return len(rows)
+
+    async def _mark_sent(self, session: AsyncSession, ids: list[int]) -> None:
+        """One UPDATE for the whole pass (marking each ORM row would be one statement per row)."""
+        if ids:
+            await session.execute(
+                update(self._model).where(self._model.id.in_(ids)).values(sent_at=func.now(), attempts=self._model.attempts + 1),
+                execution_options={"synchronize_session": False},
+            )
 
     async def run_forever(self) -> None:
         await poll_forever(self.run_once, wakeup=self.wakeup, idle_seconds=self._poll, what="outbox relay pass")

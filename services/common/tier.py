@@ -25,11 +25,11 @@ log = logging.getLogger(__name__)
 
 
 class Tier:
-    def __init__(self, rt: Runtime, tables: IdentityTables, outbox_model, *, forward_to: Callable[[IdentityChange], str] | None, source_of: Callable[[IdentityChange], str] | None, check=None, on_applied=None, arriving=None):
+    def __init__(self, rt: Runtime, tables: IdentityTables, outbox_model, *, forward_to: Callable[[IdentityChange], str | None] | None, source_of: Callable[[IdentityChange], str] | None, check=None, on_applied=None, arriving=None):
         self.rt = rt
         self.tables = tables
         self.outbox = outbox_model
-        self.forward_to = forward_to
+        self.forward_to = forward_to  # where an applied change goes next; None from it: nowhere
         self.source_of = source_of  # node id of the tier below for this change, for resync
         self.check = check
         self.on_applied = on_applied  # async (session, change): more work in the same transaction
@@ -48,7 +48,9 @@ class Tier:
                 await self.on_applied(session, applied)
         if self.forward_to is not None:
             for applied in outcome.applied:
-                enqueue(session, self.outbox, destination=self.forward_to(applied), key=applied.resident_code, kind="identity-change", payload=applied.model_dump_json())
+                destination = self.forward_to(applied)
+                if destination is not None:
+                    enqueue(session, self.outbox, destination=destination, key=applied.resident_code, kind="identity-change", payload=applied.model_dump_json())
         return outcome
 
     def kafka_handler(self, validate: Callable[[IdentityChange], None] | None = None, *, markers=None):

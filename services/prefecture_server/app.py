@@ -36,8 +36,17 @@ def build_app(settings: ServiceSettings) -> FastAPI:
         if not concerns_area(change, municipalities):
             raise Refuse(f"municipality {change.municipality_code} is not in prefecture {prefecture.code}, nor a move into or out of it")
 
+    def made_here(change: IdentityChange) -> str | None:
+        """Only the changes this prefecture's municipalities made go on to the national server.
+
+        A move brings the prefecture changes made elsewhere too: the 転出 a
+        destination CS continues from, and a 転入 its origin CS hears of. The
+        prefecture of the municipality that made them sends those, so each
+        change reaches the national server once, not once per prefecture."""
+        return topics.NATIONAL_IDENTITY if change.municipality_code in municipalities else None
+
     tier = Tier(
-        rt, TABLES, Outbox, forward_to=lambda change: topics.NATIONAL_IDENTITY, source_of=lambda change: f"cs_gateway.{change.municipality_code}",
+        rt, TABLES, Outbox, forward_to=made_here, source_of=lambda change: f"cs_gateway.{change.municipality_code}",
         arriving=arriving_in(municipalities),
     )
     def marker_of_this_prefecture(marker: ProtectionMarker) -> None:
@@ -59,7 +68,7 @@ def build_app(settings: ServiceSettings) -> FastAPI:
     app = FastAPI(
         title=f"都道府県サーバ {prefecture.name} ({prefecture.code})",
         version="1.0.0",
-        description="The prefecture's 本人確認情報; provision for prefectural affairs; forwards every change to the national server.",
+        description="The prefecture's 本人確認情報; provision for prefectural affairs; forwards every change its municipalities make to the national server.",
         lifespan=rt.background(consumer.run_forever, relay.run_forever, tier.heal_gaps_forever, *recovery_loops),
     )
     install_problem_handlers(app, rt.refusal_recorder(Refusal))

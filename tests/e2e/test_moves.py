@@ -14,7 +14,8 @@ from datetime import date
 import httpx
 
 from tests.conftest import wait_until
-from tests.e2e.helpers import address_in, birth_body, prefecture_node, register
+from contracts import topics
+from tests.e2e.helpers import address_in, birth_body, has_prefecture_tier, prefecture_node, read_topic, register
 
 CHIYODA, SHIBUYA, TOYONAKA = "131016", "131130", "272035"
 TODAY = date.today().isoformat()
@@ -104,6 +105,9 @@ def test_move_across_prefectures_keeps_the_codes_and_continues_the_versions(netw
     history = httpx.get(f"{rrs(network, TOYONAKA)}/v1/residents/{code}/history", timeout=10).json()
     assert [h["reason"] for h in history] == ["move_in"]
     assert [h[0] for h in db("national").rows("select version from identity_history where resident_code = %s order by version", (code,))] == [1, 2, 3]
+    if has_prefecture_tier(network):  # each change went to the national server once, from the prefecture of the municipality that made it
+        sent = [json.loads(r.value) for r in read_topic(network, topics.NATIONAL_IDENTITY) if r.key == code.encode()]
+        assert sorted((c["version"], c["municipality_code"]) for c in sent) == [(1, CHIYODA), (2, CHIYODA), (3, TOYONAKA)]
 
 
 def test_a_household_moves_together_and_can_split_or_merge(network, db):
