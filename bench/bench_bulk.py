@@ -5,8 +5,9 @@ reads per second on the same database; and the latency of interactive lookups
 
 The store is bulk-loaded with COPY from the synthetic population
 (services/population.py) with fresh identifiers. Only PostgreSQL, the broker
-and the national server run: the job's provision records go to the national
-outbox and its relay, as in production; the provision log is not started.
+and the national server run: the job's provision records go to the bulk
+outbox and the bulk worker's relay, as in production; the provision log is
+not started.
 
 The job file: 90 % by resident code (found), 4 % by individual number
 (found), 5 % by a resident code nobody has (not_found), 0.5 % by the basic
@@ -230,7 +231,7 @@ def main() -> dict:
             with httpx.stream("GET", f"{net.url(NATIONAL)}/v1/bulk-jobs/{job_id}/result", headers=auth, timeout=600) as response:
                 result_rows = sum(chunk.count(b"\n") for chunk in response.iter_bytes())
             download = time.monotonic() - fetched_at
-            backlog = conn.execute("select count(*) from outbox where sent_at is null").fetchone()[0]
+            backlog = conn.execute("select count(*) from bulk_outbox where sent_at is null").fetchone()[0]
             statuses = dict(conn.execute("select status, count(*) from bulk_rows where job_id = %s group by status", (job_id,)).fetchall())
             figures[f"bulk job of {ROWS:,} rows"] = {
                 "upload (s)": uploaded - started,
@@ -248,11 +249,11 @@ def main() -> dict:
                 figures[f"bulk job of {ROWS:,} rows"]["EXTRAPOLATED: 1,000,000 rows at this rate (s)"] = 1_000_000 / figures[f"bulk job of {ROWS:,} rows"]["rows answered per second"]
             if PERSONS < 1_000_000 or ROWS < 1_000_000:
                 figures["notes"].append(f"reduced run: {PERSONS:,} persons, {ROWS:,} rows (JUKINET_BENCH_BULK_PERSONS / _ROWS); the 1,000,000-row time is extrapolated, not measured")
-            figures["notes"].append("the worker is a separate process at nice 10 (docs/bulk.md): on a busy machine it yields the CPU to interactive lookups, so its rate depends on what else runs")
+            figures["notes"].append("the worker is a separate process at nice 10 (docs/bulk.md), and so is the relay of its provision records: on a busy machine they yield the CPU to interactive lookups, so their rate depends on what else runs")
             figures["notes"].append(
                 "rows answered per second counts from the end of the upload to the job's completion; each row is validated, looked up "
                 "(one `= any(...)` statement per 100 rows), projected to the affair's items, written back, and every person found gets a "
-                "provision record in the outbox, in transactions of 500 rows"
+                "provision record in the bulk outbox (delivered by the worker process's own relay), in transactions of 500 rows"
             )
             figures["notes"].append("the primary-key baseline reads the same columns with psycopg directly: no validation, no projection, no writes")
         finally:

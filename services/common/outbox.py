@@ -70,14 +70,27 @@ async def poll_forever(work: Callable[[], Awaitable[int]], *, wakeup: asyncio.Ev
             wakeup.clear()
 
 
-class OutboxRelay:
+class OutboxBacklog:
+    """How many rows of one outbox table are not delivered yet (the ``jukinet_outbox_backlog`` gauge)."""
+
+    def __init__(self, sessions: async_sessionmaker, outbox_model):
+        self._sessions = sessions
+        self._model = outbox_model
+        self.name = getattr(outbox_model, "__tablename__", "outbox")
+
+    async def backlog(self) -> int:
+        """Rows not yet delivered."""
+        async with self._sessions() as session:
+            return (await session.execute(select(func.count()).select_from(self._model).where(self._model.sent_at.is_(None)))).scalar_one()
+
+
+class OutboxRelay(OutboxBacklog):
     """Delivers unsent rows oldest first; stops at the first failure to keep per-key order."""
 
     def __init__(self, sessions: async_sessionmaker, outbox_model, deliver: Deliver | None = None, *, deliver_batch: DeliverBatch | None = None, poll_seconds: float = 0.2, batch: int = 200, resend_window_seconds: float = 900.0):
         if (deliver is None) == (deliver_batch is None):
             raise ValueError("give exactly one of deliver (per row) or deliver_batch (all rows of a pass at once)")
-        self._sessions = sessions
-        self._model = outbox_model
+        super().__init__(sessions, outbox_model)
         self._deliver = deliver
         self._deliver_batch = deliver_batch
         self._poll = poll_seconds
@@ -85,13 +98,7 @@ class OutboxRelay:
         self._resend_window = resend_window_seconds
         self._resend_topics: set[str] = set()
         self.wakeup = asyncio.Event()
-        self.name = getattr(outbox_model, "__tablename__", "outbox")
         metrics.watch_outbox(self)
-
-    async def backlog(self) -> int:
-        """Rows not yet delivered."""
-        async with self._sessions() as session:
-            return (await session.execute(select(func.count()).select_from(self._model).where(self._model.sent_at.is_(None)))).scalar_one()
 
     async def replay(self, *, from_id: int, to_id: int) -> int:
         """Deliver rows ``from_id``..``to_id`` again, in order (operator replay).

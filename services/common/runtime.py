@@ -66,9 +66,9 @@ class RefusalMixin:
 class Runtime:
     """The process-wide resources of one service, created once by the app factory."""
 
-    def __init__(self, settings: ServiceSettings, *, with_producer: bool = True):
+    def __init__(self, settings: ServiceSettings, *, with_producer: bool = True, pool_size: int = 5, max_overflow: int = 5):
         self.settings = settings
-        self.engine = make_engine(settings.database_url)
+        self.engine = make_engine(settings.database_url, pool_size=pool_size, max_overflow=max_overflow)
         if settings.trace_sql:
             instrument_engine(self.engine)
         self.sessions = make_sessionmaker(self.engine)
@@ -109,23 +109,29 @@ class Runtime:
         @contextlib.asynccontextmanager
         async def lifespan(app: FastAPI):
             app.state.runtime = self  # for /ready and the operator endpoints
-            if self.producer is not None:
-                await self._start_producer()
-            self._tasks = [asyncio.create_task(c()) for c in coroutines]
-            if self.producer is not None:  # its relays hear of a broker that lost its log (kafka_outbox_relay)
-                self._tasks.append(asyncio.create_task(self.producer.watch_logs_forever()))
-            try:
+            async with self.running(*coroutines):
                 yield
-            finally:
-                for t in self._tasks:
-                    t.cancel()
-                await asyncio.gather(*self._tasks, return_exceptions=True)
-                if self.producer is not None:
-                    await self.producer.stop()
-                await self.http.aclose()
-                await self.engine.dispose()
 
         return lifespan
+
+    @contextlib.asynccontextmanager
+    async def running(self, *coroutines: Callable[[], Awaitable[None]]):
+        """Start the producer and these loops; on leaving, stop them and release every resource."""
+        if self.producer is not None:
+            await self._start_producer()
+        self._tasks = [asyncio.create_task(c()) for c in coroutines]
+        if self.producer is not None:  # its relays hear of a broker that lost its log (kafka_outbox_relay)
+            self._tasks.append(asyncio.create_task(self.producer.watch_logs_forever()))
+        try:
+            yield
+        finally:
+            for t in self._tasks:
+                t.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            if self.producer is not None:
+                await self.producer.stop()
+            await self.http.aclose()
+            await self.engine.dispose()
 
     async def _start_producer(self) -> None:
         assert self.producer is not None

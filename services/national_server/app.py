@@ -67,7 +67,7 @@ def build_app(settings: ServiceSettings) -> FastAPI:
         dead_letter_model=DeadLetter, handler=tier.kafka_handler(known_municipality, markers=markers), producer=rt.producer, name=rt.party,
     )
 
-    bulk_router, bulk_worker = build_bulk(rt, identity_model=Identity, outbox_model=Outbox, relay=relay, pseudonymizer=pseudonymizer, topology=topology)
+    bulk_router, bulk_worker = build_bulk(rt, pseudonymizer=pseudonymizer, topology=topology)
     recovery_routers, recovery_loops = tier_recovery(rt, tier, RECOVERY, municipalities={m.code for m in topology.municipalities}, counterparts=counterparts_of(topology, settings.node))
     app = FastAPI(
         title="全国サーバ (national server)",

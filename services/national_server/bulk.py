@@ -37,7 +37,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import TypeAdapter, ValidationError
-from sqlalchemy import String, any_, bindparam, insert, select, text
+from sqlalchemy import String, any_, bindparam, event, insert, make_url, select, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
@@ -50,14 +50,16 @@ from contracts.provision import ByBasicItems, ProvidedPerson
 from contracts.text import ReasonText, ShortCode
 from services.common.auth import bearer_verifier
 from services.common.db import make_engine
+from services.common import metrics
 from services.common.metrics import count_provisions
+from services.common.outbox import OutboxBacklog
 from services.common.problems import ProblemError
 from services.common.provision import (
     AGENCY_PARTY_PREFIX, Grant, ProvisionRefused, TooManyResults, authorise, find, items_for, project, record_provisions, subject_for,
 )
 from services.common.telemetry import tracer
 from services.common.tokens import VerifiedToken
-from services.national_server.bulk_models import BulkJobRow, BulkRow
+from services.national_server.bulk_models import BulkJobRow, BulkOutbox, BulkRow
 from services.national_server.models import ProtectionMarkerRow
 from services.common.protection import protected_codes
 
@@ -165,8 +167,9 @@ def job_view(job: BulkJobRow) -> BulkJob:
 class BulkWorker:
     """Answers open jobs chunk by chunk; jobs take turns, so a small job is not stuck behind a huge one."""
 
-    def __init__(self, *, sessions, provider: str, topology, identity_model, outbox_model, pseudonymizer, idle_seconds: float = 1.0):
+    def __init__(self, *, sessions, provider: str, topology, identity_model, outbox_model, pseudonymizer, idle_seconds: float = 1.0, after_chunk: Callable[[], None] = lambda: None):
         self._sessions = sessions
+        self._after_chunk = after_chunk  # e.g. wake the relay of the provision records the chunk wrote
         self._provider = provider
         self._topology = topology
         self._identity = identity_model
@@ -189,6 +192,7 @@ class BulkWorker:
                 await asyncio.sleep(self._idle)
                 continue
             if worked:
+                self._after_chunk()
                 await asyncio.sleep(0)  # other tasks of the loop get a turn between two chunks
                 continue
             await asyncio.sleep(self._idle)
@@ -357,7 +361,7 @@ class BulkWorker:
 # --- the HTTP edge --------------------------------------------------------------------------------
 
 
-def build_bulk(rt, *, identity_model, outbox_model, relay, pseudonymizer, topology) -> tuple[APIRouter, Callable[[], Awaitable[None]]]:
+def build_bulk(rt, *, pseudonymizer, topology) -> tuple[APIRouter, Callable[[], Awaitable[None]]]:
     """The agency API of bulk jobs, and the loop (for the app's lifespan) that keeps the bulk worker process running.
 
     Jobs are answered by a separate, lower-priority process
@@ -365,12 +369,13 @@ def build_bulk(rt, *, identity_model, outbox_model, relay, pseudonymizer, topolo
     the event loop that serves interactive lookups; uploads and downloads
     use their own small connection pool, so they never hold the
     interactive pool's connections. The worker process reads the same
-    settings and uses the same tables (``identity_model`` and
-    ``outbox_model`` are the national server's, which that process imports
-    itself); the relay here delivers the provision records it writes.
+    settings and the same identity table; the provision records it writes
+    go to ``bulk_outbox``, which its own relay delivers (the server only
+    reports that outbox's backlog in its metrics).
     """
     engine = make_engine(rt.settings.database_url, pool_size=2, max_overflow=2)
     sessions = async_sessionmaker(engine, expire_on_commit=False)
+    metrics.watch_outbox(OutboxBacklog(sessions, BulkOutbox))
     supervisor = WorkerProcess()
     verify = bearer_verifier(rt.keys, audience=rt.party, allowed_issuers=lambda party: party.startswith(AGENCY_PARTY_PREFIX))
     router = APIRouter(prefix="/v1", tags=["bulk provision"])
@@ -516,8 +521,9 @@ _PR_SET_PDEATHSIG = 1
 class WorkerProcess:
     """Starts the bulk worker process, restarts it if it dies, stops it with the server.
 
-    The process runs at a lower CPU priority (nice 10) than the server, so on
-    a busy machine the scheduler serves interactive lookups first.
+    The process (and, with an embedded database, its PostgreSQL backends)
+    runs in the background (SCHED_IDLE, or nice 10 where that is missing), so
+    on a busy machine the scheduler serves interactive lookups first.
     """
 
     def __init__(self, *, restart_seconds: float = 1.0):
@@ -555,18 +561,70 @@ def _die_with_parent(parent_pid: int) -> None:
 
 
 async def _work(settings) -> None:
-    from services.national_server.models import Identity, Outbox
+    """The worker and the relay of its provision records, in this low-priority process until it is stopped."""
+    from services.common.runtime import Runtime
+    from services.national_server.models import Identity
     from services.national_server.pseudonyms import Pseudonymizer
 
-    engine = make_engine(settings.database_url, pool_size=1, max_overflow=1)
+    rt = Runtime(settings, pool_size=1, max_overflow=1)  # one connection for the chunks, one for the relay
+    _lower_the_priority_of_own_database_sessions(rt.engine, settings.database_url)
+    relay = rt.kafka_outbox_relay(BulkOutbox)
     worker = BulkWorker(
-        sessions=async_sessionmaker(engine, expire_on_commit=False), provider=settings.node.party, topology=settings.topology_model,
-        identity_model=Identity, outbox_model=Outbox, pseudonymizer=Pseudonymizer(settings.pseudonym_key.read_bytes()), idle_seconds=IDLE_POLL_SECONDS,
+        sessions=rt.sessions, provider=settings.node.party, topology=settings.topology_model, identity_model=Identity, outbox_model=BulkOutbox,
+        pseudonymizer=Pseudonymizer(settings.pseudonym_key.read_bytes()), idle_seconds=IDLE_POLL_SECONDS, after_chunk=relay.wakeup.set,
     )
-    try:
-        await worker.run_forever()
-    finally:
-        await engine.dispose()
+    async with rt.running(worker.run_forever, relay.run_forever):
+        await asyncio.Event().wait()
+
+
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+BACKGROUND_NICENESS = 10
+
+
+def _run_in_the_background(pid: int) -> str:
+    """Give a process the CPU only when nothing else wants it; returns how.
+
+    Linux's SCHED_IDLE policy does exactly that: any normal task that wakes
+    up takes the CPU at once, so bulk work cannot delay an interactive
+    lookup by a time slice. Where that policy is missing (not Linux), nice 10
+    is the next best: the scheduler favours normal tasks about ten to one.
+    """
+    if hasattr(os, "SCHED_IDLE"):
+        try:
+            os.sched_setscheduler(pid, os.SCHED_IDLE, os.sched_param(0))
+            return "SCHED_IDLE"
+        except OSError:
+            pass
+    os.setpriority(os.PRIO_PROCESS, pid, BACKGROUND_NICENESS)
+    return f"nice {BACKGROUND_NICENESS}"
+
+
+def _lower_the_priority_of_own_database_sessions(engine, url: str) -> None:
+    """Run the PostgreSQL backends serving this process in the background too.
+
+    A bulk job spends about half its CPU in the worker's PostgreSQL backend;
+    at normal priority that backend competed with interactive lookups as an
+    unprioritised worker would. Possible only when PostgreSQL runs on this
+    host and this user may change the backend's priority (the embedded
+    database); elsewhere (PostgreSQL in its own container or machine) the
+    backends keep their priority, and that is logged.
+    """
+    if make_url(url).host not in LOCAL_HOSTS:
+        log.info("PostgreSQL is not on this host: the bulk worker's database sessions keep their priority")
+        return
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _backend_in_the_background(dbapi_connection, _record) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("select pg_backend_pid()")
+        backend = cursor.fetchone()[0]
+        cursor.close()
+        try:
+            how = _run_in_the_background(backend)
+        except OSError as exc:
+            log.warning("cannot lower the priority of PostgreSQL backend %s for the bulk worker: %s", backend, exc)
+        else:
+            log.info("PostgreSQL backend %s of the bulk worker runs at %s", backend, how)
 
 
 def main() -> None:
@@ -576,7 +634,7 @@ def main() -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s[bulk] %(levelname)s %(message)s")
     _die_with_parent(int(os.environ.get(_PARENT_PID_ENV, "0")))
-    os.nice(10)
+    log.info("the bulk worker runs at %s", _run_in_the_background(0))
     settings = ServiceSettings()
     if settings.pseudonym_key is None:
         raise SystemExit("the bulk worker needs JUKINET_PSEUDONYM_KEY, as the national server does")

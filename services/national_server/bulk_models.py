@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlalchemy import BigInteger, DateTime, Index, Integer, String, Text, Uuid, func
 from sqlalchemy.orm import Mapped, mapped_column
 
+from services.common.outbox import OutboxMixin
 from services.national_server.models import NationalBase
 
 
@@ -45,3 +46,13 @@ class BulkRow(NationalBase):
     query: Mapped[str | None] = mapped_column(Text)  # null when the line was refused at upload (too long, not UTF-8)
     status: Mapped[str | None] = mapped_column(String(20))
     result: Mapped[str | None] = mapped_column(Text)
+
+
+class BulkOutbox(OutboxMixin, NationalBase):
+    """The provision records of bulk jobs, delivered by the bulk worker process's own relay.
+
+    Kept apart from the server's ``outbox`` so that a million-row job neither
+    queues in front of the records of interactive lookups nor spends the
+    server's CPU on delivering them: the worker runs at a lower priority."""
+
+    __tablename__ = "bulk_outbox"

@@ -4,7 +4,9 @@ server with every row answered exactly once (issue 4)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from collections import Counter
 
 import httpx
@@ -52,7 +54,7 @@ def _at_national(db, code: str) -> bool:
 
 
 def _records_of_job(tenant: TenantDb, job_id: str) -> list[dict]:
-    rows = tenant.rows("select payload from outbox where kind = 'provision-record' and payload::jsonb ->> 'bulk_job_id' = %s", (job_id,))
+    rows = tenant.rows("select payload from bulk_outbox where kind = 'provision-record' and payload::jsonb ->> 'bulk_job_id' = %s", (job_id,))
     return [json.loads(r[0]) for r in rows]
 
 
@@ -213,6 +215,31 @@ def test_a_job_interrupted_by_a_server_kill_completes_with_every_row_exactly_onc
     assert Counter(r["resident_code"] for r in records) == Counter(c for c in asked if c in known)
     # the relay hands them all on towards the provision log (which stores them idempotently by record id)
     wait_until(
-        lambda: national.value("select count(*) from outbox where kind = 'provision-record' and sent_at is not null and payload::jsonb ->> 'bulk_job_id' = %s", (job_id,)) == found_rows,
-        timeout=120, interval=1.0, what="every provision record of the job delivered by the outbox relay",
+        lambda: national.value("select count(*) from bulk_outbox where kind = 'provision-record' and sent_at is not null and payload::jsonb ->> 'bulk_job_id' = %s", (job_id,)) == found_rows,
+        timeout=120, interval=1.0, what="every provision record of the job delivered by the bulk worker's relay",
     )
+
+
+def _children(pid: int) -> list[int]:
+    return [int(c) for c in open(f"/proc/{pid}/task/{pid}/children").read().split()]
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is a Linux scheduling policy")
+def test_the_bulk_worker_and_its_database_sessions_run_in_the_background(network, db):
+    """Bulk work gets the CPU only when interactive work leaves it: the worker process and the
+    PostgreSQL backends serving it run under SCHED_IDLE; the server and its own backends do not."""
+    server = network.nodes[NATIONAL].process.pid
+    [worker] = wait_until(lambda: [c for c in _children(server) if "services.national_server.bulk" in open(f"/proc/{c}/cmdline").read()], what="the bulk worker process")
+    assert os.sched_getscheduler(worker) == os.SCHED_IDLE
+    assert os.sched_getscheduler(server) == os.SCHED_OTHER
+
+    def backends_by_policy() -> dict[int, list[int]]:
+        pids = [r[0] for r in db("national").rows("select pid from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid()")]
+        by_policy: dict[int, list[int]] = {}
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                by_policy.setdefault(os.sched_getscheduler(pid), []).append(pid)
+        return by_policy
+
+    policies = wait_until(lambda: (p := backends_by_policy()).get(os.SCHED_IDLE) and p.get(os.SCHED_OTHER) and p, what="backends of the worker and of the server")
+    assert len(policies[os.SCHED_IDLE]) <= 2, "only the worker's pool (1 + 1 connections) runs in the background"
