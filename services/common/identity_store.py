@@ -8,10 +8,11 @@ missing, and a record of every gap and how it was healed.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cache
 from types import SimpleNamespace
 from datetime import date, datetime
 
-from sqlalchemy import BigInteger, Date, DateTime, Integer, Row, String, Text, delete, exists, func, insert, literal, select, true, update
+from sqlalchemy import BigInteger, Date, DateTime, Integer, Row, String, Text, bindparam, delete, exists, func, insert, literal, select, true, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
@@ -84,6 +85,12 @@ class ApplyOutcome:
     applied: list[IdentityChange] = field(default_factory=list)
 
 
+_CURRENT_COLUMNS = (
+    "resident_code", "individual_number", "version", "status", "municipality_code", "family_name", "given_name", "family_name_kana", "given_name_kana",
+    "birth_date", "sex", "address_text", "last_reason", "last_change_date", "payload", "traceparent",
+)  # what a change writes to the current row (updated_at is the database's)
+
+
 def _current_values(change: IdentityChange, raw: str) -> dict:
     ident = change.identity
     return dict(
@@ -141,7 +148,7 @@ async def apply_change(session: AsyncSession, tables: IdentityTables, change: Id
         if check is not None:
             check(current, change)
         values = _current_values(change, raw)
-        await session.execute(_write_statement(tables, values, change, has_current=current is not None))
+        await session.execute(*_write_statement(tables, values, change, has_current=current is not None))
         current = SimpleNamespace(**values)
         outcome.applied.append(change)
         if not something_held:
@@ -158,27 +165,51 @@ async def apply_change(session: AsyncSession, tables: IdentityTables, change: Id
 
 async def _locked_current(session: AsyncSession, tables: IdentityTables, resident_code: str) -> tuple[Row | None, bool]:
     """The person's current row, locked for this transaction (None if the tier has none), and whether changes are held for them."""
-    current_table = tables.current.__table__
-    locked = select(current_table).where(current_table.c.resident_code == resident_code).with_for_update().cte("locked")
-    one_row = select(literal(1).label("one")).subquery("one_row")
-    held = exists().where(tables.held.resident_code == resident_code).label("something_held")
-    row = (await session.execute(select(locked, held).select_from(one_row.outerjoin(locked, true())))).one()
+    row = (await session.execute(_statements(tables).locked_current, {"resident_code": resident_code})).one()
     return (None if row.resident_code is None else row), row.something_held
 
 
 def _write_statement(tables: IdentityTables, values: dict, change: IdentityChange, *, has_current: bool):
-    """One statement: the history entry (a data-modifying CTE) and the current row, inserted or updated.
+    """One statement and its parameters: the history entry (a data-modifying CTE) and the current row, inserted or updated."""
+    statements = _statements(tables)
+    params = {f"v_{column}": value for column, value in values.items()}
+    params.update(h_version=change.version, h_event_id=str(change.event_id))
+    return (statements.update_current if has_current else statements.insert_current), params
 
-    Plain ``sqlalchemy.insert``, not the PostgreSQL dialect's: that one cannot be
-    cached (its ON CONFLICT clause has no cache key), so every execution would
-    compile the statement again."""
-    current_table = tables.current.__table__
-    history = insert(tables.history).values(resident_code=change.resident_code, version=change.version, event_id=str(change.event_id), payload=values["payload"])
-    if has_current:
-        write = update(current_table).where(current_table.c.resident_code == change.resident_code).values(**values, updated_at=func.now())
-    else:
-        write = insert(current_table).values(**values)
-    return write.add_cte(history.cte("history_entry"))
+
+@dataclass(frozen=True)
+class _ApplyStatements:
+    locked_current: object
+    insert_current: object
+    update_current: object
+
+
+@cache
+def _statements(tables: IdentityTables) -> _ApplyStatements:
+    """The statements of :func:`apply_change` for one tier's tables, built once with bound parameters.
+
+    Built per call, each statement cost more Python than its round trip:
+    constructing the clauses, computing its cache key, and adapting the
+    cached result columns to the new statement object. Plain
+    ``sqlalchemy.insert``, not the PostgreSQL dialect's, whose statements are
+    never cached (its ON CONFLICT clause has no cache key).
+    """
+    current_table, held_table = tables.current.__table__, tables.held.__table__
+    code = bindparam("resident_code")
+    locked = select(current_table).where(current_table.c.resident_code == code).with_for_update().cte("locked")
+    one_row = select(literal(1).label("one")).subquery("one_row")
+    held = exists().where(held_table.c.resident_code == code).label("something_held")
+    locked_current = select(locked, held).select_from(one_row.outerjoin(locked, true()))
+
+    value_of = {column: bindparam(f"v_{column}") for column in _CURRENT_COLUMNS}
+    history = insert(tables.history.__table__).values(
+        resident_code=value_of["resident_code"], version=bindparam("h_version"), event_id=bindparam("h_event_id"), payload=value_of["payload"],
+    ).cte("history_entry")
+    insert_current = insert(current_table).values(value_of).add_cte(history)
+    update_current = (
+        update(current_table).where(current_table.c.resident_code == value_of["resident_code"]).values({**value_of, "updated_at": func.now()}).add_cte(history)
+    )
+    return _ApplyStatements(locked_current=locked_current, insert_current=insert_current, update_current=update_current)
 
 
 async def changes_after(session: AsyncSession, tables: IdentityTables, resident_code: str, after_version: int) -> list[IdentityChange]:

@@ -18,6 +18,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
+from functools import cache
 
 import aiokafka.admin.client
 import aiokafka.client
@@ -27,7 +28,7 @@ from aiokafka.protocol.metadata import MetadataRequest
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from opentelemetry import trace
 from pydantic import ValidationError
-from sqlalchemy import BigInteger, DateTime, Integer, String, Text, func, select, update
+from sqlalchemy import BigInteger, DateTime, Integer, String, Text, bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped, mapped_column
@@ -289,6 +290,16 @@ class Refuse(Exception):
 Handler = Callable[[AsyncSession, ConsumerRecord], Awaitable[None]]
 
 
+@cache
+def _offset_update(offset_model):
+    """Built once per offsets table: the statement runs for every batch a consumer applies."""
+    table = offset_model.__table__
+    return (
+        update(table).where(table.c.topic == bindparam("at_topic"), table.c.partition == bindparam("at_partition"))
+        .values(next_offset=bindparam("next"), fingerprint=bindparam("mark"), updated_at=func.now())
+    )
+
+
 class StoredOffsetConsumer:
     """Consumes one topic, applying each record and its offset in one transaction."""
 
@@ -423,8 +434,7 @@ class StoredOffsetConsumer:
         first time for a partition an upsert (the dialect's INSERT … ON CONFLICT is never cached)."""
         mark = fingerprint(record)
         moved = await session.execute(
-            update(self._offsets).where(self._offsets.topic == record.topic, self._offsets.partition == record.partition)
-            .values(next_offset=record.offset + 1, fingerprint=mark, updated_at=func.now())
+            _offset_update(self._offsets), {"at_topic": record.topic, "at_partition": record.partition, "next": record.offset + 1, "mark": mark},
         )
         if moved.rowcount == 0:
             stmt = insert(self._offsets).values(topic=record.topic, partition=record.partition, next_offset=record.offset + 1, fingerprint=mark)

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 from opentelemetry import trace
-from sqlalchemy import BigInteger, DateTime, Integer, String, Text, func, select, update
+from sqlalchemy import BigInteger, DateTime, Integer, String, Text, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -99,6 +99,10 @@ class OutboxRelay(OutboxBacklog):
         self._resend_topics: set[str] = set()
         self.wakeup = asyncio.Event()
         metrics.watch_outbox(self)
+        # built once: a relay runs these on every pass
+        table = outbox_model.__table__
+        self._claim = select(outbox_model).where(outbox_model.sent_at.is_(None)).order_by(outbox_model.id).limit(batch).with_for_update(skip_locked=True)
+        self._mark = update(table).where(table.c.id.in_(bindparam("ids", expanding=True))).values(sent_at=func.now(), attempts=table.c.attempts + 1)
 
     async def replay(self, *, from_id: int, to_id: int) -> int:
         """Deliver rows ``from_id``..``to_id`` again, in order (operator replay).
@@ -150,11 +154,7 @@ class OutboxRelay(OutboxBacklog):
             await self._mark_for_resend()
         delivered = 0
         async with self._sessions() as session, session.begin():
-            rows = (
-                await session.execute(
-                    select(self._model).where(self._model.sent_at.is_(None)).order_by(self._model.id).limit(self._batch).with_for_update(skip_locked=True)
-                )
-            ).scalars().all()
+            rows = (await session.execute(self._claim)).scalars().all()
             if self._deliver_batch is not None:
                 return await self._hand_over_batch(session, rows)
             handed: list[tuple[object, object]] = []
@@ -205,10 +205,7 @@ class OutboxRelay(OutboxBacklog):
     async def _mark_sent(self, session: AsyncSession, ids: list[int]) -> None:
         """One UPDATE for the whole pass (marking each ORM row would be one statement per row)."""
         if ids:
-            await session.execute(
-                update(self._model).where(self._model.id.in_(ids)).values(sent_at=func.now(), attempts=self._model.attempts + 1),
-                execution_options={"synchronize_session": False},
-            )
+            await session.execute(self._mark, {"ids": ids})
 
     async def run_forever(self) -> None:
         await poll_forever(self.run_once, wakeup=self.wakeup, idle_seconds=self._poll, what="outbox relay pass")
