@@ -3,8 +3,7 @@ server for authorised household-based affairs, each answer a recorded provision.
 
 from types import SimpleNamespace
 
-from sqlalchemy import delete, select
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import delete, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.household import HouseholdAnswer, HouseholdComposition, HouseholdMemberAnswer, HouseholdRequest
@@ -23,10 +22,19 @@ async def store_composition(session: AsyncSession, composition: HouseholdComposi
     else:
         current.members, current.recorded_at = payload, composition.recorded_at
     await session.execute(delete(HouseholdMemberRow).where(HouseholdMemberRow.household_id == composition.household_id))
-    for member in composition.members:
-        stmt = insert(HouseholdMemberRow).values(resident_code=member.resident_code, household_id=composition.household_id)
-        await session.execute(stmt.on_conflict_do_update(index_elements=["resident_code"], set_={"household_id": composition.household_id}))
+    if composition.members:
+        await session.execute(_JOIN_MEMBERS, {"codes": [m.resident_code for m in composition.members], "household_id": composition.household_id})
     return True
+
+
+#: Every member into the household in one statement; a member still listed in another household
+#: moves. Written once as text: the PostgreSQL dialect's INSERT … ON CONFLICT construct is never
+#: cached by SQLAlchemy, so built per call it was compiled again for every member of every composition.
+_JOIN_MEMBERS = text(
+    f"INSERT INTO {HouseholdMemberRow.__tablename__} (resident_code, household_id)"
+    " SELECT code, CAST(:household_id AS uuid) FROM unnest(CAST(:codes AS varchar[])) AS code"
+    " ON CONFLICT (resident_code) DO UPDATE SET household_id = excluded.household_id"
+)
 
 
 async def answer(session: AsyncSession, *, request: HouseholdRequest, grant: Grant, municipality_code: str, provider: str) -> HouseholdAnswer | None:

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 
 from aiokafka import ConsumerRecord
 from pydantic import TypeAdapter, ValidationError
-from sqlalchemy import event, select, update
+from sqlalchemy import event, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -59,6 +59,15 @@ def message_key(message) -> str:
     if isinstance(message, CertificateAttemptNotice):
         return f"{message.kind}:{message.attempt_id}"
     return f"{message.kind}:{message.resident_code}:{message.replied_at.isoformat()}"
+
+
+#: Keeps an inbound message once (None back for a redelivery). Written once as text: the PostgreSQL
+#: dialect's INSERT … ON CONFLICT construct is never cached by SQLAlchemy, so built per call it was
+#: compiled again for every message.
+_KEEP_NOTICE = text(
+    f"INSERT INTO {NoticeRow.__tablename__} (kind, message_key, resident_code, payload) VALUES (:kind, :message_key, :resident_code, :payload)"
+    " ON CONFLICT (message_key) DO NOTHING RETURNING sequence"
+)
 
 
 class CsMoves:
@@ -122,8 +131,7 @@ class CsMoves:
     async def take(self, session: AsyncSession, message) -> bool:
         """Keep one inbound message (once) and do what it means here; False when it was a redelivery."""
         stored = await session.execute(
-            insert(NoticeRow).values(kind=message.kind, message_key=message_key(message), resident_code=message.resident_code, payload=message.model_dump_json())
-            .on_conflict_do_nothing(index_elements=["message_key"]).returning(NoticeRow.sequence)
+            _KEEP_NOTICE, {"kind": message.kind, "message_key": message_key(message), "resident_code": message.resident_code, "payload": message.model_dump_json()},
         )
         if stored.scalar_one_or_none() is None:
             return False
