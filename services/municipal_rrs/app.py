@@ -3,6 +3,7 @@ the relay that carries identity changes to the municipality's own CS."""
 
 
 import asyncio
+import functools
 import json
 import uuid
 from datetime import date, datetime, timedelta, UTC
@@ -77,12 +78,26 @@ def build_app(settings: ServiceSettings) -> FastAPI:
         )
         response.raise_for_status()
         batch = CsNoticeBatch.model_validate_json(response.content)
-        for notice in batch.notices:
-            async with rt.sessions() as session, session.begin():
-                await moves.apply_notice(session, notice, municipality_code=municipality.code, known_municipality=known_municipality, today=date.today())
+        await apply_notices(batch.notices)
         if batch.notices:
             relay.wakeup.set()
         return len(batch.notices)
+
+    async def apply_notices(notices: list) -> None:
+        """All the notices of one pull in one transaction; if one fails, one transaction each, so
+        those before it are kept and it is taken again at the next pull (it raises here)."""
+        apply = functools.partial(moves.apply_notice, municipality_code=municipality.code, known_municipality=known_municipality, today=date.today())
+        try:
+            async with rt.sessions() as session, session.begin():
+                for notice in notices:
+                    await apply(session, notice)
+            return
+        except Exception:
+            if len(notices) == 1:
+                raise
+        for notice in notices:
+            async with rt.sessions() as session, session.begin():
+                await apply(session, notice)
 
     async def pull_notices_forever() -> None:
         await poll_forever(pull_notices_once, wakeup=asyncio.Event(), idle_seconds=settings.outbox_poll_seconds, what="pulling notices from the CS")
