@@ -182,7 +182,11 @@ class Producer:
         """
         key = (topic, partition)
         known = self._log_ends.get(key)
-        if known is not None and offset < known:
+        last = self._last_records.get(key)
+        # the same offset as the last record, for another record: a new log that has grown back to
+        # it (a partition written once before the broker restarted shows nothing else: 0 again)
+        replaced = known == offset and mark is not None and last is not None and last[0] == offset and last[1] != mark
+        if known is not None and (offset < known or replaced):
             log.warning("the broker acknowledged offset %s on %s/%s after %s: it lost its log (restarted empty)", offset, topic, partition, known)
             self._announce_lost_logs()
             known = None

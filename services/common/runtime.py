@@ -87,10 +87,12 @@ class Runtime:
         assert self.producer is not None
         return await self.producer.enqueue(row.destination, key=row.key, value=row.payload.encode(), headers={HEADER_MESSAGE_KIND: row.kind})
 
-    def kafka_outbox_relay(self, outbox_model) -> OutboxRelay:
-        """The relay publishing ``outbox_model``'s rows to Kafka, sending again what a broker restarted empty forgot."""
+    def kafka_outbox_relay(self, outbox_model, *, poll_seconds: float | None = None) -> OutboxRelay:
+        """The relay publishing ``outbox_model``'s rows to Kafka, sending again what a broker restarted empty forgot.
+
+        ``poll_seconds``: how often it looks when nobody woke it (default: the setting)."""
         assert self.producer is not None
-        relay = OutboxRelay(self.sessions, outbox_model, self.publish_outbox_row, poll_seconds=self.settings.outbox_poll_seconds,
+        relay = OutboxRelay(self.sessions, outbox_model, self.publish_outbox_row, poll_seconds=poll_seconds or self.settings.outbox_poll_seconds,
                             resend_window_seconds=self.settings.resend_after_broker_reset_seconds)
         self.producer.on_log_reset(relay.resend_after_log_reset)
         return relay

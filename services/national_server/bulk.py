@@ -74,6 +74,7 @@ MAX_CHUNK_FAILURES = 5
 RESULT_PAGE_ROWS = 5000
 #: How often an idle worker looks for a new job (one indexed query; a submitted job waits at most this long).
 IDLE_POLL_SECONDS = 0.5
+RELAY_IDLE_SECONDS = 2.0  # the bulk records' relay: every chunk wakes it, so its own poll only retries a failed pass
 ACCEPTED_MEDIA_TYPES = (NDJSON_MEDIA_TYPE, "application/jsonl")
 
 _QUERY = TypeAdapter(BulkQuery)
@@ -568,7 +569,7 @@ async def _work(settings) -> None:
 
     rt = Runtime(settings, pool_size=1, max_overflow=1)  # one connection for the chunks, one for the relay
     _lower_the_priority_of_own_database_sessions(rt.engine, settings.database_url)
-    relay = rt.kafka_outbox_relay(BulkOutbox)
+    relay = rt.kafka_outbox_relay(BulkOutbox, poll_seconds=RELAY_IDLE_SECONDS)
     worker = BulkWorker(
         sessions=rt.sessions, provider=settings.node.party, topology=settings.topology_model, identity_model=Identity, outbox_model=BulkOutbox,
         pseudonymizer=Pseudonymizer(settings.pseudonym_key.read_bytes()), idle_seconds=IDLE_POLL_SECONDS, after_chunk=relay.wakeup.set,

@@ -29,3 +29,14 @@ def test_an_offset_going_back_announces_every_topic_written_to_once():
         producer._acknowledged_at("jukinet.provisions", 2, offset)
     producer._acknowledged_at("jukinet.national.identity", 0, 0)  # first record of its new log, not a second reset
     assert heard == ["jukinet.national.identity", "jukinet.provisions"]
+
+
+def test_another_record_at_the_last_offset_is_a_reset_the_same_record_is_not():
+    """A partition written once before the broker restarted empty: its new log's first record is at 0
+    again, which an offset alone cannot tell from the old one; the record's fingerprint can."""
+    producer, heard = _producer_hearing()
+    producer._acknowledged_at("jukinet.provisions", 1, 0, "record-a")
+    producer._acknowledged_at("jukinet.provisions", 1, 0, "record-a")  # the same record acknowledged again
+    assert heard == []
+    producer._acknowledged_at("jukinet.provisions", 1, 0, "record-b")  # another record where record-a was
+    assert heard == ["jukinet.provisions"]
