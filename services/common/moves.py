@@ -22,6 +22,16 @@ def concerns_area(change: IdentityChange, area: Collection[str]) -> bool:
     return move is not None and (move.origin_municipality_code in area or move.destination_municipality_code in area)
 
 
+def made_in(change: IdentityChange, area: Collection[str]) -> bool:
+    """The change was made by a municipality of this area (not brought into it by a move).
+
+    A prefecture forwards to the national server only such changes: a move
+    also brings it the 転出 a destination CS continues from and the 転入 an
+    origin CS hears of, and the prefecture of the municipality that made
+    each one forwards it, so every change reaches the national server once."""
+    return change.municipality_code in area
+
+
 def arriving_in(area: Collection[str]) -> Callable[[object, IdentityChange], bool]:
     """A predicate for :func:`services.common.identity_store.apply_change`: the change brings
     a person into ``area`` who is not registered in it now, so the versions that

@@ -8,7 +8,7 @@ from contracts import topics
 from contracts.affairs import Level
 from contracts.identity import IdentityChange
 from services.common.kafka import Refuse, StoredOffsetConsumer
-from services.common.moves import arriving_in, concerns_area
+from services.common.moves import arriving_in, concerns_area, made_in
 from services.common.problems import install_problem_handlers
 from services.common.provision import provision_router
 from services.common.runtime import Runtime
@@ -36,17 +36,8 @@ def build_app(settings: ServiceSettings) -> FastAPI:
         if not concerns_area(change, municipalities):
             raise Refuse(f"municipality {change.municipality_code} is not in prefecture {prefecture.code}, nor a move into or out of it")
 
-    def made_here(change: IdentityChange) -> str | None:
-        """Only the changes this prefecture's municipalities made go on to the national server.
-
-        A move brings the prefecture changes made elsewhere too: the 転出 a
-        destination CS continues from, and a 転入 its origin CS hears of. The
-        prefecture of the municipality that made them sends those, so each
-        change reaches the national server once, not once per prefecture."""
-        return topics.NATIONAL_IDENTITY if change.municipality_code in municipalities else None
-
     tier = Tier(
-        rt, TABLES, Outbox, forward_to=made_here, source_of=lambda change: f"cs_gateway.{change.municipality_code}",
+        rt, TABLES, Outbox, forward_to=lambda change: topics.NATIONAL_IDENTITY if made_in(change, municipalities) else None, source_of=lambda change: f"cs_gateway.{change.municipality_code}",
         arriving=arriving_in(municipalities),
     )
     def marker_of_this_prefecture(marker: ProtectionMarker) -> None:
