@@ -32,6 +32,23 @@ def made_in(change: IdentityChange, area: Collection[str]) -> bool:
     return change.municipality_code in area
 
 
+def forwarded_by_cs(change: IdentityChange, *, municipality_code: str, upstream_of: Callable[[str], str | None]) -> bool:
+    """Whether the CS of ``municipality_code`` forwards an applied change to the tier above.
+
+    It forwards what its municipality made. A move also brings it changes made
+    elsewhere — the 転出 a 転入 here continues from, the 転入 an origin hears of
+    — and the CS of the municipality that made each forwarded it already, to
+    that municipality's upstream node. So such a change goes up again only when
+    that node is not this CS's own (a move across prefectures): each upstream
+    node hears of every change of its area once. ``upstream_of`` names a
+    municipality's upstream node, None for one not on the network.
+    """
+    if change.municipality_code == municipality_code:
+        return True
+    makers_upstream = upstream_of(change.municipality_code)
+    return makers_upstream is None or makers_upstream != upstream_of(municipality_code)
+
+
 def arriving_in(area: Collection[str]) -> Callable[[object, IdentityChange], bool]:
     """A predicate for :func:`services.common.identity_store.apply_change`: the change brings
     a person into ``area`` who is not registered in it now, so the versions that

@@ -16,7 +16,7 @@ from contracts.online import OnlineFilingOutcome
 from contracts.rrs_inbox import RrsBatch, RrsBatchAck
 from services.common.auth import bearer_verifier
 from services.common.kafka import Refuse, StoredOffsetConsumer
-from services.common.moves import arriving_in
+from services.common.moves import arriving_in, forwarded_by_cs
 from services.common.outbox import poll_forever
 from opentelemetry import trace
 
@@ -46,8 +46,15 @@ def build_app(settings: ServiceSettings) -> FastAPI:
     if municipality is None:
         raise SystemExit(f"municipality {settings.tenant} is not in the topology")
     upward_topic = topics.prefecture_identity(municipality.prefecture) if topology.network.prefecture_tier else topics.NATIONAL_IDENTITY
+
+    def upstream_of(code: str) -> str | None:
+        return topology.upstream_of_cs(code) if topology.municipality(code) is not None else None
+
+    def forward_to(change: IdentityChange) -> str | None:
+        return upward_topic if forwarded_by_cs(change, municipality_code=municipality.code, upstream_of=upstream_of) else None
+
     tier = Tier(
-        rt, TABLES, Outbox, forward_to=lambda change: upward_topic, source_of=None,
+        rt, TABLES, Outbox, forward_to=forward_to, source_of=None,
         on_applied=lambda session, change: moves.on_applied(session, change), arriving=arriving_in({municipality.code}),
     )
     moves = CsMoves(tier=tier, municipality_code=municipality.code, topology=topology)

@@ -62,6 +62,16 @@ def wait_reserved(network, municipality: str, codes: list[str]) -> None:
     wait_until(lambda: set(codes) <= reservations(network, municipality), what=f"転入予約 of {codes} at {municipality}")
 
 
+def all_sent(db, databases: list[str]) -> bool:
+    return all(db(d).value("select count(*) from outbox where sent_at is null") == 0 for d in databases)
+
+
+def upward_versions(network, topic: str, code: str) -> list[tuple[int, str]]:
+    """(version, municipality) of every change of one person sent on an identity topic, in version order."""
+    sent = [json.loads(r.value) for r in read_topic(network, topic) if r.key == code.encode()]
+    return sorted((c["version"], c["municipality_code"]) for c in sent if c.get("kind") == "identity-change/v1")
+
+
 def test_move_across_prefectures_keeps_the_codes_and_continues_the_versions(network, db):
     person = register(network, CHIYODA)
     code = person["resident_code"]
@@ -105,9 +115,14 @@ def test_move_across_prefectures_keeps_the_codes_and_continues_the_versions(netw
     history = httpx.get(f"{rrs(network, TOYONAKA)}/v1/residents/{code}/history", timeout=10).json()
     assert [h["reason"] for h in history] == ["move_in"]
     assert [h[0] for h in db("national").rows("select version from identity_history where resident_code = %s order by version", (code,))] == [1, 2, 3]
-    if has_prefecture_tier(network):  # each change went to the national server once, from the prefecture of the municipality that made it
-        sent = [json.loads(r.value) for r in read_topic(network, topics.NATIONAL_IDENTITY) if r.key == code.encode()]
-        assert sorted((c["version"], c["municipality_code"]) for c in sent) == [(1, CHIYODA), (2, CHIYODA), (3, TOYONAKA)]
+    # each change went upward once per node that keeps it: to the national server from the prefecture (or CS) of the
+    # municipality that made it; to each prefecture server the changes of its area, the 転出 and 転入 included
+    every_version = [(1, CHIYODA), (2, CHIYODA), (3, TOYONAKA)]
+    wait_until(lambda: all_sent(db, ["cs_131016", "cs_272035"]), what="the CSs' outboxes delivered")
+    assert upward_versions(network, topics.NATIONAL_IDENTITY, code) == every_version
+    if has_prefecture_tier(network):
+        assert upward_versions(network, topics.prefecture_identity("13"), code) == every_version
+        assert upward_versions(network, topics.prefecture_identity("27"), code) == every_version[1:]
 
 
 def test_a_household_moves_together_and_can_split_or_merge(network, db):
@@ -150,6 +165,10 @@ def test_a_household_moves_together_and_can_split_or_merge(network, db):
     still = httpx.get(f"{rrs(network, SHIBUYA)}/v1/households/{arrived[0]['household_id']}", timeout=10).json()
     assert {m["resident_code"] for m in still} == set(codes[:2])
     wait_until(lambda: (r := national_row(db, codes[2])) and r[:3] == (CHIYODA, "active", 5), what="back at Chiyoda nationally")
+    # within one prefecture, each change of the child went upward once, from the CS of the municipality that made it
+    wait_until(lambda: all_sent(db, ["cs_131016", "cs_131130"]), what="the CSs' outboxes delivered")
+    upward = topics.prefecture_identity("13") if has_prefecture_tier(network) else topics.NATIONAL_IDENTITY
+    assert upward_versions(network, upward, codes[2]) == [(1, CHIYODA), (2, CHIYODA), (3, SHIBUYA), (4, SHIBUYA), (5, CHIYODA)]
 
 
 def test_a_cancelled_move_out_withdraws_the_certificate(network, db):

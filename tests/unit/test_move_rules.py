@@ -15,7 +15,7 @@ from contracts.jpki import AssuranceState
 from contracts.moves import MoveOutCancellation, MoveOutCertificate, TransferredPerson
 from contracts.online import OnlineMoveIn, OnlineMoveOut, ResidenceConfirmation
 from contracts.register import Relationship
-from services.common.moves import arriving_in, concerns_area
+from services.common.moves import arriving_in, concerns_area, forwarded_by_cs
 from services.common.topology import OnlinePolicy
 from services.common.versioning import Decision, decide
 from services.cs_gateway.online_rules import assurance_refusal, confirmation_refusal, window_refusal
@@ -137,6 +137,18 @@ def test_a_move_concerns_both_areas_and_arrivals_may_skip_versions():
     assert decide(held_version=None, held_event_id_for_version=None, incoming_version=2, incoming_event_id="e", arriving=True) is Decision.apply
     assert decide(held_version=None, held_event_id_for_version=None, incoming_version=2, incoming_event_id="e") is Decision.gap
     assert decide(held_version=3, held_event_id_for_version="x", incoming_version=3, incoming_event_id="e", arriving=True) is Decision.conflict
+
+
+def test_a_cs_forwards_a_change_made_elsewhere_only_when_its_maker_has_another_upstream_node():
+    change = to_identity_change(*moved_out())  # the 転出 made at MUNICIPALITY, towards OTHER_MUNICIPALITY
+    by_prefecture = {MUNICIPALITY: "prefecture_server.13", OTHER_MUNICIPALITY: "prefecture_server.13", TOYONAKA: "prefecture_server.27"}.get
+    assert forwarded_by_cs(change, municipality_code=MUNICIPALITY, upstream_of=by_prefecture), "the maker's own CS forwards it"
+    assert not forwarded_by_cs(change, municipality_code=OTHER_MUNICIPALITY, upstream_of=by_prefecture), "the same prefecture server has it already"
+    assert forwarded_by_cs(change, municipality_code=TOYONAKA, upstream_of=by_prefecture), "another prefecture server hears of it only from this CS"
+    everyone_to_national = {MUNICIPALITY: "national_server.national", TOYONAKA: "national_server.national"}.get
+    assert not forwarded_by_cs(change, municipality_code=TOYONAKA, upstream_of=everyone_to_national), "without prefectures, only the maker's CS"
+    unknown_maker = {TOYONAKA: "prefecture_server.27"}.get
+    assert forwarded_by_cs(change, municipality_code=TOYONAKA, upstream_of=unknown_maker), "a maker off the network: forwarded, never lost"
 
 
 # --- the CS's rules for online filings -------------------------------------------------------------------
