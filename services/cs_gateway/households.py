@@ -3,7 +3,7 @@ server for authorised household-based affairs, each answer a recorded provision.
 
 from types import SimpleNamespace
 
-from sqlalchemy import delete, select, text
+from sqlalchemy import DateTime, Uuid, bindparam, delete, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.household import HouseholdAnswer, HouseholdComposition, HouseholdMemberAnswer, HouseholdRequest
@@ -13,19 +13,22 @@ from services.cs_gateway.models import HouseholdMemberRow, HouseholdRow, Outbox,
 
 async def store_composition(session: AsyncSession, composition: HouseholdComposition) -> bool:
     """Keep the newest composition of a household; an older one arriving late changes nothing."""
-    current = await session.get(HouseholdRow, composition.household_id, with_for_update=True)
-    if current is not None and current.recorded_at > composition.recorded_at:
+    kept = await session.execute(_KEEP_COMPOSITION, {"household_id": composition.household_id, "members": composition.model_dump_json(), "recorded_at": composition.recorded_at})
+    if kept.first() is None:
         return False
-    payload = composition.model_dump_json()
-    if current is None:
-        session.add(HouseholdRow(household_id=composition.household_id, members=payload, recorded_at=composition.recorded_at))
-    else:
-        current.members, current.recorded_at = payload, composition.recorded_at
-    await session.execute(delete(HouseholdMemberRow).where(HouseholdMemberRow.household_id == composition.household_id))
+    await session.execute(_LEAVE_MEMBERS, {"household_id": composition.household_id})
     if composition.members:
         await session.execute(_JOIN_MEMBERS, {"codes": [m.resident_code for m in composition.members], "household_id": composition.household_id})
     return True
 
+
+#: The composition, unless a newer one is kept already (then no row comes back); it locks the household's row.
+_KEEP_COMPOSITION = text(
+    f"INSERT INTO {HouseholdRow.__tablename__} AS h (household_id, members, recorded_at) VALUES (:household_id, :members, :recorded_at)"
+    " ON CONFLICT (household_id) DO UPDATE SET members = excluded.members, recorded_at = excluded.recorded_at"
+    " WHERE h.recorded_at <= excluded.recorded_at RETURNING household_id"
+).bindparams(bindparam("household_id", type_=Uuid), bindparam("recorded_at", type_=DateTime(timezone=True)))
+_LEAVE_MEMBERS = delete(HouseholdMemberRow.__table__).where(HouseholdMemberRow.household_id == bindparam("household_id"))
 
 #: Every member into the household in one statement; a member still listed in another household
 #: moves. Written once as text: the PostgreSQL dialect's INSERT … ON CONFLICT construct is never

@@ -19,8 +19,7 @@ from datetime import UTC, datetime
 
 from aiokafka import ConsumerRecord
 from pydantic import TypeAdapter, ValidationError
-from sqlalchemy import event, select, text, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import Uuid, bindparam, event, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts import topics
@@ -69,6 +68,19 @@ _KEEP_NOTICE = text(
     " ON CONFLICT (message_key) DO NOTHING RETURNING sequence"
 )
 
+# The other statements of every move, built once (docs/architecture.md, "Database access on the hot path").
+_CERTIFICATE_CONTINUED = (  # the 転出 a 転入 continues from
+    select(MoveCertificateRow.payload).where(MoveCertificateRow.resident_code == bindparam("code"), MoveCertificateRow.version == bindparam("version"))
+    .order_by(MoveCertificateRow.received_at.desc()).limit(1)
+)
+_CERTIFICATES_USED = (
+    update(MoveCertificateRow.__table__).where(MoveCertificateRow.resident_code == bindparam("code"), MoveCertificateRow.status == "pending").values(status="used")
+)
+_KEEP_CERTIFICATE = text(
+    f"INSERT INTO {MoveCertificateRow.__tablename__} (certificate_id, resident_code, origin_municipality_code, version, status, payload)"
+    " VALUES (:certificate_id, :code, :origin, :version, 'pending', :payload) ON CONFLICT (certificate_id) DO NOTHING"
+).bindparams(bindparam("certificate_id", type_=Uuid))
+
 
 class CsMoves:
     def __init__(self, *, tier: Tier, municipality_code: str, topology: Topology):
@@ -91,21 +103,16 @@ class CsMoves:
         """Before a 転入 of the own RRS: apply the certificate's 転出 version it continues from."""
         if change.reason is not ChangeReason.move_in or change.move is None or change.move.origin_municipality_code is None:
             return
-        certificate = (await session.execute(
-            select(MoveCertificateRow).where(MoveCertificateRow.resident_code == change.resident_code, MoveCertificateRow.version == change.version - 1)
-            .order_by(MoveCertificateRow.received_at.desc()).limit(1)
-        )).scalar_one_or_none()
-        if certificate is not None:
-            await self.tier.receive(session, MoveOutCertificate.model_validate_json(certificate.payload).person.change)
+        payload = (await session.execute(_CERTIFICATE_CONTINUED, {"code": change.resident_code, "version": change.version - 1})).scalar_one_or_none()
+        if payload is not None:
+            await self.tier.receive(session, MoveOutCertificate.model_validate_json(payload).person.change)
 
     async def on_applied(self, session: AsyncSession, change: IdentityChange) -> None:
         """After the own RRS's 転入 is applied: the certificate is used, and the origin hears of it (転入通知)."""
         if change.reason is not ChangeReason.move_in or change.municipality_code != self.code or change.move is None:
             return
         origin = change.move.origin_municipality_code
-        await session.execute(
-            update(MoveCertificateRow).where(MoveCertificateRow.resident_code == change.resident_code, MoveCertificateRow.status == "pending").values(status="used")
-        )
+        await session.execute(_CERTIFICATES_USED, {"code": change.resident_code})
         if origin is None or origin == self.code or self.topology.municipality(origin) is None:
             return
         notice = MoveInNotice(municipality_code=self.code, origin_municipality_code=origin, resident_code=change.resident_code, change=change, sent_at=datetime.now(UTC))
@@ -137,10 +144,10 @@ class CsMoves:
             return False
         event.listen(session.sync_session, "after_commit", self._announce_arrival, once=True)
         if isinstance(message, MoveOutCertificate):
-            await session.execute(insert(MoveCertificateRow).values(
-                certificate_id=message.certificate_id, resident_code=message.resident_code, origin_municipality_code=message.municipality_code,
-                version=message.person.change.version, status="pending", payload=message.model_dump_json(),
-            ).on_conflict_do_nothing(index_elements=["certificate_id"]))
+            await session.execute(_KEEP_CERTIFICATE, {
+                "certificate_id": message.certificate_id, "code": message.resident_code, "origin": message.municipality_code,
+                "version": message.person.change.version, "payload": message.model_dump_json(),
+            })
         elif isinstance(message, MoveOutWithdrawal):
             await session.execute(update(MoveCertificateRow).where(
                 MoveCertificateRow.certificate_id == message.certificate_id, MoveCertificateRow.status == "pending").values(status="withdrawn"))

@@ -21,7 +21,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -79,12 +79,16 @@ async def get_measure(session: AsyncSession, measure_id: uuid.UUID) -> SupportMe
     return _measure(await _row(session, measure_id))
 
 
+#: Asked at every move of anyone (is this person protected?): built once, its cache key with it.
+_MEASURES_OF = (
+    select(SupportMeasureRow).join(SupportMeasurePersonRow, SupportMeasurePersonRow.measure_id == SupportMeasureRow.measure_id)
+    .where(SupportMeasurePersonRow.resident_code == bindparam("code")).order_by(SupportMeasureRow.updated_at.desc())
+)
+
+
 async def measures_of(session: AsyncSession, resident_code: str) -> list[SupportMeasure]:
     """Every measure protecting this person that this municipality holds (own or received), newest first."""
-    rows = (await session.execute(
-        select(SupportMeasureRow).join(SupportMeasurePersonRow, SupportMeasurePersonRow.measure_id == SupportMeasureRow.measure_id)
-        .where(SupportMeasurePersonRow.resident_code == resident_code).order_by(SupportMeasureRow.updated_at.desc())
-    )).scalars().all()
+    rows = (await session.execute(_MEASURES_OF, {"code": resident_code})).scalars().all()
     return [_measure(r) for r in rows]
 
 

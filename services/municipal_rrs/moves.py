@@ -14,8 +14,7 @@ import json
 import uuid
 from datetime import UTC, date, datetime
 
-from sqlalchemy import func, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import Date, Uuid, bindparam, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.moves import (
@@ -121,11 +120,16 @@ async def cancel_move_out(session: AsyncSession, resident_code: str, cmd: MoveOu
 # --- 転入 -------------------------------------------------------------------------------------------------
 
 
+# Statements of every 転入 and every notice, built once (docs/architecture.md, "Database access on the hot path").
+_PENDING_CERTIFICATE = (
+    select(MoveReservationRow).where(MoveReservationRow.resident_code == bindparam("code"), MoveReservationRow.status == "pending")
+    .order_by(MoveReservationRow.received_at.desc()).limit(1).with_for_update()
+)
+_LAST_NOTICE_SEQUENCE = select(func.coalesce(func.max(IncomingNoticeRow.cs_sequence), 0))
+
+
 async def pending_certificate(session: AsyncSession, resident_code: str) -> MoveReservationRow | None:
-    return (await session.execute(
-        select(MoveReservationRow).where(MoveReservationRow.resident_code == resident_code, MoveReservationRow.status == "pending")
-        .order_by(MoveReservationRow.received_at.desc()).limit(1).with_for_update()
-    )).scalar_one_or_none()
+    return (await session.execute(_PENDING_CERTIFICATE, {"code": resident_code})).scalar_one_or_none()
 
 
 async def file_move_in(session: AsyncSession, filing: MoveInFiling, *, municipality_code: str, staff: str, today: date) -> list[ResidentRecord]:
@@ -180,18 +184,24 @@ def _relationship_on_arrival(certificate: MoveOutCertificate) -> Relationship:
 async def keep_certificate(session: AsyncSession, certificate: MoveOutCertificate) -> None:
     """Keep a 転入予約 once. The same certificate can come twice at the same moment (国外からの転入: the counter's
     request and the notice the CS hands over for it), so the insert is one that does nothing when it is already kept."""
-    await session.execute(pg_insert(MoveReservationRow).values(
-        certificate_id=certificate.certificate_id, procedure_id=certificate.procedure_id, resident_code=certificate.resident_code,
-        origin_municipality_code=certificate.municipality_code, planned_date=certificate.planned_date, status="pending",
-        payload=certificate.model_dump_json(),
-    ).on_conflict_do_nothing(index_elements=["certificate_id"]))
+    await session.execute(_KEEP_RESERVATION, {
+        "certificate_id": certificate.certificate_id, "procedure_id": certificate.procedure_id, "resident_code": certificate.resident_code,
+        "origin": certificate.municipality_code, "planned_date": certificate.planned_date, "payload": certificate.model_dump_json(),
+    })
+
+
+#: Written once as text: the PostgreSQL dialect's INSERT … ON CONFLICT is never cached by SQLAlchemy.
+_KEEP_RESERVATION = text(
+    f"INSERT INTO {MoveReservationRow.__tablename__} (certificate_id, procedure_id, resident_code, origin_municipality_code, planned_date, status, payload)"
+    " VALUES (:certificate_id, :procedure_id, :resident_code, :origin, :planned_date, 'pending', :payload) ON CONFLICT (certificate_id) DO NOTHING"
+).bindparams(bindparam("certificate_id", type_=Uuid), bindparam("procedure_id", type_=Uuid), bindparam("planned_date", type_=Date))
 
 
 # --- notices from other municipalities ---------------------------------------------------------------------
 
 
 async def last_notice_sequence(session: AsyncSession) -> int:
-    return (await session.execute(select(func.coalesce(func.max(IncomingNoticeRow.cs_sequence), 0)))).scalar_one()
+    return (await session.execute(_LAST_NOTICE_SEQUENCE)).scalar_one()
 
 
 async def apply_notice(session: AsyncSession, notice: CsNotice, *, municipality_code: str, known_municipality, today: date) -> None:

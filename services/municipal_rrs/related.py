@@ -15,7 +15,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, date, datetime
 
-from sqlalchemy import or_, select
+from sqlalchemy import bindparam, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.identity import ChangeReason, PersonName, RegistrationStatus, Sex
@@ -80,10 +80,17 @@ async def after_save(session: AsyncSession, resident: Resident, event: Changed, 
         await _link_by_individual_number(session, resident, staff=staff)
 
 
+#: Run at every move-out, death and move-in, almost always finding nothing: built once (its cache key with it).
+_SEALS_IN_FORCE = select(SealRegistrationRow).where(
+    SealRegistrationRow.holder_resident_code == bindparam("code"), SealRegistrationRow.status == SealStatus.registered.value,
+).with_for_update()
+_ACTIVE_NON_RESIDENTS_BY_NUMBER = select(NonResidentRow).where(
+    NonResidentRow.individual_number == bindparam("number"), NonResidentRow.status == NonResidentStatus.active.value,
+).with_for_update()
+
+
 async def end_seals_of(session: AsyncSession, resident_code: str, *, reason: SealEndReason, ended_on: date, staff: str) -> list[int]:
-    rows = (await session.execute(select(SealRegistrationRow).where(
-        SealRegistrationRow.holder_resident_code == resident_code, SealRegistrationRow.status == SealStatus.registered.value,
-    ).with_for_update())).scalars().all()
+    rows = (await session.execute(_SEALS_IN_FORCE, {"code": resident_code})).scalars().all()
     for row in rows:
         row.status, row.end_reason, row.ended_on, row.ended_by = SealStatus.ended.value, reason.value, ended_on, staff
         row.explanation = {SealEndReason.moved_out: "転出による職権抹消", SealEndReason.died: "死亡による職権抹消", SealEndReason.removed: "職権消除による職権抹消"}.get(reason)
@@ -91,9 +98,7 @@ async def end_seals_of(session: AsyncSession, resident_code: str, *, reason: Sea
 
 
 async def _link_by_individual_number(session: AsyncSession, resident: Resident, *, staff: str) -> None:
-    rows = (await session.execute(select(NonResidentRow).where(
-        NonResidentRow.individual_number == resident.individual_number, NonResidentRow.status == NonResidentStatus.active.value,
-    ).with_for_update())).scalars().all()
+    rows = (await session.execute(_ACTIVE_NON_RESIDENTS_BY_NUMBER, {"number": resident.individual_number})).scalars().all()
     for row in rows:
         _link(row, resident.resident_code, staff=f"{staff} (転入時に個人番号で自動連携)"[:100])
 

@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 
-from sqlalchemy import or_, select
+from sqlalchemy import bindparam, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.household import HouseholdComposition, HouseholdMemberEntry
@@ -45,12 +45,19 @@ async def _household_for(session: AsyncSession, placement: HouseholdPlacement) -
     return placement.household_id
 
 
+# Statements every change runs, built once: built per call, constructing a statement and its cache key
+# cost more than its round trip (docs/architecture.md, "Database access on the hot path").
+_ACTIVE_MEMBERS = (
+    select(ResidentRow.resident_code, ResidentRow.relationship, ResidentRow.family_name, ResidentRow.given_name)
+    .where(ResidentRow.household_id == bindparam("household_id"), ResidentRow.status == "active").order_by(ResidentRow.resident_code)
+)
+_RESIDENT = select(ResidentRow).where(ResidentRow.resident_code == bindparam("code"))
+_RESIDENT_FOR_UPDATE = _RESIDENT.with_for_update()
+
+
 async def _active_members(session: AsyncSession, household_id: uuid.UUID) -> list:
     """(resident code, relationship, family name, given name) of the household's active members, by code."""
-    return list((await session.execute(
-        select(ResidentRow.resident_code, ResidentRow.relationship, ResidentRow.family_name, ResidentRow.given_name)
-        .where(ResidentRow.household_id == household_id, ResidentRow.status == "active").order_by(ResidentRow.resident_code)
-    )).all())
+    return list((await session.execute(_ACTIVE_MEMBERS, {"household_id": household_id})).all())
 
 
 def _head_among(members: list) -> HouseholdMember | None:
@@ -120,10 +127,7 @@ async def register_resident(session: AsyncSession, cmd: RegisterResident, *, mun
 
 
 async def load(session: AsyncSession, resident_code: str, *, for_update: bool = False) -> Resident:
-    stmt = select(ResidentRow).where(ResidentRow.resident_code == resident_code)
-    if for_update:
-        stmt = stmt.with_for_update()
-    row = (await session.execute(stmt)).scalar_one_or_none()
+    row = (await session.execute(_RESIDENT_FOR_UPDATE if for_update else _RESIDENT, {"code": resident_code})).scalar_one_or_none()
     if row is None:
         raise NotFound(resident_code)
     return from_row(row)
