@@ -26,7 +26,7 @@ from contracts.register import HouseholdPlacement, Relationship, ResidentRecord
 from services.common.outbox import enqueue
 from services.municipal_rrs.domain import RegistryRuleViolation, Resident
 from services.municipal_rrs.models import Household, IncomingNoticeRow, MoveReservationRow, Outbox, ResidentRow
-from services.municipal_rrs.service import NotFound, _household_for, cs_destination, load, save
+from services.municipal_rrs.service import NotFound, _household_for, cs_destination, load, resident_row, save
 from services.municipal_rrs import dv
 from contracts.dv import CertificateAttemptNotice, SupportMeasureAck, SupportMeasureNotice
 
@@ -159,7 +159,7 @@ async def file_move_in(session: AsyncSession, filing: MoveInFiling, *, municipal
     records = []
     for person in filing.persons:
         code = person.resident_code
-        existing = await session.get(ResidentRow, code, with_for_update=True)
+        existing = await resident_row(session, code, for_update=True)
         if existing is not None and existing.status in ("active", "moving_out"):
             raise RegistryRuleViolation(f"{code} is already on this register ({existing.status})")
         resident, event = Resident.arrive(

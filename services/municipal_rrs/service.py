@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 
-from sqlalchemy import bindparam, or_, select
+from sqlalchemy import bindparam, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.household import HouseholdComposition, HouseholdMemberEntry
@@ -51,8 +51,14 @@ _ACTIVE_MEMBERS = (
     select(ResidentRow.resident_code, ResidentRow.relationship, ResidentRow.family_name, ResidentRow.given_name)
     .where(ResidentRow.household_id == bindparam("household_id"), ResidentRow.status == "active").order_by(ResidentRow.resident_code)
 )
-_RESIDENT = select(ResidentRow).where(ResidentRow.resident_code == bindparam("code"))
+# The record itself is read and written as table rows, not ORM objects: the unit of work's bookkeeping
+# cost more than the statements. So no session ever holds a ResidentRow that a write here made stale.
+_RESIDENTS = ResidentRow.__table__
+_RESIDENT = select(_RESIDENTS).where(_RESIDENTS.c.resident_code == bindparam("code"))
 _RESIDENT_FOR_UPDATE = _RESIDENT.with_for_update()
+_INSERT_RESIDENT = insert(_RESIDENTS)
+_UPDATE_RESIDENT = update(_RESIDENTS).where(_RESIDENTS.c.resident_code == bindparam("at_code"))  # SET: the values given
+_INSERT_HISTORY = insert(ResidentHistoryRow.__table__)
 
 
 async def _active_members(session: AsyncSession, household_id: uuid.UUID) -> list:
@@ -83,19 +89,16 @@ async def save(session: AsyncSession, resident: Resident, event: Changed, *, sta
     """Write the record, its history entry, and what the CS must hear; the identity change sent, if any."""
     values = to_row_values(resident)
     if new:
-        session.add(ResidentRow(**values))
+        await session.execute(_INSERT_RESIDENT, values)
     else:
-        row = await session.get(ResidentRow, resident.resident_code)
-        for k, v in values.items():
-            setattr(row, k, v)
-    await session.flush()
+        await session.execute(_UPDATE_RESIDENT, {**values, "at_code": resident.resident_code})
     members = await _active_members(session, resident.household_id)  # one read gives the record's head and the composition the CS keeps
     record = to_record(resident, _head_among(members))
-    session.add(ResidentHistoryRow(
-        resident_code=resident.resident_code, sequence=resident.sequence, version=resident.version, reason=event.reason.value,
-        change_date=event.change_date, notified_date=event.notified_date, explanation=event.explanation,
-        recorded_by=staff, record=record.model_dump_json(),
-    ))
+    await session.execute(_INSERT_HISTORY, {
+        "resident_code": resident.resident_code, "sequence": resident.sequence, "version": resident.version, "reason": event.reason.value,
+        "change_date": event.change_date, "notified_date": event.notified_date, "explanation": event.explanation,
+        "recorded_by": staff, "record": record.model_dump_json(),
+    })
     change = None
     if event.identity_changed:
         change = to_identity_change(resident, event)
@@ -126,8 +129,13 @@ async def register_resident(session: AsyncSession, cmd: RegisterResident, *, mun
     return await _save(session, resident, event, staff=staff, new=True)
 
 
+async def resident_row(session: AsyncSession, resident_code: str, *, for_update: bool = False):
+    """The record's table row (or None), optionally locked until the transaction ends."""
+    return (await session.execute(_RESIDENT_FOR_UPDATE if for_update else _RESIDENT, {"code": resident_code})).one_or_none()
+
+
 async def load(session: AsyncSession, resident_code: str, *, for_update: bool = False) -> Resident:
-    row = (await session.execute(_RESIDENT_FOR_UPDATE if for_update else _RESIDENT, {"code": resident_code})).scalar_one_or_none()
+    row = await resident_row(session, resident_code, for_update=for_update)
     if row is None:
         raise NotFound(resident_code)
     return from_row(row)
