@@ -8,6 +8,7 @@ one trace id.
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 from collections.abc import Sequence
@@ -101,5 +102,8 @@ def context_from_kafka_headers(headers: Sequence[tuple[str, bytes]] | None) -> o
     return propagate.extract(carrier)
 
 
+@functools.cache
 def tracer(name: str = "jukinet") -> trace.Tracer:
+    """One tracer per name for the process (asked for every record and message; the SDK builds a new one per call).
+    Taken before tracing is set up, it is the API's proxy, which then follows the real provider."""
     return trace.get_tracer(name)
