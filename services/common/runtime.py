@@ -25,7 +25,7 @@ from services.common.kafka import Producer
 from services.common.outbox import OutboxRelay
 from services.common.settings import ServiceSettings
 from services.common.telemetry import instrument_engine, setup_tracing
-from services.common.tokens import PublicKeyRing, load_private_key, sign_token
+from services.common.tokens import PublicKeyRing, TokenCache, load_private_key
 
 log = logging.getLogger(__name__)
 
@@ -74,13 +74,14 @@ class Runtime:
         self.sessions = make_sessionmaker(self.engine)
         self.producer = Producer(settings.kafka_bootstrap) if with_producer else None
         self.keys = PublicKeyRing(settings.keys_dir)
-        self._private_key = load_private_key(settings.private_key)
         self.party = settings.node.party
+        self._tokens = TokenCache(load_private_key(settings.private_key), self.party)
         self.http = httpx.AsyncClient(timeout=10.0)
         self._tasks: list[asyncio.Task] = []
 
     def token_for(self, audience: str, *, subject: str | None = None, lifetime_seconds: int = 300, claims: dict | None = None) -> str:
-        return sign_token(self._private_key, issuer=self.party, audience=audience, subject=subject, lifetime_seconds=lifetime_seconds, claims=claims)
+        """A signed token for ``audience``; a plain service token is reused for a while (:class:`TokenCache`)."""
+        return self._tokens.token_for(audience, subject=subject, lifetime_seconds=lifetime_seconds, claims=claims)
 
     async def publish_outbox_row(self, row) -> None:
         """Outbox delivery to Kafka: the row's destination is the topic, its key the record key."""

@@ -48,6 +48,35 @@ def sign_token(key: Ed25519PrivateKey, *, issuer: str, audience: str, subject: s
     return jwt.encode(payload, key, algorithm="EdDSA")
 
 
+class TokenCache:
+    """A party's own tokens for its peers, each reused for a fifth of its lifetime.
+
+    A service calls its peers many times a second (outbox relays, long polls);
+    signing a fresh token for each call, and the peer verifying each, cost
+    more than the call. Only plain service tokens are kept (no subject, no
+    extra claims): what a token asserts for a person or a session is signed
+    anew every time.
+    """
+
+    REUSE_FRACTION = 0.2
+
+    def __init__(self, key: Ed25519PrivateKey, issuer: str):
+        self._key = key
+        self._issuer = issuer
+        self._tokens: dict[tuple[str, int], tuple[str, float]] = {}  # (audience, lifetime) → token, reuse until
+
+    def token_for(self, audience: str, *, subject: str | None = None, lifetime_seconds: int = 300, claims: dict | None = None) -> str:
+        if subject is not None or claims:
+            return sign_token(self._key, issuer=self._issuer, audience=audience, subject=subject, lifetime_seconds=lifetime_seconds, claims=claims)
+        now = time.time()
+        kept = self._tokens.get((audience, lifetime_seconds))
+        if kept is not None and now < kept[1]:
+            return kept[0]
+        token = sign_token(self._key, issuer=self._issuer, audience=audience, lifetime_seconds=lifetime_seconds)
+        self._tokens[(audience, lifetime_seconds)] = (token, now + lifetime_seconds * self.REUSE_FRACTION)
+        return token
+
+
 class TokenRefused(Exception):
     """The token is missing, malformed, expired, or not signed by a known party."""
 
@@ -59,12 +88,18 @@ class VerifiedToken:
     claims: dict
 
 
+#: Tokens already verified, kept until they expire: a peer sends the same token for a while
+#: (:class:`TokenCache`), and checking its signature again would give the same answer.
+VERIFIED_TOKENS_KEPT = 4096
+
+
 class PublicKeyRing:
     """Public keys of every party, read from ``<keys_dir>/<party>.pub``."""
 
     def __init__(self, keys_dir: Path):
         self._dir = keys_dir
         self._cache: dict[str, Ed25519PublicKey] = {}
+        self._verified: dict[tuple[str, str], VerifiedToken] = {}  # (token, audience) → what its signature proved
 
     def key_for(self, party: str) -> Ed25519PublicKey | None:
         if party in self._cache:
@@ -81,6 +116,23 @@ class PublicKeyRing:
         return key
 
     def verify(self, token: str, *, audience: str, allowed_issuers=None) -> VerifiedToken:
+        """The token's issuer, subject and claims, if it is signed by a known party for ``audience``, unexpired,
+        and its issuer is allowed here; :class:`TokenRefused` otherwise."""
+        known = self._verified.get((token, audience))
+        if known is not None and known.claims["exp"] > time.time():
+            if allowed_issuers is not None and not allowed_issuers(known.issuer):
+                raise TokenRefused(f"issuer {known.issuer} may not call this service")
+            return known
+        verified = self._verify_signed(token, audience=audience, allowed_issuers=allowed_issuers)
+        if len(self._verified) >= VERIFIED_TOKENS_KEPT:
+            now = time.time()
+            self._verified = {k: v for k, v in self._verified.items() if v.claims["exp"] > now}
+            if len(self._verified) >= VERIFIED_TOKENS_KEPT:
+                self._verified.clear()
+        self._verified[(token, audience)] = verified
+        return verified
+
+    def _verify_signed(self, token: str, *, audience: str, allowed_issuers=None) -> VerifiedToken:
         try:
             unverified = jwt.decode(token, options={"verify_signature": False})
         except jwt.PyJWTError as exc:
