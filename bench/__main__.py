@@ -95,7 +95,9 @@ def kept_sections(page: Path) -> dict[str, list[str]]:
             if title == "Machine" and line.startswith("| date |"):
                 old_date = line.split("|")[2].strip()
     sections.pop("Machine", None)
-    for body in sections.values():
+    for body in sections.values():  # the page puts one blank line after each title
+        while body and not body[0].strip():
+            body.pop(0)
         while body and not body[-1].strip():
             body.pop()
         body.append("")
