@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 from opentelemetry import trace
-from sqlalchemy import BigInteger, DateTime, Integer, String, Text, bindparam, func, select, update
+from sqlalchemy import BigInteger, DateTime, Integer, String, Text, bindparam, event, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from services.common import metrics
 from services.common.telemetry import context_from_traceparent, current_traceparent, tracer
@@ -39,9 +40,30 @@ class OutboxMixin:
     last_error: Mapped[str | None] = mapped_column(Text)
 
 
+#: The wakeup events of this process's relays, per outbox table (each :class:`OutboxRelay` adds its own).
+_RELAY_WAKEUPS: dict[object, weakref.WeakSet] = {}
+#: Session info key: the outbox tables the open transaction wrote to.
+_WROTE_TO = "jukinet.outbox.wrote_to"
+
+
 def enqueue(session: AsyncSession, outbox_model, *, destination: str, key: str, kind: str, payload: str) -> None:
-    """Add an outbox row to the caller's transaction, carrying the active trace."""
+    """Add an outbox row to the caller's transaction, carrying the active trace; its relay is woken when the transaction commits."""
     session.add(outbox_model(destination=destination, key=key, kind=kind, payload=payload, traceparent=current_traceparent(), attempts=0))
+    getattr(session, "sync_session", session).info.setdefault(_WROTE_TO, set()).add(outbox_model)
+
+
+@event.listens_for(Session, "after_commit")
+def _wake_relays(session: Session) -> None:
+    """After the commit, not before: a relay woken earlier would not see the rows yet. A transaction that wrote
+    no outbox row wakes no relay, so no relay pass looks for nothing."""
+    for outbox_model in session.info.pop(_WROTE_TO, ()):
+        for wakeup in _RELAY_WAKEUPS.get(outbox_model, ()):
+            wakeup.set()
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_rows_rolled_back(session: Session) -> None:
+    session.info.pop(_WROTE_TO, None)
 
 
 Deliver = Callable[[object], Awaitable[Awaitable[None] | None]]
@@ -49,12 +71,19 @@ Deliver = Callable[[object], Awaitable[Awaitable[None] | None]]
 DeliverBatch = Callable[[list], Awaitable[None]]
 
 
-async def poll_forever(work: Callable[[], Awaitable[int]], *, wakeup: asyncio.Event, idle_seconds: float, what: str) -> None:
+async def poll_forever(work: Callable[[], Awaitable[int]], *, wakeup: asyncio.Event, idle_seconds: float, what: str, full: int | None = None) -> None:
     """Run ``work`` again and again; when it did nothing, sleep until woken or ``idle_seconds`` pass.
+
+    With ``full`` (the most one pass takes), a pass that did less took all
+    there was, so the loop sleeps too instead of looking once more for
+    nothing. The wakeup is then cleared before each pass: whatever woke it
+    during the pass is looked at by the next one.
 
     A failed pass is logged and retried: a loop of a service never dies of one error.
     """
     while True:
+        if full is not None:
+            wakeup.clear()
         try:
             done = await work()
         except asyncio.CancelledError:
@@ -62,12 +91,13 @@ async def poll_forever(work: Callable[[], Awaitable[int]], *, wakeup: asyncio.Ev
         except Exception:
             log.exception("%s failed", what)
             done = 0
-        if done == 0:
+        if done == 0 or (full is not None and done < full):
             try:
                 await asyncio.wait_for(wakeup.wait(), timeout=idle_seconds)
             except TimeoutError:
                 pass
-            wakeup.clear()
+            if full is None:
+                wakeup.clear()
 
 
 class OutboxBacklog:
@@ -98,6 +128,7 @@ class OutboxRelay(OutboxBacklog):
         self._resend_window = resend_window_seconds
         self._resend_topics: set[str] = set()
         self.wakeup = asyncio.Event()
+        _RELAY_WAKEUPS.setdefault(outbox_model, weakref.WeakSet()).add(self.wakeup)  # enqueue's commits wake it
         metrics.watch_outbox(self)
         # built once: a relay runs these on every pass
         table = outbox_model.__table__
@@ -208,4 +239,4 @@ class OutboxRelay(OutboxBacklog):
             await session.execute(self._mark, {"ids": ids})
 
     async def run_forever(self) -> None:
-        await poll_forever(self.run_once, wakeup=self.wakeup, idle_seconds=self._poll, what="outbox relay pass")
+        await poll_forever(self.run_once, wakeup=self.wakeup, idle_seconds=self._poll, what="outbox relay pass", full=self._batch)
