@@ -40,6 +40,9 @@ class OutboxMixin:
     last_error: Mapped[str | None] = mapped_column(Text)
 
 
+#: Relay passes start at least this far apart. Each pass costs a transaction, a claim and a mark whatever it
+#: carries; under load, commits come faster than passes finish and one pass then takes several commits' rows.
+RELAY_PACE_SECONDS = 0.05
 #: The wakeup events of this process's relays, per outbox table (each :class:`OutboxRelay` adds its own).
 _RELAY_WAKEUPS: dict[object, weakref.WeakSet] = {}
 #: Session info key: the outbox tables the open transaction wrote to.
@@ -71,19 +74,27 @@ Deliver = Callable[[object], Awaitable[Awaitable[None] | None]]
 DeliverBatch = Callable[[list], Awaitable[None]]
 
 
-async def poll_forever(work: Callable[[], Awaitable[int]], *, wakeup: asyncio.Event, idle_seconds: float, what: str, full: int | None = None) -> None:
+async def poll_forever(work: Callable[[], Awaitable[int]], *, wakeup: asyncio.Event, idle_seconds: float, what: str,
+                       full: int | None = None, pace_seconds: float = 0.0) -> None:
     """Run ``work`` again and again; when it did nothing, sleep until woken or ``idle_seconds`` pass.
 
     With ``full`` (the most one pass takes), a pass that did less took all
     there was, so the loop sleeps too instead of looking once more for
     nothing. The wakeup is then cleared before each pass: whatever woke it
-    during the pass is looked at by the next one.
+    during the pass is looked at by the next one. Passes then start at least
+    ``pace_seconds`` apart: an idle loop answers a wakeup at once, a busy one
+    takes what several wakeups brought in one pass.
 
     A failed pass is logged and retried: a loop of a service never dies of one error.
     """
+    loop = asyncio.get_running_loop()
+    last_start = float("-inf")
     while True:
         if full is not None:
+            if (wait := last_start + pace_seconds - loop.time()) > 0:
+                await asyncio.sleep(wait)
             wakeup.clear()
+            last_start = loop.time()
         try:
             done = await work()
         except asyncio.CancelledError:
@@ -239,4 +250,4 @@ class OutboxRelay(OutboxBacklog):
             await session.execute(self._mark, {"ids": ids})
 
     async def run_forever(self) -> None:
-        await poll_forever(self.run_once, wakeup=self.wakeup, idle_seconds=self._poll, what="outbox relay pass", full=self._batch)
+        await poll_forever(self.run_once, wakeup=self.wakeup, idle_seconds=self._poll, what="outbox relay pass", full=self._batch, pace_seconds=RELAY_PACE_SECONDS)
