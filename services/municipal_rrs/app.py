@@ -67,10 +67,14 @@ def build_app(settings: ServiceSettings) -> FastAPI:
     def known_municipality(code: str) -> bool:
         return topology.municipality(code) is not None
 
+    kept_through: list[int | None] = [None]  # the last notice kept here, once read; None: read it from the database
+
     async def pull_notices_once() -> int:
         """Fetch what other municipalities sent since the last notice kept here; apply each once, in order."""
-        async with rt.sessions() as session:
-            after = await moves.last_notice_sequence(session)
+        if kept_through[0] is None:
+            async with rt.sessions() as session:
+                kept_through[0] = await moves.last_notice_sequence(session)
+        after = kept_through[0]
         wait = settings.notices_wait_seconds  # a long poll: the CS answers as soon as a notice arrives
         response = await rt.http.get(
             f"{settings.peer(cs_node)}/v1/rrs/notices", params={"after": after, "limit": 100, "wait": wait},
@@ -78,9 +82,13 @@ def build_app(settings: ServiceSettings) -> FastAPI:
         )
         response.raise_for_status()
         batch = CsNoticeBatch.model_validate_json(response.content)
-        await apply_notices(batch.notices)
+        try:
+            await apply_notices(batch.notices)
+        except BaseException:
+            kept_through[0] = None  # some may be kept: the database says how far
+            raise
         if batch.notices:
-            relay.wakeup.set()
+            kept_through[0] = batch.notices[-1].sequence  # this loop alone keeps notices
         return len(batch.notices)
 
     async def apply_notices(notices: list) -> None:
