@@ -143,8 +143,10 @@ class OutboxRelay(OutboxBacklog):
         metrics.watch_outbox(self)
         # built once: a relay runs these on every pass
         table = outbox_model.__table__
-        self._claim = select(outbox_model).where(outbox_model.sent_at.is_(None)).order_by(outbox_model.id).limit(batch).with_for_update(skip_locked=True)
+        # (table rows, not ORM objects: a pass reads them once and changes them only through these statements)
+        self._claim = select(table).where(table.c.sent_at.is_(None)).order_by(table.c.id).limit(batch).with_for_update(skip_locked=True)
         self._mark = update(table).where(table.c.id.in_(bindparam("ids", expanding=True))).values(sent_at=func.now(), attempts=table.c.attempts + 1)
+        self._note_failure = update(table).where(table.c.id == bindparam("at_id")).values(attempts=table.c.attempts + 1, last_error=bindparam("error"))
 
     async def replay(self, *, from_id: int, to_id: int) -> int:
         """Deliver rows ``from_id``..``to_id`` again, in order (operator replay).
@@ -196,7 +198,7 @@ class OutboxRelay(OutboxBacklog):
             await self._mark_for_resend()
         delivered = 0
         async with self._sessions() as session, session.begin():
-            rows = (await session.execute(self._claim)).scalars().all()
+            rows = (await session.execute(self._claim)).all()
             if self._deliver_batch is not None:
                 return await self._hand_over_batch(session, rows)
             handed: list[tuple[object, object]] = []
@@ -225,10 +227,12 @@ class OutboxRelay(OutboxBacklog):
             await self._mark_sent(session, [row.id for row, _ in handed[:delivered]])
             if failed is not None:  # keep the row, retry later, keep order
                 row, exc = failed
-                row.attempts += 1
-                row.last_error = f"{type(exc).__name__}: {exc}"[:2000]
-                log.warning("outbox delivery of %s failed: %s", row.id, row.last_error)
+                await self._keep_for_retry(session, row, exc)
+                log.warning("outbox delivery of %s failed: %s: %s", row.id, type(exc).__name__, exc)
         return delivered
+
+    async def _keep_for_retry(self, session: AsyncSession, row, exc: Exception) -> None:
+        await session.execute(self._note_failure, {"at_id": row.id, "error": f"{type(exc).__name__}: {exc}"[:2000]})
 
     async def _hand_over_batch(self, session: AsyncSession, rows: list) -> int:
         if not rows:
@@ -237,9 +241,8 @@ class OutboxRelay(OutboxBacklog):
             try:
                 await self._deliver_batch(rows)
             except Exception as exc:  # nothing was taken: keep every row, retry later, in order
-                rows[0].attempts += 1
-                rows[0].last_error = f"{type(exc).__name__}: {exc}"[:2000]
-                log.warning("outbox delivery of %s rows from %s failed: %s", len(rows), rows[0].id, rows[0].last_error)
+                await self._keep_for_retry(session, rows[0], exc)
+                log.warning("outbox delivery of %s rows from %s failed: %s: %s", len(rows), rows[0].id, type(exc).__name__, exc)
                 return 0
         await self._mark_sent(session, [row.id for row in rows])
         return len(rows)

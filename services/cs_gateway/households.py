@@ -28,7 +28,7 @@ _KEEP_COMPOSITION = text(
     " ON CONFLICT (household_id) DO UPDATE SET members = excluded.members, recorded_at = excluded.recorded_at"
     " WHERE h.recorded_at <= excluded.recorded_at RETURNING household_id"
 ).bindparams(bindparam("household_id", type_=Uuid), bindparam("recorded_at", type_=DateTime(timezone=True)))
-_LEAVE_MEMBERS = delete(HouseholdMemberRow.__table__).where(HouseholdMemberRow.household_id == bindparam("household_id"))
+_LEAVE_MEMBERS = delete(HouseholdMemberRow.__table__).where(HouseholdMemberRow.__table__.c.household_id == bindparam("household_id"))
 
 #: Every member into the household in one statement; a member still listed in another household
 #: moves. Written once as text: the PostgreSQL dialect's INSERT … ON CONFLICT construct is never

@@ -69,12 +69,13 @@ _KEEP_NOTICE = text(
 )
 
 # The other statements of every move, built once (docs/architecture.md, "Database access on the hot path").
+_CERTIFICATES = MoveCertificateRow.__table__  # table columns: a plain statement, no ORM work around it
 _CERTIFICATE_CONTINUED = (  # the 転出 a 転入 continues from
-    select(MoveCertificateRow.payload).where(MoveCertificateRow.resident_code == bindparam("code"), MoveCertificateRow.version == bindparam("version"))
-    .order_by(MoveCertificateRow.received_at.desc()).limit(1)
+    select(_CERTIFICATES.c.payload).where(_CERTIFICATES.c.resident_code == bindparam("code"), _CERTIFICATES.c.version == bindparam("version"))
+    .order_by(_CERTIFICATES.c.received_at.desc()).limit(1)
 )
 _CERTIFICATES_USED = (
-    update(MoveCertificateRow.__table__).where(MoveCertificateRow.resident_code == bindparam("code"), MoveCertificateRow.status == "pending").values(status="used")
+    update(_CERTIFICATES).where(_CERTIFICATES.c.resident_code == bindparam("code"), _CERTIFICATES.c.status == "pending").values(status="used")
 )
 _KEEP_CERTIFICATE = text(
     f"INSERT INTO {MoveCertificateRow.__tablename__} (certificate_id, resident_code, origin_municipality_code, version, status, payload)"

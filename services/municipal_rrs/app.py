@@ -21,7 +21,7 @@ from contracts.register import (
     ChangeHousehold, ChangeName, CorrectRecord, HistoryEntry, HouseholdMember, MoveWithin, PortalCredential,
     RecordDeath, RegisterResident, RemoveExOfficio, ResidentList, ResidentRecord, RestoreExOfficio,
 )
-from services.common.outbox import OutboxRelay, poll_forever
+from services.common.outbox import RELAY_PACE_SECONDS, OutboxRelay, poll_forever
 from services.common.problems import ProblemError, install_problem_handlers
 from services.common.runtime import Runtime
 from services.common.settings import ServiceSettings
@@ -68,9 +68,17 @@ def build_app(settings: ServiceSettings) -> FastAPI:
         return topology.municipality(code) is not None
 
     kept_through: list[int | None] = [None]  # the last notice kept here, once read; None: read it from the database
+    last_pull = [float("-inf")]
 
     async def pull_notices_once() -> int:
-        """Fetch what other municipalities sent since the last notice kept here; apply each once, in order."""
+        """Fetch what other municipalities sent since the last notice kept here; apply each once, in order.
+
+        Pulls start at least ``RELAY_PACE_SECONDS`` apart, as relay passes do: an idle register's long poll
+        answers a notice at once, a busy one takes several notices per pull."""
+        loop = asyncio.get_running_loop()
+        if (pause := last_pull[0] + RELAY_PACE_SECONDS - loop.time()) > 0:
+            await asyncio.sleep(pause)
+        last_pull[0] = loop.time()
         if kept_through[0] is None:
             async with rt.sessions() as session:
                 kept_through[0] = await moves.last_notice_sequence(session)

@@ -91,6 +91,26 @@ async def _scenario(url: str) -> dict:
                 session.add(_Note(value="later, in the same session"))
             seen["its later commit without rows wakes the relay"] = relay.wakeup.is_set()
         seen["rows left undelivered"] = await undelivered()
+
+        # a failed delivery keeps the row, with the reason, and the next pass delivers it
+        failures = ["the CS did not answer"]
+        real_deliver = relay._deliver_batch
+
+        async def failing_once(rows) -> None:
+            if failures:
+                raise RuntimeError(failures.pop())
+            await real_deliver(rows)
+
+        relay._deliver_batch = failing_once
+        async with sessions() as session, session.begin():
+            enqueue(session, _Outbox, destination="http:somewhere", key="z", kind="test", payload="z")
+        await _until(lambda: not failures, "the failed pass")
+        async with sessions() as session, session.begin():  # the next commit wakes the relay: the kept row goes first
+            enqueue(session, _Outbox, destination="http:somewhere", key="z", kind="test", payload="after z")
+        await _until(lambda: delivered[-2:] == ["z", "after z"], "delivery after a failed pass")
+        async with sessions() as session:
+            seen["the failed row's attempts and reason"] = tuple(
+                (await session.execute(text("select attempts, last_error from outbox where payload = 'z'"))).one())
     finally:
         loop.cancel()
         await engine.dispose()
@@ -112,5 +132,6 @@ def test_a_commit_with_outbox_rows_wakes_the_relay_once_and_nothing_else_does(tm
         "a rolled back transaction wakes the relay": False,
         "its later commit without rows wakes the relay": False,
         "rows left undelivered": 0,
-        "delivered": ["a", "b", "c"],
+        "the failed row's attempts and reason": (2, "RuntimeError: the CS did not answer"),
+        "delivered": ["a", "b", "c", "z", "after z"],
     }
