@@ -11,11 +11,12 @@ requires it).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable, Collection
 from datetime import date, datetime
 
 from aiokafka import ConsumerRecord
-from sqlalchemy import Boolean, Date, DateTime, String, func, select
+from sqlalchemy import Boolean, Date, DateTime, String, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -62,8 +63,14 @@ async def protected_codes(session: AsyncSession, model, codes: Collection[str]) 
     """Which of these persons a measure protects now."""
     if not codes:
         return set()
-    rows = await session.execute(select(model.resident_code).where(model.resident_code.in_(list(codes)), model.protected.is_(True)))
+    rows = await session.execute(_protected_among(model), {"codes": list(codes)})
     return set(rows.scalars())
+
+
+@functools.cache
+def _protected_among(model):
+    """Built once per marker table: asked for every notification delivered and every answer given."""
+    return select(model.resident_code).where(model.resident_code.in_(bindparam("codes", expanding=True)), model.protected.is_(True))
 
 
 def marker_handler(model, *, check: Callable[[ProtectionMarker], None] | None = None,

@@ -12,7 +12,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -117,11 +117,13 @@ async def issue(session: AsyncSession, ca: CertificationAuthority, ca_certificat
 # --- revocation and status --------------------------------------------------------------------
 
 
+#: Asked for every change the national server applies: built once, its cache key with it.
+_GOOD_CERTIFICATES_OF = select(JpkiCertificateRow).where(JpkiCertificateRow.resident_code == bindparam("code"), JpkiCertificateRow.status == GOOD).with_for_update()
+
+
 async def revoke_on_change(session: AsyncSession, change: IdentityChange, now: datetime) -> list[tuple[str, RevocationReason]]:
     """In the transaction that applied the change: revoke what the change makes untrue (``jpki.revocation_for``)."""
-    rows = (await session.execute(
-        select(JpkiCertificateRow).where(JpkiCertificateRow.resident_code == change.resident_code, JpkiCertificateRow.status == GOOD).with_for_update()
-    )).scalars().all()
+    rows = (await session.execute(_GOOD_CERTIFICATES_OF, {"code": change.resident_code})).scalars().all()
     revoked = []
     for row in rows:
         items = BasicItems.model_validate_json(row.subject_items) if row.subject_items else None

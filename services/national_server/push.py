@@ -14,7 +14,7 @@ from types import SimpleNamespace
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response
-from sqlalchemy import or_, select, text
+from sqlalchemy import bindparam, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts import topics
@@ -33,6 +33,18 @@ from services.national_server.models import FollowRow, Identity, NotificationRow
 log = logging.getLogger(__name__)
 
 PENDING, DELIVERED, SUPERSEDED, WITHDRAWN = "pending", "delivered", "superseded", "withdrawn"
+
+# Statements of every change and every delivery, built once (docs/architecture.md, "Database access on the hot path").
+_ACTIVE_FOLLOWS = select(FollowRow).where(
+    FollowRow.resident_code == bindparam("code"), FollowRow.stopped_at.is_(None), or_(FollowRow.until.is_(None), FollowRow.until >= bindparam("today")),
+)
+_LATEST_NOTIFICATION = select(NotificationRow).where(
+    NotificationRow.follow_id == bindparam("follow_id"), NotificationRow.status.in_((PENDING, DELIVERED)),
+).order_by(NotificationRow.created_at.desc()).limit(1).with_for_update()
+_DUE_NOTIFICATIONS = select(NotificationRow).where(
+    NotificationRow.status == PENDING, NotificationRow.due_at <= bindparam("now"),
+).order_by(NotificationRow.due_at, NotificationRow.created_at).limit(200).with_for_update(skip_locked=True)
+_NEXT_FEED_SEQUENCE = text("select nextval('notification_feed_seq')")
 
 
 class Push:
@@ -91,15 +103,10 @@ class Push:
         incoming = NOTIFICATION_TYPE_OF.get(change.reason)
         if incoming is None:
             return
-        today = date.today()
-        follows = (await session.execute(select(FollowRow).where(
-            FollowRow.resident_code == change.resident_code, FollowRow.stopped_at.is_(None), or_(FollowRow.until.is_(None), FollowRow.until >= today),
-        ))).scalars().all()
+        follows = (await session.execute(_ACTIVE_FOLLOWS, {"code": change.resident_code, "today": date.today()})).scalars().all()
         now = datetime.now(UTC)
         for f in follows:
-            latest_row = (await session.execute(select(NotificationRow).where(
-                NotificationRow.follow_id == f.id, NotificationRow.status.in_((PENDING, DELIVERED)),
-            ).order_by(NotificationRow.created_at.desc()).limit(1).with_for_update())).scalar_one_or_none()
+            latest_row = (await session.execute(_LATEST_NOTIFICATION, {"follow_id": f.id})).scalar_one_or_none()
             latest = None if latest_row is None else LatestNotification(
                 notification_id=str(latest_row.id), type=NotificationType(latest_row.type), delivered=latest_row.status == DELIVERED,
                 corrects=str(latest_row.corrects) if latest_row.corrects else None,
@@ -142,9 +149,7 @@ class Push:
     # --- delivery ------------------------------------------------------------------------
     async def deliver_due(self) -> int:
         async with self.rt.sessions() as session, session.begin():
-            due = (await session.execute(select(NotificationRow).where(
-                NotificationRow.status == PENDING, NotificationRow.due_at <= datetime.now(UTC),
-            ).order_by(NotificationRow.due_at, NotificationRow.created_at).limit(200).with_for_update(skip_locked=True))).scalars().all()
+            due = (await session.execute(_DUE_NOTIFICATIONS, {"now": datetime.now(UTC)})).scalars().all()
             for n in due:
                 await self._deliver(session, n)
         if due:
@@ -161,7 +166,7 @@ class Push:
         change = IdentityChange.model_validate_json(n.change)
         protected = bool(await protected_codes(session, ProtectionMarkerRow, [n.resident_code]))  # as of delivery: a measure may have started since
         code, pseudonym = subject_for(grant, n.resident_code, self.pseudonymizer)
-        sequence = (await session.execute(text("select nextval('notification_feed_seq')"))).scalar_one()
+        sequence = (await session.execute(_NEXT_FEED_SEQUENCE)).scalar_one()
         delivered_at = datetime.now(UTC)
         notification = ChangeNotification(
             notification_id=n.id, sequence=sequence, agency=n.agency_id, affair=n.affair, subject=code or pseudonym,
