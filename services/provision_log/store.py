@@ -15,8 +15,7 @@ from datetime import datetime
 from typing import TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import delete, func, select, tuple_, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import DateTime, bindparam, delete, func, insert, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.provision import ProvisionRecord
@@ -61,10 +60,21 @@ async def tree_size(session: AsyncSession) -> int:
     return int(await session.scalar(select(LogState.size).where(LogState.id == 1)) or 0)
 
 
+# Statements of every provision record, built once: a Core INSERT is compiled once and cached, the
+# PostgreSQL dialect's INSERT … ON CONFLICT never is (so that one is written as text).
+_LOCKED_STATE = select(LogState).where(LogState.id == 1).with_for_update()  # appends are serial
+_LEAF_OF = select(LogLeaf.leaf_index).where(LogLeaf.record_id == bindparam("record_id"))
+_INSERT_NODES = insert(LogNode.__table__)  # executemany: the nodes an append completes
+_KEEP_PROVISION = text(
+    f"INSERT INTO {ProvisionEntry.__tablename__} (record_id, resident_code, provided_at, provider, recipient, affair, payload)"
+    " VALUES (:record_id, :resident_code, :provided_at, :provider, :recipient, :affair, :payload) ON CONFLICT (record_id) DO NOTHING"
+).bindparams(bindparam("provided_at", type_=DateTime(timezone=True)))
+
+
 async def append(session: AsyncSession, *, record_id: str, kind: str, entry: bytes, entry_time: datetime, resident_code: str | None = None, salt: bytes | None = None) -> int:
     """Append one leaf unless ``record_id`` already has one; its leaf index either way."""
-    state = (await session.execute(select(LogState).where(LogState.id == 1).with_for_update())).scalar_one()
-    existing = await session.scalar(select(LogLeaf.leaf_index).where(LogLeaf.record_id == record_id))
+    state = (await session.execute(_LOCKED_STATE)).scalar_one()
+    existing = await session.scalar(_LEAF_OF, {"record_id": record_id})
     if existing is not None:
         return int(existing)
     index = state.size
@@ -74,7 +84,7 @@ async def append(session: AsyncSession, *, record_id: str, kind: str, entry: byt
         leaf_index=index, record_id=record_id, kind=kind, leaf_hash=leaf, entry=entry.decode("utf-8"),
         resident_code=resident_code, salt=salt, entry_time=entry_time,
     ))
-    await session.execute(insert(LogNode).values([{"level": level, "idx": i, "hash": h} for level, i, h in nodes]))
+    await session.execute(_INSERT_NODES, [{"level": level, "idx": i, "hash": h} for level, i, h in nodes])
     state.size = index + 1
     await session.flush()
     return index
@@ -82,12 +92,10 @@ async def append(session: AsyncSession, *, record_id: str, kind: str, entry: byt
 
 async def append_provision(session: AsyncSession, record: ProvisionRecord) -> int:
     """The provision record and its leaf, both idempotent by record id."""
-    await session.execute(
-        insert(ProvisionEntry).values(
-            record_id=str(record.record_id), resident_code=record.resident_code, provided_at=record.provided_at,
-            provider=record.provider, recipient=record.recipient, affair=record.affair, payload=record.model_dump_json(),
-        ).on_conflict_do_nothing(index_elements=["record_id"])
-    )
+    await session.execute(_KEEP_PROVISION, {
+        "record_id": str(record.record_id), "resident_code": record.resident_code, "provided_at": record.provided_at,
+        "provider": record.provider, "recipient": record.recipient, "affair": record.affair, "payload": record.model_dump_json(),
+    })
     salt = os.urandom(domain.SALT_BYTES)
     return await append(
         session, record_id=str(record.record_id), kind="provision", entry=domain.provision_entry(record, salt),
