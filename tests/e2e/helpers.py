@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import uuid
 from datetime import date, timedelta
@@ -15,6 +16,7 @@ from aiokafka import AIOKafkaProducer
 from faker import Faker
 
 from contracts import topics
+from services.common.embedded import EmbeddedPostgres, free_port
 from services.common.gazetteer import neighborhoods
 from services.common.topology import Node, load_topology
 from services.network import Network
@@ -167,3 +169,15 @@ def read_topic(net: Network, topic: str, *, idle_ms: int = 1500) -> list:
 def agency_call(net: Network, agency: str, method: str, path: str, **kwargs) -> httpx.Response:
     headers = {"authorization": f"Bearer {net.agency_token(agency)}", **kwargs.pop("headers", {})}
     return httpx.request(method, f"{net.url('national_server.national')}{path}", headers=headers, timeout=10, **kwargs)
+
+
+@contextlib.contextmanager
+def tenant_database(tmp_path, tenant: str):
+    """A PostgreSQL of its own with one tenant database, for tests of a mechanism without the network: (server, URL)."""
+    postgres = EmbeddedPostgres(tmp_path / "postgres", free_port())
+    postgres.start()
+    try:
+        credentials = postgres.ensure_tenant(tenant)
+        yield postgres, credentials.url(postgres.host, postgres.port)
+    finally:
+        postgres.stop()

@@ -57,7 +57,7 @@ from sqlalchemy.dialects.postgresql import insert  # noqa: E402
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column  # noqa: E402
 
 from services.common.db import make_engine, make_sessionmaker  # noqa: E402
-from services.common.embedded import EmbeddedPostgres  # noqa: E402
+from tests.e2e.helpers import tenant_database  # noqa: E402
 from services.common.kafka import ConsumerOffsetMixin, DeadLetterMixin, StoredOffsetConsumer  # noqa: E402
 from services.common.outbox import OutboxMixin, OutboxRelay, enqueue  # noqa: E402
 
@@ -149,14 +149,11 @@ async def _consumer_scenario(broker: EmbeddedBroker, database_url: str) -> tuple
 
 
 def test_every_record_reaches_a_running_consumer_across_empty_broker_restarts(tmp_path):
-    postgres = EmbeddedPostgres(tmp_path / "postgres", free_port())
-    postgres.start()
-    broker = EmbeddedBroker(free_port(), tmp_path / "broker.log")
-    broker.start()
-    try:
-        credentials = postgres.ensure_tenant("consumer_test")
-        sent, applied = asyncio.run(_consumer_scenario(broker, credentials.url(postgres.host, postgres.port)))
-    finally:
-        broker.stop(kill=True)
-        postgres.stop()
+    with tenant_database(tmp_path, "consumer_test") as (_, url):
+        broker = EmbeddedBroker(free_port(), tmp_path / "broker.log")
+        broker.start()
+        try:
+            sent, applied = asyncio.run(_consumer_scenario(broker, url))
+        finally:
+            broker.stop(kill=True)
     assert sent == applied

@@ -10,7 +10,7 @@ import asyncio
 from sqlalchemy import text
 
 from services.common import db
-from services.common.embedded import EmbeddedPostgres, free_port
+from tests.e2e.helpers import tenant_database
 
 
 async def _scenario(url: str, admin) -> dict:
@@ -36,13 +36,7 @@ async def _scenario(url: str, admin) -> dict:
 
 def test_an_idle_pooled_connection_closed_by_the_server_is_replaced_before_use(tmp_path, monkeypatch):
     monkeypatch.setattr(db, "PING_AFTER_IDLE_SECONDS", 0.5)
-    postgres = EmbeddedPostgres(tmp_path / "postgres", free_port())
-    postgres.start()
-    try:
-        credentials = postgres.ensure_tenant("pool_test")
-        with postgres.admin_connect() as admin:
-            admin.autocommit = True
-            seen = asyncio.run(_scenario(credentials.url(postgres.host, postgres.port), admin))
-    finally:
-        postgres.stop()
+    with tenant_database(tmp_path, "pool_test") as (postgres, url), postgres.admin_connect() as admin:
+        admin.autocommit = True
+        seen = asyncio.run(_scenario(url, admin))
     assert seen == {"busy reuse keeps the backend": True, "after idle, a fresh backend": True}

@@ -21,7 +21,7 @@ from sqlalchemy.orm import DeclarativeBase
 from contracts.identifiers import new_individual_number, new_resident_code
 from contracts.identity import Address, ChangeReason, IdentityChange, IdentityInfo, MoveDetails, PersonName, RegistrationStatus, Sex
 from services.common.db import make_engine, make_sessionmaker
-from services.common.embedded import EmbeddedPostgres, free_port
+from tests.e2e.helpers import tenant_database
 from services.common.identity_store import VersionConflict, apply_change
 from services.common.moves import arriving_in
 from services.common.tier_models import declare_tier_tables, identity_tables
@@ -101,13 +101,8 @@ async def _scenario(url: str) -> dict:
 
 
 def test_apply_change_follows_the_version_rules(tmp_path):
-    postgres = EmbeddedPostgres(tmp_path / "postgres", free_port())
-    postgres.start()
-    try:
-        credentials = postgres.ensure_tenant("identity_store_test")
-        seen = asyncio.run(_scenario(credentials.url(postgres.host, postgres.port)))
-    finally:
-        postgres.stop()
+    with tenant_database(tmp_path, "identity_store_test") as (_, url):
+        seen = asyncio.run(_scenario(url))
     assert seen["first"] is Decision.apply
     assert seen["redelivered"] is Decision.duplicate
     assert seen["after first"] == (1, "東京都千代田区千代田1番", [1], 0)

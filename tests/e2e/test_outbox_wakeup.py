@@ -11,8 +11,8 @@ from sqlalchemy import String, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from services.common.db import make_engine, make_sessionmaker
-from services.common.embedded import EmbeddedPostgres, free_port
 from services.common.outbox import OutboxMixin, OutboxRelay, enqueue
+from tests.e2e.helpers import tenant_database
 
 POLL_SECONDS = 30.0  # far longer than any wait below: only a wakeup explains a prompt pass
 
@@ -119,13 +119,8 @@ async def _scenario(url: str) -> dict:
 
 
 def test_a_commit_with_outbox_rows_wakes_the_relay_once_and_nothing_else_does(tmp_path):
-    postgres = EmbeddedPostgres(tmp_path / "postgres", free_port())
-    postgres.start()
-    try:
-        credentials = postgres.ensure_tenant("outbox_test")
-        seen = asyncio.run(_scenario(credentials.url(postgres.host, postgres.port)))
-    finally:
-        postgres.stop()
+    with tenant_database(tmp_path, "outbox_test") as (_, url):
+        seen = asyncio.run(_scenario(url))
     assert seen == {
         "passes for one committed transaction": 1,
         "a commit without outbox rows wakes the relay": False,
