@@ -58,7 +58,10 @@ def enqueue(session: AsyncSession, outbox_model, *, destination: str, key: str, 
 @event.listens_for(Session, "after_commit")
 def _wake_relays(session: Session) -> None:
     """After the commit, not before: a relay woken earlier would not see the rows yet. A transaction that wrote
-    no outbox row wakes no relay, so no relay pass looks for nothing."""
+    no outbox row wakes no relay, so no relay pass looks for nothing. Releasing a savepoint sends this event
+    too; that is not yet the commit, so it wakes nothing and the note stays for the real one."""
+    if session.in_nested_transaction():
+        return
     for outbox_model in session.info.pop(_WROTE_TO, ()):
         for wakeup in _RELAY_WAKEUPS.get(outbox_model, ()):
             wakeup.set()
@@ -66,7 +69,10 @@ def _wake_relays(session: Session) -> None:
 
 @event.listens_for(Session, "after_rollback")
 def _forget_rows_rolled_back(session: Session) -> None:
-    session.info.pop(_WROTE_TO, None)
+    """The transaction's rows are gone. A savepoint rolled back leaves the rows written before it, so the note stays
+    (at worst, the commit wakes a relay that then finds nothing)."""
+    if not session.in_nested_transaction():
+        session.info.pop(_WROTE_TO, None)
 
 
 Deliver = Callable[[object], Awaitable[Awaitable[None] | None]]

@@ -47,7 +47,7 @@ def build_app(settings: ServiceSettings) -> FastAPI:
     cs_party = f"cs-{municipality.code}"
     topology = settings.topology_model
 
-    async def deliver_to_cs(rows: list[Outbox]) -> None:
+    async def deliver_to_cs(rows: list) -> None:
         """One pass of the outbox in one request, in order; each message keeps its change's trace."""
         body = '{"messages":[' + ",".join(
             '{"traceparent":%s,"message":%s}' % (json.dumps(row.traceparent), row.payload) for row in rows

@@ -90,6 +90,20 @@ async def _scenario(url: str) -> dict:
             async with session.begin():
                 session.add(_Note(value="later, in the same session"))
             seen["its later commit without rows wakes the relay"] = relay.wakeup.is_set()
+
+        # a savepoint's release is not the commit: the relay is woken by the commit, and then delivers
+        async with sessions() as session:
+            async with session.begin():
+                async with session.begin_nested():
+                    enqueue(session, _Outbox, destination="http:somewhere", key="n", kind="test", payload="in a savepoint")
+                seen["a released savepoint wakes the relay"] = relay.wakeup.is_set()
+                try:
+                    async with session.begin_nested():
+                        raise RuntimeError("a savepoint rolled back")
+                except RuntimeError:
+                    pass
+            seen["the commit after savepoints wakes the relay"] = relay.wakeup.is_set()
+        await _until(lambda: delivered[-1:] == ["in a savepoint"], "delivery of the row written in a savepoint")
         seen["rows left undelivered"] = await undelivered()
 
         # a failed delivery keeps the row, with the reason, and the next pass delivers it
@@ -126,7 +140,9 @@ def test_a_commit_with_outbox_rows_wakes_the_relay_once_and_nothing_else_does(tm
         "a commit without outbox rows wakes the relay": False,
         "a rolled back transaction wakes the relay": False,
         "its later commit without rows wakes the relay": False,
+        "a released savepoint wakes the relay": False,
+        "the commit after savepoints wakes the relay": True,
         "rows left undelivered": 0,
         "the failed row's attempts and reason": (2, "RuntimeError: the CS did not answer"),
-        "delivered": ["a", "b", "c", "z", "after z"],
+        "delivered": ["a", "b", "c", "in a savepoint", "z", "after z"],
     }
