@@ -87,20 +87,20 @@ async def poll_forever(work: Callable[[], Awaitable[int]], *, wakeup: asyncio.Ev
     With ``full`` (the most one pass takes), a pass that did less took all
     there was, so the loop sleeps too instead of looking once more for
     nothing. The wakeup is then cleared before each pass: whatever woke it
-    during the pass is looked at by the next one. Passes then start at least
-    ``pace_seconds`` apart: an idle loop answers a wakeup at once, a busy one
-    takes what several wakeups brought in one pass.
+    during the pass is looked at by the next one. Passes start at least
+    ``pace_seconds`` apart: an idle loop answers at once, a busy one takes
+    what several wakeups brought in one pass.
 
     A failed pass is logged and retried: a loop of a service never dies of one error.
     """
     loop = asyncio.get_running_loop()
     last_start = float("-inf")
     while True:
+        if (wait := last_start + pace_seconds - loop.time()) > 0:
+            await asyncio.sleep(wait)
+        last_start = loop.time()
         if full is not None:
-            if (wait := last_start + pace_seconds - loop.time()) > 0:
-                await asyncio.sleep(wait)
             wakeup.clear()
-            last_start = loop.time()
         try:
             done = await work()
         except asyncio.CancelledError:

@@ -90,7 +90,6 @@ def build_app(settings: ServiceSettings) -> FastAPI:
                 outcome = await tier.receive(session, change)
         except Refuse as exc:
             raise ProblemError(409, "identity-conflict", "The change conflicts with what the CS holds", str(exc)) from None
-        relay.wakeup.set()
         return IdentityChangeAck(event_id=change.event_id, resident_code=change.resident_code, version=change.version, outcome="duplicate" if outcome.decision is Decision.duplicate else "accepted")
 
     rrs_batches = asyncio.Lock()
@@ -123,7 +122,6 @@ def build_app(settings: ServiceSettings) -> FastAPI:
                     duplicates += not fresh
         except Refuse as exc:
             raise ProblemError(409, "identity-conflict", "A change conflicts with what the CS holds", str(exc)) from None
-        relay.wakeup.set()
         return RrsBatchAck(accepted=accepted, duplicates=duplicates)
 
     @app.post("/v1/rrs/household-compositions", status_code=202, dependencies=[Depends(from_own_rrs)])
@@ -173,7 +171,6 @@ def build_app(settings: ServiceSettings) -> FastAPI:
             found = await households.answer(session, request=request, grant=grant, municipality_code=municipality.code, provider=rt.party)
         if found is None:
             raise ProblemError(404, "not-found", "No household known for this person")
-        relay.wakeup.set()
         return found
 
     @app.get("/internal/v1/refusals", tags=["operations"])

@@ -68,17 +68,9 @@ def build_app(settings: ServiceSettings) -> FastAPI:
         return topology.municipality(code) is not None
 
     kept_through: list[int | None] = [None]  # the last notice kept here, once read; None: read it from the database
-    last_pull = [float("-inf")]
 
     async def pull_notices_once() -> int:
-        """Fetch what other municipalities sent since the last notice kept here; apply each once, in order.
-
-        Pulls start at least ``RELAY_PACE_SECONDS`` apart, as relay passes do: an idle register's long poll
-        answers a notice at once, a busy one takes several notices per pull."""
-        loop = asyncio.get_running_loop()
-        if (pause := last_pull[0] + RELAY_PACE_SECONDS - loop.time()) > 0:
-            await asyncio.sleep(pause)
-        last_pull[0] = loop.time()
+        """Fetch what other municipalities sent since the last notice kept here; apply each once, in order."""
         if kept_through[0] is None:
             async with rt.sessions() as session:
                 kept_through[0] = await moves.last_notice_sequence(session)
@@ -116,7 +108,9 @@ def build_app(settings: ServiceSettings) -> FastAPI:
                 await apply(session, notice)
 
     async def pull_notices_forever() -> None:
-        await poll_forever(pull_notices_once, wakeup=asyncio.Event(), idle_seconds=settings.outbox_poll_seconds, what="pulling notices from the CS")
+        # paced as relay passes are: an idle register's long poll answers a notice at once, a busy one takes several per pull
+        await poll_forever(pull_notices_once, wakeup=asyncio.Event(), idle_seconds=settings.outbox_poll_seconds, what="pulling notices from the CS",
+                           pace_seconds=RELAY_PACE_SECONDS)
 
     app = FastAPI(
         title=f"住民記録システム {municipality.name} ({municipality.code})",
@@ -128,7 +122,7 @@ def build_app(settings: ServiceSettings) -> FastAPI:
     install_problem_handlers(app, rt.refusal_recorder(Refusal))
     app.state.relay = relay
 
-    SessionDep = transaction_dependency(rt.sessions, after_commit=relay.wakeup.set)  # changes leave as soon as they are committed
+    SessionDep = transaction_dependency(rt.sessions)  # a commit that wrote outbox rows wakes the relay (outbox.enqueue)
     router = APIRouter(prefix="/v1")
 
     def rule(exc: RegistryRuleViolation) -> ProblemError:

@@ -9,26 +9,22 @@ early.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 
-def transaction_dependency(sessions: async_sessionmaker, *, after_commit: Callable[[], None] | None = None):
+def transaction_dependency(sessions: async_sessionmaker):
     """``Annotated[AsyncSession, …]`` for one transaction per request, committed before the answer.
 
-    ``after_commit`` runs once the commit succeeded (not after a rollback):
-    the register wakes its outbox relay there, so the first pass already
-    sees the rows the request wrote instead of waiting for the next poll.
+    A commit that wrote outbox rows wakes the outbox relay (``outbox.enqueue``),
+    so the first pass already sees them instead of waiting for the next poll.
     """
 
     async def transaction():
         async with sessions() as session, session.begin():
             yield session
-        if after_commit is not None:
-            after_commit()
 
     return Annotated[AsyncSession, Depends(transaction, scope="function")]
 
