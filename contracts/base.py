@@ -9,3 +9,7 @@ class Contract(BaseModel):
     """Closed, immutable model: unknown fields are refused, never ignored."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, str_max_length=4000)
+
+
+#: A W3C trace context (``traceparent``) carried with a message whose handling continues the trace it came in.
+TRACEPARENT_PATTERN = r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"

@@ -25,7 +25,7 @@ from uuid import UUID
 
 from pydantic import Field, model_validator
 
-from contracts.base import Contract
+from contracts.base import TRACEPARENT_PATTERN, Contract
 from contracts.dv import CertificateAttemptNotice, SupportMeasure, SupportMeasureAck, SupportMeasureNotice
 from contracts.identifiers import LocalGovernmentCode, ResidentCode
 from contracts.identity import Address, IdentityChange
@@ -233,6 +233,7 @@ class CsNotice(Contract):
 
     sequence: int
     received_at: datetime
+    traceparent: str | None = Field(default=None, pattern=TRACEPARENT_PATTERN)  # the trace the message arrived in: the register continues it
     message: CsNoticeMessage
 
 

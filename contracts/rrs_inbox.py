@@ -11,14 +11,12 @@ from typing import Annotated
 
 from pydantic import Field
 
-from contracts.base import Contract
+from contracts.base import TRACEPARENT_PATTERN, Contract
 from contracts.dv import SupportMeasureAck, SupportMeasureNotice
 from contracts.household import HouseholdComposition
 from contracts.identity import IdentityChange
 from contracts.moves import MoveInReply, MoveOutCertificate, MoveOutWithdrawal
 from contracts.online import OnlineFilingOutcome
-
-TRACEPARENT_PATTERN = r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"
 
 #: the first leg of a move's messages (certificate, withdrawal, reply) also starts at the RRS;
 #: the CS forwards them to the other municipality's CS; so do DV support measures and their acknowledgements

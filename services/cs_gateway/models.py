@@ -53,6 +53,7 @@ class NoticeRow(CsBase):
     resident_code: Mapped[str] = mapped_column(String(11), index=True)
     payload: Mapped[str] = mapped_column(Text)  # the CsInboxMessage JSON
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    traceparent: Mapped[str | None] = mapped_column(String(55))  # the trace it arrived in, which the register's work on it continues
 
 
 class MoveCertificateRow(CsBase):

@@ -33,6 +33,7 @@ from contracts.register import Relationship
 from services.common.kafka import Refuse
 from services.common.outbox import enqueue
 from services.common.runtime import STOPPING, wait_until
+from services.common.telemetry import current_traceparent
 from services.common.tier import Tier
 from services.common.topology import Topology
 from services.cs_gateway.models import MoveCertificateRow, NoticeRow, Outbox
@@ -64,7 +65,8 @@ def message_key(message) -> str:
 #: dialect's INSERT … ON CONFLICT construct is never cached by SQLAlchemy, so built per call it was
 #: compiled again for every message.
 _KEEP_NOTICE = text(
-    f"INSERT INTO {NoticeRow.__tablename__} (kind, message_key, resident_code, payload) VALUES (:kind, :message_key, :resident_code, :payload)"
+    f"INSERT INTO {NoticeRow.__tablename__} (kind, message_key, resident_code, payload, traceparent)"
+    " VALUES (:kind, :message_key, :resident_code, :payload, :traceparent)"
     " ON CONFLICT (message_key) DO NOTHING RETURNING sequence"
 )
 
@@ -139,7 +141,8 @@ class CsMoves:
     async def take(self, session: AsyncSession, message) -> bool:
         """Keep one inbound message (once) and do what it means here; False when it was a redelivery."""
         stored = await session.execute(
-            _KEEP_NOTICE, {"kind": message.kind, "message_key": message_key(message), "resident_code": message.resident_code, "payload": message.model_dump_json()},
+            _KEEP_NOTICE, {"kind": message.kind, "message_key": message_key(message), "resident_code": message.resident_code, "payload": message.model_dump_json(),
+                           "traceparent": current_traceparent()},
         )
         if stored.scalar_one_or_none() is None:
             return False
@@ -180,7 +183,7 @@ class CsMoves:
 
     async def notices_after(self, session: AsyncSession, after: int, limit: int) -> list[CsNotice]:
         rows = (await session.execute(select(NoticeRow).where(NoticeRow.sequence > after).order_by(NoticeRow.sequence).limit(limit))).scalars().all()
-        return [CsNotice(sequence=r.sequence, received_at=r.received_at, message=_notice_message.validate_json(r.payload)) for r in rows]
+        return [CsNotice(sequence=r.sequence, received_at=r.received_at, traceparent=r.traceparent, message=_notice_message.validate_json(r.payload)) for r in rows]
 
     async def returning_from_abroad(self, session: AsyncSession, last_change: IdentityChange) -> MoveOutCertificate:
         """A person who left abroad comes back here: the national record's 国外転出 version is their certificate."""

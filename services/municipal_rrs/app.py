@@ -10,10 +10,11 @@ from datetime import date, datetime, timedelta, UTC
 from typing import Annotated
 
 from fastapi import APIRouter, FastAPI, Query
+from opentelemetry import trace
 from sqlalchemy import select
 
 from contracts.moves import (
-    CsNoticeBatch, IncomingNotice, MoveInFiling, MoveInFromAbroad, MoveInPerson, MoveInReview, MoveOutCancellation, MoveOutCertificate,
+    CsNotice, CsNoticeBatch, IncomingNotice, MoveInFiling, MoveInFromAbroad, MoveInPerson, MoveInReview, MoveOutCancellation, MoveOutCertificate,
     MoveOutFiling,
 )
 from contracts.online import Letter, OnlineFilingState, OnlineFilingView
@@ -25,6 +26,7 @@ from services.common.outbox import RELAY_PACE_SECONDS, OutboxRelay, poll_forever
 from services.common.problems import ProblemError, install_problem_handlers
 from services.common.runtime import Runtime
 from services.common.settings import ServiceSettings
+from services.common.telemetry import context_from_traceparent, tracer
 from services.municipal_rrs import moves, online, service
 from services.municipal_rrs.domain import RegistryRuleViolation
 from services.municipal_rrs.jpki_routes import jpki_router
@@ -91,10 +93,17 @@ def build_app(settings: ServiceSettings) -> FastAPI:
             kept_through[0] = batch.notices[-1].sequence  # this loop alone keeps notices
         return len(batch.notices)
 
-    async def apply_notices(notices: list) -> None:
+    async def apply_notices(notices: list[CsNotice]) -> None:
         """All the notices of one pull in one transaction; if one fails, one transaction each, so
         those before it are kept and it is taken again at the next pull (it raises here)."""
-        apply = functools.partial(moves.apply_notice, municipality_code=municipality.code, known_municipality=known_municipality, today=date.today())
+        take = functools.partial(moves.apply_notice, municipality_code=municipality.code, known_municipality=known_municipality, today=date.today())
+
+        async def apply(session, notice: CsNotice) -> None:
+            # in the trace the message arrived in at the CS: a move's trace goes on here, and on to the reply this sends
+            with tracer().start_as_current_span(f"rrs take {notice.message.kind}", context=context_from_traceparent(notice.traceparent),
+                                                kind=trace.SpanKind.CONSUMER, attributes={"jukinet.notice.sequence": notice.sequence}):
+                await take(session, notice)
+
         try:
             async with rt.sessions() as session, session.begin():
                 for notice in notices:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
 import uuid
 from datetime import date, timedelta
@@ -164,6 +165,14 @@ def read_topic(net: Network, topic: str, *, idle_ms: int = 1500) -> list:
             await consumer.stop()
 
     return asyncio.run(read())
+
+
+def trace_spans(net: Network, node_id: str) -> list[dict]:
+    """The spans one node has written to its trace file so far."""
+    path = net.trace_file(node_id)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def agency_call(net: Network, agency: str, method: str, path: str, **kwargs) -> httpx.Response:

@@ -15,7 +15,7 @@ import httpx
 
 from tests.conftest import wait_until
 from contracts import topics
-from tests.e2e.helpers import address_in, birth_body, has_prefecture_tier, prefecture_node, read_topic, register
+from tests.e2e.helpers import address_in, birth_body, has_prefecture_tier, prefecture_node, read_topic, register, trace_spans
 
 CHIYODA, SHIBUYA, TOYONAKA = "131016", "131130", "272035"
 TODAY = date.today().isoformat()
@@ -123,6 +123,27 @@ def test_move_across_prefectures_keeps_the_codes_and_continues_the_versions(netw
     if has_prefecture_tier(network):
         assert upward_versions(network, topics.prefecture_identity("13"), code) == every_version
         assert upward_versions(network, topics.prefecture_identity("27"), code) == every_version[1:]
+
+
+def test_a_move_is_one_trace_from_the_destination_counter_to_the_origin_register_and_back(network, db):
+    """The 転入 at B, the 転入通知 A's register applies, and the reply B's register takes: one trace an operator follows."""
+    person = register(network, CHIYODA)
+    code = person["resident_code"]
+    assert move_out(network, CHIYODA, [code], SHIBUYA).status_code == 201
+    wait_reserved(network, SHIBUYA, [code])
+    assert move_in(network, SHIBUYA, [{"resident_code": code}]).status_code == 201
+    # the 転入's trace, as B's register stored it with the change for its CS
+    traceparent = db(f"rrs_{SHIBUYA}").value(
+        "select traceparent from outbox where key = %s and kind = 'identity-change' order by id desc limit 1", (code,))
+    trace_id = traceparent.split("-")[1]
+
+    def taken_in_move_trace(node_id: str, kind: str) -> list[dict]:
+        return [s for s in trace_spans(network, node_id) if s["trace_id"] == trace_id and s["name"] == f"rrs take {kind}"]
+
+    [closing] = wait_until(lambda: taken_in_move_trace(f"municipal_rrs.{CHIYODA}", "move-in-notice/v1"), what="A's register closing the record in the move's trace")
+    [replied] = wait_until(lambda: taken_in_move_trace(f"municipal_rrs.{SHIBUYA}", "move-in-reply/v1"), what="B's register taking A's reply in the move's trace")
+    assert closing["kind"] == replied["kind"] == "CONSUMER"
+    assert closing["parent_id"] and replied["parent_id"], "each continues the span that carried the message to its CS"
 
 
 def test_a_household_moves_together_and_can_split_or_merge(network, db):

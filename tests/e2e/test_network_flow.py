@@ -5,19 +5,11 @@ serves prefectural affairs too (R-NET-4)."""
 
 from __future__ import annotations
 
-import json
 
 import httpx
 
 from tests.conftest import wait_until
-from tests.e2e.helpers import copies_of, needs_prefecture_tier, prefecture_node, query, register, unique_reason
-
-
-def _trace_spans(network, node_id):
-    path = network.trace_file(node_id)
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+from tests.e2e.helpers import copies_of, needs_prefecture_tier, prefecture_node, query, register, trace_spans, unique_reason
 
 
 def test_birth_reaches_every_tier_and_an_authorised_agency(network, db):
@@ -139,22 +131,22 @@ def test_one_trace_from_counter_to_agency(network, db):
     assert query(network, "pension-service", {"type": "ByResidentCode", "affair": "pension-benefits", "resident_code": code}).status_code == 200
 
     def birth_trace_id():
-        for span in _trace_spans(network, "municipal_rrs.131016"):
+        for span in trace_spans(network, "municipal_rrs.131016"):
             if span["kind"] == "SERVER" and span["attributes"].get("http.route") == "/v1/residents" and span["name"].startswith("POST"):
                 yield span["trace_id"]
 
     def national_consumed_in_birth_trace():
         births = set(birth_trace_id())
-        consumed = {s["trace_id"] for s in _trace_spans(network, "national_server.national") if s["name"].startswith("consume")}
+        consumed = {s["trace_id"] for s in trace_spans(network, "national_server.national") if s["name"].startswith("consume")}
         return births & consumed
 
     shared = wait_until(national_consumed_in_birth_trace, what="a national consume span in the trace of a counter birth")
-    cs_spans = {s["trace_id"] for s in _trace_spans(network, "cs_gateway.131016")}
-    pref_spans = {s["trace_id"] for s in _trace_spans(network, prefecture_node(network, "13").id) if s["name"].startswith("consume")}
+    cs_spans = {s["trace_id"] for s in trace_spans(network, "cs_gateway.131016")}
+    pref_spans = {s["trace_id"] for s in trace_spans(network, prefecture_node(network, "13").id) if s["name"].startswith("consume")}
     assert shared & cs_spans and shared & pref_spans, "the CS and the prefecture tier (the national server without it) took part in the same trace"
 
     def lookup_linked_to_birth():
-        lookups = [s for s in _trace_spans(network, "national_server.national") if s["kind"] == "SERVER" and s["attributes"].get("http.route") == "/v1/persons/query"]
+        lookups = [s for s in trace_spans(network, "national_server.national") if s["kind"] == "SERVER" and s["attributes"].get("http.route") == "/v1/persons/query"]
         return [s for s in lookups if any(link["trace_id"] in shared for link in s["links"])]
 
     wait_until(lookup_linked_to_birth, what="the agency lookup span linked to the birth's trace")
