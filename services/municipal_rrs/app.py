@@ -98,16 +98,26 @@ def build_app(settings: ServiceSettings) -> FastAPI:
         those before it are kept and it is taken again at the next pull (it raises here)."""
         take = functools.partial(moves.apply_notice, municipality_code=municipality.code, known_municipality=known_municipality, today=date.today())
 
-        async def apply(session, notice: CsNotice) -> None:
+        async def apply(session, notice: CsNotice, closed=None) -> None:
             # in the trace the message arrived in at the CS: a move's trace goes on here, and on to the reply this sends
             with tracer().start_as_current_span(f"rrs take {notice.message.kind}", context=context_from_traceparent(notice.traceparent),
                                                 kind=trace.SpanKind.CONSUMER, attributes={"jukinet.notice.sequence": notice.sequence}):
-                await take(session, notice)
+                await take(session, notice, closed=closed)
 
         try:
             async with rt.sessions() as session, session.begin():
+                # under load a pull brings many 転入通知; one by one, each costs some seven round trips to the database
+                # (docs/architecture.md, "The register's notice loop")
+                closing = moves.closable_together(notices)
+                closed = {}
+                if closing:
+                    moves_traced = [trace.get_current_span(context_from_traceparent(n.traceparent)).get_span_context() for n in closing]
+                    links = [trace.Link(move) for move in moves_traced if move.is_valid]  # each move's trace leads here too
+                    with tracer().start_as_current_span(f"rrs close {len(closing)} records", kind=trace.SpanKind.CONSUMER, links=links):
+                        outcomes = await moves.close_after_moves_in(session, [n.message for n in closing], municipality_code=municipality.code)
+                    closed = {n.sequence: outcome for n, outcome in zip(closing, outcomes)}
                 for notice in notices:
-                    await apply(session, notice)
+                    await apply(session, notice, closed.get(notice.sequence))
             return
         except Exception:
             if len(notices) == 1:

@@ -26,7 +26,8 @@ from contracts.register import HouseholdPlacement, Relationship, ResidentRecord
 from services.common.outbox import enqueue
 from services.municipal_rrs.domain import RegistryRuleViolation, Resident
 from services.municipal_rrs.models import Household, IncomingNoticeRow, MoveReservationRow, Outbox, ResidentRow
-from services.municipal_rrs.service import NotFound, _household_for, cs_destination, load, resident_row, save
+from services.municipal_rrs.mapping import from_row
+from services.municipal_rrs.service import Saving, _household_for, cs_destination, load, resident_row, resident_rows_for_update, save, save_many
 from services.municipal_rrs import dv
 from contracts.dv import CertificateAttemptNotice, SupportMeasureAck, SupportMeasureNotice
 
@@ -204,8 +205,25 @@ async def last_notice_sequence(session: AsyncSession) -> int:
     return (await session.execute(_LAST_NOTICE_SEQUENCE)).scalar_one()
 
 
-async def apply_notice(session: AsyncSession, notice: CsNotice, *, municipality_code: str, known_municipality, today: date) -> None:
-    """Keep one notice and do what it means here; the notice row is also the pull cursor."""
+#: What a 転入通知 closing can be reordered with, within one pull: these touch no record on the register.
+_TOUCHING_NO_RECORD = (MoveInReply, MoveOutCertificate, MoveOutWithdrawal)
+
+
+def closable_together(notices: list[CsNotice]) -> list[CsNotice]:
+    """The 転入通知 of a pull that may close their records together, before the pull's other notices are taken:
+    all of them, when each names another person and every other notice touches no record; else none."""
+    closing = [n for n in notices if isinstance(n.message, MoveInNotice)]
+    if len(closing) < 2 or len({n.message.resident_code for n in closing}) < len(closing):
+        return []
+    if not all(isinstance(n.message, (MoveInNotice, *_TOUCHING_NO_RECORD)) for n in notices):
+        return []
+    return closing
+
+
+async def apply_notice(session: AsyncSession, notice: CsNotice, *, municipality_code: str, known_municipality, today: date,
+                       closed: tuple[MoveInReply, str] | None = None) -> None:
+    """Keep one notice and do what it means here; the notice row is also the pull cursor.
+    ``closed``: what :func:`close_after_moves_in` made of this 転入通知 already, together with others of its pull."""
     from services.municipal_rrs import online  # online filings build on the moves below
 
     message = notice.message
@@ -227,7 +245,8 @@ async def apply_notice(session: AsyncSession, notice: CsNotice, *, municipality_
             reservation.status = "withdrawn"
         summary = f"転出取消 at {message.municipality_code}: the 転入予約 of {message.resident_code} is withdrawn"
     elif isinstance(message, MoveInNotice):
-        summary = await _close_after_move_in(session, message, municipality_code=municipality_code)
+        reply, summary = closed or (await close_after_moves_in(session, [message], municipality_code=municipality_code))[0]
+        _to_cs(session, municipality_code, reply)
     elif isinstance(message, MoveInReply):
         if message.discrepancies:
             items = ", ".join(f"{d.item}: {d.origin_value} ≠ {d.destination_value}" for d in message.discrepancies)
@@ -240,27 +259,31 @@ async def apply_notice(session: AsyncSession, notice: CsNotice, *, municipality_
     ))
 
 
-async def _close_after_move_in(session: AsyncSession, notice: MoveInNotice, *, municipality_code: str) -> str:
-    try:
-        resident = await load(session, notice.resident_code, for_update=True)
-    except NotFound:
-        reply = MoveInReply(municipality_code=municipality_code, destination_municipality_code=notice.municipality_code,
-                            resident_code=notice.resident_code, closed=False, replied_at=datetime.now(UTC))
-        _to_cs(session, municipality_code, reply)
-        return f"転入通知 from {notice.municipality_code} for {notice.resident_code}, who is not on this register"
-    try:
-        event, discrepancies = resident.close_after_move_in(notice.change)
-    except RegistryRuleViolation as exc:
-        reply = MoveInReply(municipality_code=municipality_code, destination_municipality_code=notice.municipality_code,
-                            resident_code=notice.resident_code, closed=False, replied_at=datetime.now(UTC))
-        _to_cs(session, municipality_code, reply)
-        return f"転入通知 not applied, for staff: {exc}"
-    await save(session, resident, event, staff=f"cs-notice:{notice.municipality_code}", new=False)
-    _to_cs(session, municipality_code, MoveInReply(
-        municipality_code=municipality_code, destination_municipality_code=notice.municipality_code, resident_code=notice.resident_code,
-        closed=True, discrepancies=discrepancies, replied_at=datetime.now(UTC),
-    ))
-    return f"転出確定: {notice.resident_code} moved in at {notice.municipality_code}" + (f" ({len(discrepancies)} discrepancies reported)" if discrepancies else "")
+async def close_after_moves_in(session: AsyncSession, notices: list[MoveInNotice], *, municipality_code: str) -> list[tuple[MoveInReply, str]]:
+    """転入通知 received, one per person: each record closes (転出確定), in the same few statements for all of them.
+    The reply each destination gets, and what staff read, in the notices' order."""
+    rows = await resident_rows_for_update(session, [n.resident_code for n in notices])
+    savings, outcomes = [], []
+    for notice in notices:
+        closed, discrepancies = False, []
+        row = rows.get(notice.resident_code)
+        if row is None:
+            summary = f"転入通知 from {notice.municipality_code} for {notice.resident_code}, who is not on this register"
+        else:
+            resident = from_row(row)
+            try:
+                event, discrepancies = resident.close_after_move_in(notice.change)
+            except RegistryRuleViolation as exc:
+                summary = f"転入通知 not applied, for staff: {exc}"
+            else:
+                closed = True
+                savings.append(Saving(resident, event, staff=f"cs-notice:{notice.municipality_code}"))
+                summary = f"転出確定: {notice.resident_code} moved in at {notice.municipality_code}" + (f" ({len(discrepancies)} discrepancies reported)" if discrepancies else "")
+        reply = MoveInReply(municipality_code=municipality_code, destination_municipality_code=notice.municipality_code, resident_code=notice.resident_code,
+                            closed=closed, discrepancies=discrepancies, replied_at=datetime.now(UTC))
+        outcomes.append((reply, summary))
+    await save_many(session, savings)
+    return outcomes
 
 
 async def record_review(session: AsyncSession, review_model, *, filing: MoveInFiling, reason: str, staff: str) -> uuid.UUID:

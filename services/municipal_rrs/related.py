@@ -2,7 +2,7 @@
 
 住登外者 and 印鑑登録 are kept beside the 住民票 in the register's own
 database, so the register's use cases can keep them true in the same
-transaction: :func:`after_save` runs inside :func:`service.save` — a seal
+transaction: :func:`after_saves` runs inside :func:`service.save_many` — a seal
 registration ends with the 転出, death or removal that closes its holder's
 record, and a 住登外者 whose 個人番号 is known is linked to the 住民票 the
 moment they move in. Without a 個人番号, a link is never guessed from a name:
@@ -15,7 +15,8 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, date, datetime
 
-from sqlalchemy import bindparam, or_, select
+from sqlalchemy import String, any_, bindparam, or_, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.identity import ChangeReason, PersonName, RegistrationStatus, Sex
@@ -71,36 +72,34 @@ def automatic_end_reason(resident: Resident, event: Changed) -> SealEndReason | 
 # --- the hook in the register's save ---------------------------------------------------------------------------
 
 
-async def after_save(session: AsyncSession, resident: Resident, event: Changed, *, staff: str) -> None:
-    """Keep the related affairs true in the same transaction as the register's change."""
-    reason = automatic_end_reason(resident, event)
-    if reason is not None:
-        await end_seals_of(session, resident.resident_code, reason=reason, ended_on=event.change_date, staff=staff)
-    if event.reason in (ChangeReason.move_in, ChangeReason.ex_officio_record) and resident.status is RegistrationStatus.active:
-        await _link_by_individual_number(session, resident, staff=staff)
+async def after_saves(session: AsyncSession, saved: list[tuple[Resident, Changed, str]]) -> None:
+    """Keep the related affairs true in the same transaction as the register's changes (resident, change, staff):
+    one read for the seals of all records that left, one for the 住登外者 of all that moved in."""
+    ending = {resident.resident_code: (reason, event.change_date, staff) for resident, event, staff in saved
+              if (reason := automatic_end_reason(resident, event)) is not None}
+    if ending:
+        for row in (await session.execute(_SEALS_IN_FORCE_AMONG, {"codes": list(ending)})).scalars().all():
+            _end_seal(row, *ending[row.holder_resident_code])
+    arriving = {resident.individual_number: (resident.resident_code, staff) for resident, event, staff in saved
+                if event.reason in (ChangeReason.move_in, ChangeReason.ex_officio_record) and resident.status is RegistrationStatus.active}
+    if arriving:
+        for row in (await session.execute(_ACTIVE_NON_RESIDENTS_AMONG_NUMBERS, {"numbers": list(arriving)})).scalars().all():
+            code, staff = arriving[row.individual_number]
+            _link(row, code, staff=f"{staff} (転入時に個人番号で自動連携)"[:100])
 
 
 #: Run at every move-out, death and move-in, almost always finding nothing: built once (its cache key with it).
-_SEALS_IN_FORCE = select(SealRegistrationRow).where(
-    SealRegistrationRow.holder_resident_code == bindparam("code"), SealRegistrationRow.status == SealStatus.registered.value,
-).with_for_update()
-_ACTIVE_NON_RESIDENTS_BY_NUMBER = select(NonResidentRow).where(
-    NonResidentRow.individual_number == bindparam("number"), NonResidentRow.status == NonResidentStatus.active.value,
-).with_for_update()
+_SEALS_IN_FORCE_AMONG = select(SealRegistrationRow).where(
+    SealRegistrationRow.holder_resident_code == any_(bindparam("codes", type_=ARRAY(String))), SealRegistrationRow.status == SealStatus.registered.value,
+).order_by(SealRegistrationRow.registration_number).with_for_update()
+_ACTIVE_NON_RESIDENTS_AMONG_NUMBERS = select(NonResidentRow).where(
+    NonResidentRow.individual_number == any_(bindparam("numbers", type_=ARRAY(String))), NonResidentRow.status == NonResidentStatus.active.value,
+).order_by(NonResidentRow.id).with_for_update()
 
 
-async def end_seals_of(session: AsyncSession, resident_code: str, *, reason: SealEndReason, ended_on: date, staff: str) -> list[int]:
-    rows = (await session.execute(_SEALS_IN_FORCE, {"code": resident_code})).scalars().all()
-    for row in rows:
-        row.status, row.end_reason, row.ended_on, row.ended_by = SealStatus.ended.value, reason.value, ended_on, staff
-        row.explanation = {SealEndReason.moved_out: "転出による職権抹消", SealEndReason.died: "死亡による職権抹消", SealEndReason.removed: "職権消除による職権抹消"}.get(reason)
-    return [r.registration_number for r in rows]
-
-
-async def _link_by_individual_number(session: AsyncSession, resident: Resident, *, staff: str) -> None:
-    rows = (await session.execute(_ACTIVE_NON_RESIDENTS_BY_NUMBER, {"number": resident.individual_number})).scalars().all()
-    for row in rows:
-        _link(row, resident.resident_code, staff=f"{staff} (転入時に個人番号で自動連携)"[:100])
+def _end_seal(row: SealRegistrationRow, reason: SealEndReason, ended_on: date, staff: str) -> None:
+    row.status, row.end_reason, row.ended_on, row.ended_by = SealStatus.ended.value, reason.value, ended_on, staff
+    row.explanation = {SealEndReason.moved_out: "転出による職権抹消", SealEndReason.died: "死亡による職権抹消", SealEndReason.removed: "職権消除による職権抹消"}.get(reason)
 
 
 def _link(row: NonResidentRow, resident_code: str, *, staff: str) -> None:

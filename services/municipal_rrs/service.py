@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
-from sqlalchemy import bindparam, insert, or_, select, update
+from sqlalchemy import String, Uuid, any_, bindparam, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.household import HouseholdComposition, HouseholdMemberEntry
@@ -51,11 +53,19 @@ _ACTIVE_MEMBERS = (
     select(ResidentRow.resident_code, ResidentRow.relationship, ResidentRow.family_name, ResidentRow.given_name)
     .where(ResidentRow.household_id == bindparam("household_id"), ResidentRow.status == "active").order_by(ResidentRow.resident_code)
 )
+_ACTIVE_MEMBERS_OF = (
+    select(ResidentRow.household_id, ResidentRow.resident_code, ResidentRow.relationship, ResidentRow.family_name, ResidentRow.given_name)
+    .where(ResidentRow.household_id == any_(bindparam("household_ids", type_=ARRAY(Uuid))), ResidentRow.status == "active")
+    .order_by(ResidentRow.resident_code)
+)
 # The record itself is read and written as table rows, not ORM objects: the unit of work's bookkeeping
 # cost more than the statements. So no session ever holds a ResidentRow that a write here made stale.
 _RESIDENTS = ResidentRow.__table__
 _RESIDENT = select(_RESIDENTS).where(_RESIDENTS.c.resident_code == bindparam("code"))
 _RESIDENT_FOR_UPDATE = _RESIDENT.with_for_update()
+_RESIDENTS_AMONG_FOR_UPDATE = (  # locked in code order: two such reads never wait on each other in a cycle
+    select(_RESIDENTS).where(_RESIDENTS.c.resident_code == any_(bindparam("codes", type_=ARRAY(String)))).order_by(_RESIDENTS.c.resident_code).with_for_update()
+)
 _INSERT_RESIDENT = insert(_RESIDENTS)
 _UPDATE_RESIDENT = update(_RESIDENTS).where(_RESIDENTS.c.resident_code == bindparam("at_code"))  # SET: the values given
 _INSERT_HISTORY = insert(ResidentHistoryRow.__table__)
@@ -64,6 +74,14 @@ _INSERT_HISTORY = insert(ResidentHistoryRow.__table__)
 async def _active_members(session: AsyncSession, household_id: uuid.UUID) -> list:
     """(resident code, relationship, family name, given name) of the household's active members, by code."""
     return list((await session.execute(_ACTIVE_MEMBERS, {"household_id": household_id})).all())
+
+
+async def _active_members_of(session: AsyncSession, household_ids: list[uuid.UUID]) -> dict[uuid.UUID, list]:
+    """:func:`_active_members` of several households, in one read."""
+    members: dict[uuid.UUID, list] = {}
+    for household_id, *member in (await session.execute(_ACTIVE_MEMBERS_OF, {"household_ids": household_ids})).all():
+        members.setdefault(household_id, []).append(tuple(member))
+    return members
 
 
 def _head_among(members: list) -> HouseholdMember | None:
@@ -85,31 +103,58 @@ async def _save(session: AsyncSession, resident: Resident, event: Changed, *, st
     return record
 
 
+@dataclass(frozen=True)
+class Saving:
+    """One changed record to write: the resident as the domain left it, and the change that did it."""
+
+    resident: Resident
+    event: Changed
+    staff: str
+    new: bool = False
+    left_household: uuid.UUID | None = None
+
+
 async def save(session: AsyncSession, resident: Resident, event: Changed, *, staff: str, new: bool, left_household: uuid.UUID | None = None) -> tuple[ResidentRecord, IdentityChange | None]:
     """Write the record, its history entry, and what the CS must hear; the identity change sent, if any."""
-    values = to_row_values(resident)
-    if new:
-        await session.execute(_INSERT_RESIDENT, values)
-    else:
-        await session.execute(_UPDATE_RESIDENT, {**values, "at_code": resident.resident_code})
-    members = await _active_members(session, resident.household_id)  # one read gives the record's head and the composition the CS keeps
-    record = to_record(resident, _head_among(members))
-    await session.execute(_INSERT_HISTORY, {
-        "resident_code": resident.resident_code, "sequence": resident.sequence, "version": resident.version, "reason": event.reason.value,
-        "change_date": event.change_date, "notified_date": event.notified_date, "explanation": event.explanation,
-        "recorded_by": staff, "record": record.model_dump_json(),
-    })
-    change = None
-    if event.identity_changed:
-        change = to_identity_change(resident, event)
-        enqueue(session, Outbox, destination=cs_destination(resident.municipality_code), key=resident.resident_code, kind="identity-change", payload=change.model_dump_json())
+    [saved] = await save_many(session, [Saving(resident, event, staff, new, left_household)])
+    return saved
+
+
+def _one_or_many(params: list[dict]) -> dict | list[dict]:
+    return params[0] if len(params) == 1 else params
+
+
+async def save_many(session: AsyncSession, savings: list[Saving]) -> list[tuple[ResidentRecord, IdentityChange | None]]:
+    """:func:`save` for several residents (each at most once) in the same few statements, whatever their number:
+    the register's notice loop closes a whole pull's records at once. A household is sent to the CS once, as it is after all of them."""
+    if not savings:
+        return []
+    inserts = [to_row_values(s.resident) for s in savings if s.new]
+    updates = [{**to_row_values(s.resident), "at_code": s.resident.resident_code} for s in savings if not s.new]
+    if inserts:
+        await session.execute(_INSERT_RESIDENT, _one_or_many(inserts))
+    if updates:
+        await session.execute(_UPDATE_RESIDENT, _one_or_many(updates))
+    touched = {h: s.resident.municipality_code for s in savings for h in (s.resident.household_id, s.left_household) if h is not None}
+    members = await _active_members_of(session, list(touched))  # one read gives each record's head and the compositions the CS keeps
+    records = [to_record(s.resident, _head_among(members.get(s.resident.household_id, []))) for s in savings]
+    await session.execute(_INSERT_HISTORY, _one_or_many([{
+        "resident_code": s.resident.resident_code, "sequence": s.resident.sequence, "version": s.resident.version, "reason": s.event.reason.value,
+        "change_date": s.event.change_date, "notified_date": s.event.notified_date, "explanation": s.event.explanation,
+        "recorded_by": s.staff, "record": record.model_dump_json(),
+    } for s, record in zip(savings, records)]))
+    changes: list[IdentityChange | None] = []
+    for s in savings:
+        change = to_identity_change(s.resident, s.event) if s.event.identity_changed else None
+        if change is not None:
+            enqueue(session, Outbox, destination=cs_destination(s.resident.municipality_code), key=s.resident.resident_code, kind="identity-change", payload=change.model_dump_json())
+        changes.append(change)
     # the CS answers household requests from what the register sends it (R-PRV-3)
-    for household_id in {resident.household_id, left_household} - {None}:
-        in_household = members if household_id == resident.household_id else await _active_members(session, household_id)
-        composition = _composition(household_id, resident.municipality_code, in_household)
-        enqueue(session, Outbox, destination=cs_destination(resident.municipality_code), key=str(household_id), kind="household-composition", payload=composition.model_dump_json())
-    await related.after_save(session, resident, event, staff=staff)  # seals end, 住登外者 link (R-REL-1)
-    return record, change
+    for household_id, municipality_code in touched.items():
+        composition = _composition(household_id, municipality_code, members.get(household_id, []))
+        enqueue(session, Outbox, destination=cs_destination(municipality_code), key=str(household_id), kind="household-composition", payload=composition.model_dump_json())
+    await related.after_saves(session, [(s.resident, s.event, s.staff) for s in savings])  # seals end, 住登外者 link (R-REL-1)
+    return list(zip(records, changes))
 
 
 async def _head_of(session: AsyncSession, household_id: uuid.UUID) -> HouseholdMember | None:
@@ -132,6 +177,11 @@ async def register_resident(session: AsyncSession, cmd: RegisterResident, *, mun
 async def resident_row(session: AsyncSession, resident_code: str, *, for_update: bool = False):
     """The record's table row (or None), optionally locked until the transaction ends."""
     return (await session.execute(_RESIDENT_FOR_UPDATE if for_update else _RESIDENT, {"code": resident_code})).one_or_none()
+
+
+async def resident_rows_for_update(session: AsyncSession, resident_codes: list[str]) -> dict[str, object]:
+    """The table rows of the records among ``resident_codes`` that exist, by code, locked until the transaction ends."""
+    return {row.resident_code: row for row in (await session.execute(_RESIDENTS_AMONG_FOR_UPDATE, {"codes": resident_codes})).all()}
 
 
 async def load(session: AsyncSession, resident_code: str, *, for_update: bool = False) -> Resident:

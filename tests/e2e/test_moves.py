@@ -132,10 +132,7 @@ def test_a_move_is_one_trace_from_the_destination_counter_to_the_origin_register
     assert move_out(network, CHIYODA, [code], SHIBUYA).status_code == 201
     wait_reserved(network, SHIBUYA, [code])
     assert move_in(network, SHIBUYA, [{"resident_code": code}]).status_code == 201
-    # the 転入's trace, as B's register stored it with the change for its CS
-    traceparent = db(f"rrs_{SHIBUYA}").value(
-        "select traceparent from outbox where key = %s and kind = 'identity-change' order by id desc limit 1", (code,))
-    trace_id = traceparent.split("-")[1]
+    trace_id = move_in_trace(db, SHIBUYA, code)
 
     def taken_in_move_trace(node_id: str, kind: str) -> list[dict]:
         return [s for s in trace_spans(network, node_id) if s["trace_id"] == trace_id and s["name"] == f"rrs take {kind}"]
@@ -144,6 +141,46 @@ def test_a_move_is_one_trace_from_the_destination_counter_to_the_origin_register
     [replied] = wait_until(lambda: taken_in_move_trace(f"municipal_rrs.{SHIBUYA}", "move-in-reply/v1"), what="B's register taking A's reply in the move's trace")
     assert closing["kind"] == replied["kind"] == "CONSUMER"
     assert closing["parent_id"] and replied["parent_id"], "each continues the span that carried the message to its CS"
+
+
+def move_in_trace(db, municipality: str, code: str) -> str:
+    """The trace id of a person's last 転入 at a register, as it stored it with the change for its CS."""
+    return db(f"rrs_{municipality}").value(
+        "select traceparent from outbox where key = %s and kind = 'identity-change' order by id desc limit 1", (code,)).split("-")[1]
+
+
+def test_a_register_back_from_a_stop_closes_the_records_of_a_whole_pull_together(network, db):
+    """転入通知 that queued at the origin's CS while its register was stopped come in one pull and close their records
+    together: each record once, with its history entry; each destination answered in the trace of its own move."""
+    codes = [register(network, CHIYODA)["resident_code"] for _ in range(3)]  # three households of one
+    for code in codes:
+        assert move_out(network, CHIYODA, [code], SHIBUYA).status_code == 201
+    wait_reserved(network, SHIBUYA, codes)
+    origin = f"municipal_rrs.{CHIYODA}"
+    network.stop_node(origin)
+    try:
+        for code in codes:
+            assert move_in(network, SHIBUYA, [{"resident_code": code}]).status_code == 201
+        wait_until(lambda: db(f"cs_{CHIYODA}").value("select count(*) from notices where kind = 'move-in-notice/v1' and resident_code = any(%s)", (codes,)) == 3,
+                   what="the three 転入通知 kept at Chiyoda's CS")
+    finally:
+        network.start_node(origin)
+
+    for code in codes:
+        closed = wait_until(lambda code=code: (r := record(network, CHIYODA, code))["status"] == "removed" and r, what=f"{code} closed at Chiyoda")
+        assert closed["version"] == 2 and closed["pending_move"] is None
+        reasons = db(f"rrs_{CHIYODA}").rows("select reason, explanation from resident_history where resident_code = %s order by sequence", (code,))
+        assert [r[0] for r in reasons] == ["birth", "move_out", "move_out"] and reasons[-1][1].startswith("転出確定"), reasons
+    traces = {move_in_trace(db, SHIBUYA, code) for code in codes}
+    [together] = wait_until(lambda: [s for s in trace_spans(network, origin) if s["name"] == "rrs close 3 records"], what="one closing of the three records")
+    assert {link["trace_id"] for link in together["links"]} == traces, "the closing is linked to the trace of each move"
+
+    def replies_in_move_traces():
+        taken = {s["trace_id"] for s in trace_spans(network, f"municipal_rrs.{SHIBUYA}") if s["name"] == "rrs take move-in-reply/v1"}
+        return traces <= taken
+    wait_until(replies_in_move_traces, what="Shibuya taking each reply in the trace of its move")
+    replies = [n for n in httpx.get(f"{rrs(network, SHIBUYA)}/v1/notices", timeout=10).json() if n["resident_code"] in codes and n["kind"] == "move-in-reply/v1"]
+    assert sorted(n["resident_code"] for n in replies) == sorted(codes) and all("no discrepancy" in n["summary"] for n in replies)
 
 
 def test_a_household_moves_together_and_can_split_or_merge(network, db):

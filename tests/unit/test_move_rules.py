@@ -10,9 +10,11 @@ from types import SimpleNamespace
 
 import pytest
 
+from contracts.identifiers import new_resident_code
 from contracts.identity import Address, ChangeReason, RegistrationStatus
 from contracts.jpki import AssuranceState
-from contracts.moves import MoveOutCancellation, MoveOutCertificate, TransferredPerson
+from contracts.dv import SupportMeasureAck
+from contracts.moves import CsNotice, MoveInNotice, MoveInReply, MoveOutCancellation, MoveOutCertificate, TransferredPerson
 from contracts.online import OnlineMoveIn, OnlineMoveOut, ResidenceConfirmation
 from contracts.register import Relationship
 from services.common.moves import arriving_in, concerns_area, forwarded_by_cs
@@ -20,6 +22,7 @@ from services.common.topology import OnlinePolicy
 from services.common.versioning import Decision, decide
 from services.cs_gateway.online_rules import assurance_refusal, confirmation_refusal, window_refusal
 from services.municipal_rrs.domain import RegistryRuleViolation, Resident, proxy_refusal
+from services.municipal_rrs.moves import closable_together
 from services.municipal_rrs.mapping import to_identity_change
 from tests.unit.test_rrs_domain import HOUSEHOLD, MUNICIPALITY, OTHER_MUNICIPALITY, TODAY, address, register
 
@@ -113,6 +116,26 @@ def test_a_move_in_notice_from_elsewhere_than_the_destination_refused():
     stranger = to_identity_change(register()[0], register()[1]).model_copy(update={"municipality_code": TOYONAKA, "version": 3})
     with pytest.raises(RegistryRuleViolation, match="does not match"):
         resident.close_after_move_in(stranger)
+
+
+def _move_in_notice(sequence: int) -> CsNotice:
+    resident, event = register()
+    message = MoveInNotice(municipality_code=OTHER_MUNICIPALITY, origin_municipality_code=MUNICIPALITY, resident_code=new_resident_code(),
+                           change=to_identity_change(resident, event), sent_at=datetime.now(UTC))
+    return CsNotice(sequence=sequence, received_at=datetime.now(UTC), message=message)
+
+
+def test_the_move_in_notices_of_a_pull_close_together_only_when_nothing_else_in_it_touches_a_record():
+    first, second = _move_in_notice(1), _move_in_notice(3)
+    reply = CsNotice(sequence=2, received_at=datetime.now(UTC), message=MoveInReply(
+        municipality_code=OTHER_MUNICIPALITY, destination_municipality_code=MUNICIPALITY, resident_code=new_resident_code(),
+        closed=True, replied_at=datetime.now(UTC)))
+    assert [n.sequence for n in closable_together([first, reply, second])] == [1, 3]
+    assert closable_together([first, reply]) == [], "one 転入通知 alone is taken as any notice is"
+    twice = second.model_copy(update={"message": second.message.model_copy(update={"resident_code": first.message.resident_code})})
+    assert closable_together([first, twice]) == [], "two for one person are taken in order"
+    measure = CsNotice.model_construct(sequence=4, received_at=datetime.now(UTC), message=SupportMeasureAck.model_construct(resident_code=new_resident_code()))
+    assert closable_together([first, second, measure]) == [], "a DV measure may concern a record: the pull is taken in order"
 
 
 def test_proxy_only_by_the_head_for_own_household():
