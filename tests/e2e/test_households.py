@@ -3,11 +3,18 @@ server forwards authorised requests to the CS; both record the provision."""
 
 from __future__ import annotations
 
-from datetime import date
+import uuid
+from datetime import UTC, date, datetime, timedelta
 
 import httpx
+from sqlalchemy import text
 
+from contracts.household import HouseholdComposition, HouseholdMemberEntry
+from contracts.identifiers import new_resident_code
+from contracts.register import Relationship
+from services.common.db import make_engine, make_sessionmaker
 from services.common.tokens import load_private_key, sign_token
+from services.cs_gateway import households
 from tests.conftest import wait_until
 from tests.e2e.helpers import agency_call, birth_body, register
 
@@ -54,3 +61,39 @@ def test_household_composition_only_for_household_based_affairs(network, db):
     wait_until(lambda: db("cs_131130").value("select count(*) from household_members where household_id = %s", (head["household_id"],)) == 1, what="the split at the CS")
     alone = agency_call(network, "cfa-child-allowance", "POST", "/v1/households/query", json={"affair": "child-allowance", "resident_code": child["resident_code"]}).json()
     assert [(m["resident_code"], m["head"]) for m in alone["members"]] == [(child["resident_code"], True)]
+
+
+async def test_the_cs_keeps_the_newest_composition_and_moves_members_between_households(network):
+    """The CS's one-statement store: those no longer listed leave, a member listed elsewhere moves, a late older composition changes nothing."""
+    engine = make_engine(network.database_url("cs_gateway.131130"))
+    sessions = make_sessionmaker(engine)
+    first, second = uuid.uuid4(), uuid.uuid4()
+    a, b, c = (new_resident_code() for _ in range(3))
+    start = datetime.now(UTC)
+
+    async def store(household_id, codes, minutes) -> bool:
+        composition = HouseholdComposition(household_id=household_id, municipality_code="131130", recorded_at=start + timedelta(minutes=minutes),
+                                           members=[HouseholdMemberEntry(resident_code=code, relationship=Relationship.cohabitant) for code in codes])
+        async with sessions() as session, session.begin():
+            return await households.store_composition(session, composition)
+
+    async def members() -> dict[str, set[str]]:
+        async with sessions() as session:
+            rows = (await session.execute(text("select household_id, resident_code from household_members where household_id in (:x, :y)"), {"x": first, "y": second})).all()
+        kept = {"first": set(), "second": set()}
+        for household_id, code in rows:
+            kept["first" if household_id == first else "second"].add(code)
+        return kept
+
+    try:
+        assert await store(first, [a, b], 1)
+        assert await members() == {"first": {a, b}, "second": set()}
+        assert await store(second, [b, c], 2)
+        assert await members() == {"first": {a}, "second": {b, c}}, "b moved; a stayed"
+        assert not await store(first, [a, b, c], 0), "older than the one kept"
+        assert await members() == {"first": {a}, "second": {b, c}}
+        assert await store(second, [b, c], 2), "the same composition again is kept again"
+        assert await store(first, [], 3)
+        assert await members() == {"first": set(), "second": {b, c}}, "a dissolved household keeps no member"
+    finally:
+        await engine.dispose()
