@@ -386,7 +386,7 @@ async def _moves(net: Network, driver: Driver, movers: list[Person], rate: int) 
     answered = (max(p.moved_in_at for p in committed) - started) if committed else float("nan")
     await _drain(probes, stop, watchers)
 
-    a, b, end_to_end = [], [], []
+    a, b, end_to_end, by_answer = [], [], [], []
     for p in committed:
         at_national, closed = national.seen.get(p.code), origins[p.origin].seen.get(p.code)
         if at_national is not None:
@@ -395,6 +395,12 @@ async def _moves(net: Network, driver: Driver, movers: list[Person], rate: int) 
             b.append(closed - p.moved_in_at)
         if at_national is not None and closed is not None:
             end_to_end.append(max(at_national, closed) - p.moved_in_at)
+            by_answer.append((p.moved_in_at, end_to_end[-1]))
+    # a rate the network sustains shows the same latency late in the run as early; a queue shows it growing
+    by_answer.sort()
+    third = len(by_answer) // 3
+    in_thirds = {label: [latency for _, latency in part] for label, part in
+                 (("first", by_answer[:third]), ("middle", by_answer[third:-third]), ("last", by_answer[-third:]))} if third else {}
     figures = {
         "moves (転入) issued": len(movers),
         "target rate /s": rate,
@@ -409,6 +415,7 @@ async def _moves(net: Network, driver: Driver, movers: list[Person], rate: int) 
         **{f"(a) commit at B → active at B nationally, {k}": v for k, v in _ms(a).items()},
         **{f"(b) commit at B → record closed at A, {k}": v for k, v in _ms(b).items()},
         **{f"end to end max(a, b), {k}": v for k, v in _ms(end_to_end).items()},
+        **{f"end to end, median ms, moves answered in the {label} third of the run": _ms(part)["median ms"] for label, part in in_thirds.items()},
     }
     if refused:
         figures["refusals by status"] = ", ".join(f"{k}: {v}" for k, v in sorted(refused.items()))
