@@ -136,7 +136,7 @@ async def save_many(session: AsyncSession, savings: list[Saving]) -> list[tuple[
     if updates:
         await session.execute(_UPDATE_RESIDENT, _one_or_many(updates))
     touched = {h: s.resident.municipality_code for s in savings for h in (s.resident.household_id, s.left_household) if h is not None}
-    members = await _active_members_of(session, list(touched))  # one read gives each record's head and the compositions the CS keeps
+    members = await _active_members_of(session, list(touched)) if touched else {}  # one read gives each record's head and the compositions the CS keeps
     records = [to_record(s.resident, _head_among(members.get(s.resident.household_id, []))) for s in savings]
     await session.execute(_INSERT_HISTORY, _one_or_many([{
         "resident_code": s.resident.resident_code, "sequence": s.resident.sequence, "version": s.resident.version, "reason": s.event.reason.value,

@@ -44,7 +44,8 @@ _LATEST_NOTIFICATION = select(NotificationRow).where(
 _DUE_NOTIFICATIONS = select(NotificationRow).where(
     NotificationRow.status == PENDING, NotificationRow.due_at <= bindparam("now"),
 ).order_by(NotificationRow.due_at, NotificationRow.created_at).limit(200).with_for_update(skip_locked=True)
-_NEXT_FEED_SEQUENCE = text("select nextval('notification_feed_seq')")
+#: The feed positions of one delivery pass, ascending: the pass hands them out in the order the notifications fell due.
+_FEED_SEQUENCES = text("select nextval('notification_feed_seq') as position from generate_series(1, :n) order by position")
 
 
 class Push:
@@ -148,23 +149,28 @@ class Push:
 
     # --- delivery ------------------------------------------------------------------------
     async def deliver_due(self) -> int:
+        """One pass: the due notifications (up to 200), in the same few statements whatever their number; one by one,
+        each cost several round trips, and at 100 changes/s the pass fell behind (docs/push.md, "Delivery")."""
         async with self.rt.sessions() as session, session.begin():
             due = (await session.execute(_DUE_NOTIFICATIONS, {"now": datetime.now(UTC)})).scalars().all()
+            granted = []
             for n in due:
-                await self._deliver(session, n)  # its outbox rows wake the relay when this commits
+                try:
+                    granted.append((n, self.grant(n.agency_id, n.affair)))
+                except ProvisionRefused as exc:  # the agency lost the authorisation meanwhile: nothing leaves
+                    log.warning("notification %s withdrawn: %s", n.id, exc.detail)
+                    n.status = WITHDRAWN
+            if granted:
+                # as of delivery: a measure may have started since the change
+                protected = await protected_codes(session, ProtectionMarkerRow, {n.resident_code for n, _ in granted})
+                sequences = (await session.execute(_FEED_SEQUENCES, {"n": len(granted)})).scalars().all()
+                for (n, grant), sequence in zip(granted, sequences, strict=True):
+                    self._deliver(session, n, grant, sequence=sequence, protected=n.resident_code in protected)  # its outbox rows wake the relay at commit
         return len(due)
 
-    async def _deliver(self, session: AsyncSession, n: NotificationRow) -> None:
-        try:
-            grant = self.grant(n.agency_id, n.affair)
-        except ProvisionRefused as exc:  # the agency lost the authorisation meanwhile: nothing leaves
-            log.warning("notification %s withdrawn: %s", n.id, exc.detail)
-            n.status = WITHDRAWN
-            return
+    def _deliver(self, session: AsyncSession, n: NotificationRow, grant: Grant, *, sequence: int, protected: bool) -> None:
         change = IdentityChange.model_validate_json(n.change)
-        protected = bool(await protected_codes(session, ProtectionMarkerRow, [n.resident_code]))  # as of delivery: a measure may have started since
         code, pseudonym = subject_for(grant, n.resident_code, self.pseudonymizer)
-        sequence = (await session.execute(_NEXT_FEED_SEQUENCE)).scalar_one()
         delivered_at = datetime.now(UTC)
         notification = ChangeNotification(
             notification_id=n.id, sequence=sequence, agency=n.agency_id, affair=n.affair, subject=code or pseudonym,
