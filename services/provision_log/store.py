@@ -11,11 +11,13 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import DateTime, bindparam, delete, func, insert, select, text, tuple_, update
+from sqlalchemy import DateTime, String, any_, bindparam, delete, func, insert, select, text, tuple_, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.provision import ProvisionRecord
@@ -63,7 +65,7 @@ async def tree_size(session: AsyncSession) -> int:
 # Statements of every provision record, built once: a Core INSERT is compiled once and cached, the
 # PostgreSQL dialect's INSERT … ON CONFLICT never is (so that one is written as text).
 _LOCKED_STATE = select(LogState).where(LogState.id == 1).with_for_update()  # appends are serial
-_LEAF_OF = select(LogLeaf.leaf_index).where(LogLeaf.record_id == bindparam("record_id"))
+_LEAVES_OF = select(LogLeaf.record_id, LogLeaf.leaf_index).where(LogLeaf.record_id == any_(bindparam("record_ids", type_=ARRAY(String))))
 _INSERT_NODES = insert(LogNode.__table__)  # executemany: the nodes an append completes
 _KEEP_PROVISION = text(
     f"INSERT INTO {ProvisionEntry.__tablename__} (record_id, resident_code, provided_at, provider, recipient, affair, payload)"
@@ -71,36 +73,75 @@ _KEEP_PROVISION = text(
 ).bindparams(bindparam("provided_at", type_=DateTime(timezone=True)))
 
 
+@dataclass(frozen=True)
+class Entry:
+    """One leaf to append: what it hashes and what is kept beside it."""
+
+    record_id: str
+    kind: str
+    entry: bytes
+    entry_time: datetime
+    resident_code: str | None = None
+    salt: bytes | None = None
+
+
 async def append(session: AsyncSession, *, record_id: str, kind: str, entry: bytes, entry_time: datetime, resident_code: str | None = None, salt: bytes | None = None) -> int:
     """Append one leaf unless ``record_id`` already has one; its leaf index either way."""
-    state = (await session.execute(_LOCKED_STATE)).scalar_one()
-    existing = await session.scalar(_LEAF_OF, {"record_id": record_id})
-    if existing is not None:
-        return int(existing)
-    index = state.size
-    leaf = merkle.leaf_hash(entry)
-    nodes = merkle.nodes_for_append(index, leaf, merkle.getter(await read_nodes(session, merkle.append_reads(index))))
-    session.add(LogLeaf(
-        leaf_index=index, record_id=record_id, kind=kind, leaf_hash=leaf, entry=entry.decode("utf-8"),
-        resident_code=resident_code, salt=salt, entry_time=entry_time,
-    ))
-    await session.execute(_INSERT_NODES, [{"level": level, "idx": i, "hash": h} for level, i, h in nodes])
-    state.size = index + 1
-    await session.flush()
+    [index] = await append_many(session, [Entry(record_id, kind, entry, entry_time, resident_code, salt)])
     return index
+
+
+async def append_many(session: AsyncSession, entries: list[Entry]) -> list[int]:
+    """Append, in order, a leaf for each entry whose record has none yet; each entry's leaf index.
+
+    The same few statements whatever the number of entries (the lock, the leaves already there, the
+    stored nodes the appends read, the new nodes, the leaves and the size): a consumer appends the
+    records of one fetch together. An append reads only the roots of complete subtrees to its left,
+    so each is either stored already or made by an earlier append of the same call.
+    """
+    state = (await session.execute(_LOCKED_STATE)).scalar_one()
+    leaf_of = dict((await session.execute(_LEAVES_OF, {"record_ids": [e.record_id for e in entries]})).all())
+    fresh = []
+    for e in entries:
+        if e.record_id not in leaf_of:
+            leaf_of[e.record_id] = state.size + len(fresh)
+            fresh.append(e)
+    if fresh:
+        first = state.size
+        nodes = await read_nodes(session, {coord for i in range(first, first + len(fresh)) for coord in merkle.append_reads(i)})
+        made = []
+        for index, e in enumerate(fresh, start=first):
+            leaf = merkle.leaf_hash(e.entry)
+            appended = merkle.nodes_for_append(index, leaf, merkle.getter(nodes))
+            nodes.update({(level, i): h for level, i, h in appended})
+            made.extend({"level": level, "idx": i, "hash": h} for level, i, h in appended)
+            session.add(LogLeaf(
+                leaf_index=index, record_id=e.record_id, kind=e.kind, leaf_hash=leaf, entry=e.entry.decode("utf-8"),
+                resident_code=e.resident_code, salt=e.salt, entry_time=e.entry_time,
+            ))
+        await session.execute(_INSERT_NODES, made)
+        state.size = first + len(fresh)
+        await session.flush()
+    return [leaf_of[e.record_id] for e in entries]
 
 
 async def append_provision(session: AsyncSession, record: ProvisionRecord) -> int:
     """The provision record and its leaf, both idempotent by record id."""
-    await session.execute(_KEEP_PROVISION, {
-        "record_id": str(record.record_id), "resident_code": record.resident_code, "provided_at": record.provided_at,
-        "provider": record.provider, "recipient": record.recipient, "affair": record.affair, "payload": record.model_dump_json(),
-    })
-    salt = os.urandom(domain.SALT_BYTES)
-    return await append(
-        session, record_id=str(record.record_id), kind="provision", entry=domain.provision_entry(record, salt),
-        entry_time=record.provided_at, resident_code=record.resident_code, salt=salt,
-    )
+    [index] = await append_provisions(session, [record])
+    return index
+
+
+async def append_provisions(session: AsyncSession, records: list[ProvisionRecord]) -> list[int]:
+    """:func:`append_provision` for several records, in order, in the same few statements."""
+    await session.execute(_KEEP_PROVISION, [{
+        "record_id": str(r.record_id), "resident_code": r.resident_code, "provided_at": r.provided_at,
+        "provider": r.provider, "recipient": r.recipient, "affair": r.affair, "payload": r.model_dump_json(),
+    } for r in records])
+    entries = []
+    for r in records:
+        salt = os.urandom(domain.SALT_BYTES)
+        entries.append(Entry(str(r.record_id), "provision", domain.provision_entry(r, salt), r.provided_at, r.resident_code, salt))
+    return await append_many(session, entries)
 
 
 async def append_missing(session: AsyncSession) -> int:
