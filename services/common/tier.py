@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 
 
 class Tier:
-    def __init__(self, rt: Runtime, tables: IdentityTables, outbox_model, *, forward_to: Callable[[IdentityChange], str | None] | None, source_of: Callable[[IdentityChange], str] | None, check=None, on_applied=None, arriving=None):
+    def __init__(self, rt: Runtime, tables: IdentityTables, outbox_model, *, forward_to: Callable[[IdentityChange], str | None] | None, source_of: Callable[[IdentityChange], str] | None,
+                 check=None, on_applied=None, on_applied_many=None, arriving=None):
         self.rt = rt
         self.tables = tables
         self.outbox = outbox_model
@@ -33,25 +34,44 @@ class Tier:
         self.source_of = source_of  # node id of the tier below for this change, for resync
         self.check = check
         self.on_applied = on_applied  # async (session, change): more work in the same transaction
+        self.on_applied_many = on_applied_many  # async (session, changes): the same for several changes at once, in order
         self.arriving = arriving  # (current row, change) -> bool: a move brings the person into this tier's area
 
     async def receive(self, session: AsyncSession, change: IdentityChange) -> ApplyOutcome:
         """Apply one change in the caller's transaction and queue what was applied for the tier above."""
+        outcome = await self._apply(session, change)
+        await self._after_applied(session, outcome.applied)
+        return outcome
+
+    async def _apply(self, session: AsyncSession, change: IdentityChange) -> ApplyOutcome:
         try:
-            outcome = await apply_change(session, self.tables, change, check=self.check, arriving=self.arriving)
+            return await apply_change(session, self.tables, change, check=self.check, arriving=self.arriving)
         except IntegrityError as exc:
             raise Refuse(f"conflicts with a stored identity: {exc.orig}") from None
         except VersionConflict as exc:
             raise Refuse(str(exc)) from None
+
+    async def _after_applied(self, session: AsyncSession, applied: list[IdentityChange]) -> None:
+        """What follows applied changes, in their order: the hooks, then the changes queued for the tier above."""
         if self.on_applied is not None:
-            for applied in outcome.applied:
-                await self.on_applied(session, applied)
+            for change in applied:
+                await self.on_applied(session, change)
+        if self.on_applied_many is not None and applied:
+            await self.on_applied_many(session, applied)
         if self.forward_to is not None:
-            for applied in outcome.applied:
-                destination = self.forward_to(applied)
+            for change in applied:
+                destination = self.forward_to(change)
                 if destination is not None:
-                    enqueue(session, self.outbox, destination=destination, key=applied.resident_code, kind="identity-change", payload=applied.model_dump_json())
-        return outcome
+                    enqueue(session, self.outbox, destination=destination, key=change.resident_code, kind="identity-change", payload=change.model_dump_json())
+
+    @staticmethod
+    def _change_of(record: ConsumerRecord, validate: Callable[[IdentityChange], None] | None) -> IdentityChange:
+        change = IdentityChange.model_validate_json(record.value or b"")
+        if record.key is not None and record.key.decode() != change.resident_code:
+            raise Refuse("record key is not the resident code of the change")
+        if validate is not None:
+            validate(change)
+        return change
 
     def kafka_handler(self, validate: Callable[[IdentityChange], None] | None = None, *, markers=None):
         """Identity changes; with ``markers``, also the DV protection markers that share the topic (services/common/protection.py)."""
@@ -61,12 +81,26 @@ class Tier:
             if markers is not None and is_marker_record(record):
                 await markers(session, record)
                 return
-            change = IdentityChange.model_validate_json(record.value or b"")
-            if record.key is not None and record.key.decode() != change.resident_code:
-                raise Refuse("record key is not the resident code of the change")
-            if validate is not None:
-                validate(change)
-            await self.receive(session, change)
+            await self.receive(session, self._change_of(record, validate))
+
+        return handle
+
+    def kafka_batch_handler(self, validate: Callable[[IdentityChange], None] | None = None, *, markers=None):
+        """:meth:`kafka_handler` for the records of one fetch: each change is applied in order, and what follows an
+        applied change (``on_applied_many``, the forwarding) runs once for all of them, before any protection marker
+        among them is taken. At the national server that is one read of the follows of a whole fetch, not one per change."""
+        from services.common.protection import is_marker_record
+
+        async def handle(session: AsyncSession, records: list[ConsumerRecord]) -> None:
+            applied: list[IdentityChange] = []
+            for record in records:
+                if markers is not None and is_marker_record(record):
+                    await self._after_applied(session, applied)
+                    applied = []
+                    await markers(session, record)
+                    continue
+                applied.extend((await self._apply(session, self._change_of(record, validate))).applied)
+            await self._after_applied(session, applied)
 
         return handle
 

@@ -54,7 +54,7 @@ def build_app(settings: ServiceSettings) -> FastAPI:
     relay = rt.kafka_outbox_relay(Outbox)
     push = Push(rt, pseudonymizer=pseudonymizer, relay=relay)
     jpki = Jpki(rt)
-    tier = Tier(rt, TABLES, Outbox, forward_to=None, source_of=source_of, check=check, on_applied=in_order(push.on_applied, jpki.on_applied))
+    tier = Tier(rt, TABLES, Outbox, forward_to=None, source_of=source_of, check=check, on_applied_many=in_order(push.on_applied, jpki.on_applied))
 
     def marker_of_known_municipality(marker: ProtectionMarker) -> None:
         if topology.municipality(marker.municipality_code) is None:
@@ -64,7 +64,8 @@ def build_app(settings: ServiceSettings) -> FastAPI:
     markers = marker_handler(ProtectionMarkerRow, check=marker_of_known_municipality, after=push.on_protection_change)
     consumer = StoredOffsetConsumer(
         bootstrap=settings.kafka_bootstrap, topic=topics.NATIONAL_IDENTITY, sessions=rt.sessions, offset_model=ConsumerOffset,
-        dead_letter_model=DeadLetter, handler=tier.kafka_handler(known_municipality, markers=markers), producer=rt.producer, name=rt.party,
+        dead_letter_model=DeadLetter, handler=tier.kafka_handler(known_municipality, markers=markers),
+        batch_handler=tier.kafka_batch_handler(known_municipality, markers=markers), producer=rt.producer, name=rt.party,
     )
 
     bulk_router, bulk_worker = build_bulk(rt, pseudonymizer=pseudonymizer, topology=topology)

@@ -33,15 +33,15 @@ _SERIAL_PATTERN = r"^[1-9][0-9]{0,48}$"
 #: HTTP status of each issuance refusal.
 _ISSUANCE_STATUS = {"not-registered-here": 403, "person-not-active": 409, "change-in-flight": 409, "signing-certificate-under-15": 409, "public-key-reused": 409, "unsupported-public-key": 422}
 
-Hook = Callable[[AsyncSession, IdentityChange], Awaitable[None]]
+Hook = Callable[[AsyncSession, list[IdentityChange]], Awaitable[None]]
 
 
 def in_order(*hooks: Hook) -> Hook:
-    """One ``on_applied`` hook that runs several, in order, in the same transaction."""
+    """One ``on_applied_many`` hook that runs several, in order, in the same transaction."""
 
-    async def run(session: AsyncSession, change: IdentityChange) -> None:
+    async def run(session: AsyncSession, changes: list[IdentityChange]) -> None:
         for hook in hooks:
-            await hook(session, change)
+            await hook(session, changes)
 
     return run
 
@@ -55,9 +55,9 @@ class Jpki:
         self.rt = rt
         self.ca = jpki_store.CertificationAuthority(jpki_store.load_ca_key(rt.settings.jpki_ca_key), rt.sessions)
 
-    async def on_applied(self, session: AsyncSession, change: IdentityChange) -> None:
-        """Revoke, in the transaction that applied the change, what it makes untrue."""
-        await jpki_store.revoke_on_change(session, change, datetime.now(UTC))
+    async def on_applied(self, session: AsyncSession, changes: list[IdentityChange]) -> None:
+        """Revoke, in the transaction that applied the changes, what they make untrue."""
+        await jpki_store.revoke_on_changes(session, changes, datetime.now(UTC))
 
     def router(self) -> APIRouter:
         rt, ca = self.rt, self.ca

@@ -12,8 +12,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import bindparam, select, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import String, any_, bindparam, select, update
+from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.identity import IdentityChange
@@ -118,19 +118,28 @@ async def issue(session: AsyncSession, ca: CertificationAuthority, ca_certificat
 
 
 #: Asked for every change the national server applies: built once, its cache key with it.
-_GOOD_CERTIFICATES_OF = select(JpkiCertificateRow).where(JpkiCertificateRow.resident_code == bindparam("code"), JpkiCertificateRow.status == GOOD).with_for_update()
+_GOOD_CERTIFICATES_AMONG = (
+    select(JpkiCertificateRow).where(JpkiCertificateRow.resident_code == any_(bindparam("codes", type_=ARRAY(String))), JpkiCertificateRow.status == GOOD)
+    .order_by(JpkiCertificateRow.serial).with_for_update()
+)
 
 
-async def revoke_on_change(session: AsyncSession, change: IdentityChange, now: datetime) -> list[tuple[str, RevocationReason]]:
-    """In the transaction that applied the change: revoke what the change makes untrue (``jpki.revocation_for``)."""
-    rows = (await session.execute(_GOOD_CERTIFICATES_OF, {"code": change.resident_code})).scalars().all()
+async def revoke_on_changes(session: AsyncSession, changes: list[IdentityChange], now: datetime) -> list[tuple[str, RevocationReason]]:
+    """In the transaction that applied the changes (one, or a consumer's fetch), in their order: revoke what each makes
+    untrue (``jpki.revocation_for``). One read of the good certificates of all their persons."""
+    held: dict[str, list[JpkiCertificateRow]] = {}
+    for row in (await session.execute(_GOOD_CERTIFICATES_AMONG, {"codes": list({c.resident_code for c in changes})})).scalars():
+        held.setdefault(row.resident_code, []).append(row)
     revoked = []
-    for row in rows:
-        items = BasicItems.model_validate_json(row.subject_items) if row.subject_items else None
-        reason = jpki.revocation_for(CertificateKind(row.kind), items, change)
-        if reason is not None:
-            row.status, row.revoked_at, row.revocation_reason = REVOKED, now, reason.value
-            revoked.append((row.serial, reason))
+    for change in changes:
+        for row in held.get(change.resident_code, ()):
+            if row.status != GOOD:  # revoked by an earlier change of the same fetch
+                continue
+            items = BasicItems.model_validate_json(row.subject_items) if row.subject_items else None
+            reason = jpki.revocation_for(CertificateKind(row.kind), items, change)
+            if reason is not None:
+                row.status, row.revoked_at, row.revocation_reason = REVOKED, now, reason.value
+                revoked.append((row.serial, reason))
     return revoked
 
 

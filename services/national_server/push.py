@@ -14,7 +14,8 @@ from types import SimpleNamespace
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response
-from sqlalchemy import bindparam, or_, select, text
+from sqlalchemy import String, Uuid, any_, bindparam, or_, select, text
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts import topics
@@ -35,9 +36,15 @@ log = logging.getLogger(__name__)
 PENDING, DELIVERED, SUPERSEDED, WITHDRAWN = "pending", "delivered", "superseded", "withdrawn"
 
 # Statements of every change and every delivery, built once (docs/architecture.md, "Database access on the hot path").
-_ACTIVE_FOLLOWS = select(FollowRow).where(
-    FollowRow.resident_code == bindparam("code"), FollowRow.stopped_at.is_(None), or_(FollowRow.until.is_(None), FollowRow.until >= bindparam("today")),
-)
+_ACTIVE_FOLLOWS_AMONG = select(FollowRow).where(
+    FollowRow.resident_code == any_(bindparam("codes", type_=ARRAY(String))), FollowRow.stopped_at.is_(None),
+    or_(FollowRow.until.is_(None), FollowRow.until >= bindparam("today")),
+).order_by(FollowRow.created_at, FollowRow.id)
+#: Each follow's latest notification still in force, locked (FOR UPDATE cannot go with DISTINCT ON: the rows are chosen inside).
+_LATEST_NOTIFICATIONS_OF = select(NotificationRow).where(NotificationRow.id.in_(
+    select(NotificationRow.id).where(NotificationRow.follow_id == any_(bindparam("follow_ids", type_=ARRAY(Uuid))), NotificationRow.status.in_((PENDING, DELIVERED)))
+    .distinct(NotificationRow.follow_id).order_by(NotificationRow.follow_id, NotificationRow.created_at.desc())
+)).with_for_update()
 _LATEST_NOTIFICATION = select(NotificationRow).where(
     NotificationRow.follow_id == bindparam("follow_id"), NotificationRow.status.in_((PENDING, DELIVERED)),
 ).order_by(NotificationRow.created_at.desc()).limit(1).with_for_update()
@@ -99,31 +106,44 @@ class Push:
         return FollowList(follows=[self._follow_view(r, self.grant(agency_id, r.affair)) for r in rows])
 
     # --- from an applied change to notifications ------------------------------------------
-    async def on_applied(self, session: AsyncSession, change: IdentityChange) -> None:
-        """In the transaction that applied the change: one notification per active follow."""
-        incoming = NOTIFICATION_TYPE_OF.get(change.reason)
-        if incoming is None:
+    async def on_applied(self, session: AsyncSession, changes: list[IdentityChange]) -> None:
+        """In the transaction that applied the changes (one, or a consumer's fetch), in their order: one notification per
+        active follow of each. One read of the follows of all their persons and one of those follows' latest notifications."""
+        changes = [c for c in changes if c.reason in NOTIFICATION_TYPE_OF]
+        if not changes:
             return
-        follows = (await session.execute(_ACTIVE_FOLLOWS, {"code": change.resident_code, "today": date.today()})).scalars().all()
-        now = datetime.now(UTC)
+        follows = (await session.execute(_ACTIVE_FOLLOWS_AMONG, {"codes": list({c.resident_code for c in changes}), "today": date.today()})).scalars().all()
+        if not follows:
+            return
+        following: dict[str, list[FollowRow]] = {}
         for f in follows:
-            latest_row = (await session.execute(_LATEST_NOTIFICATION, {"follow_id": f.id})).scalar_one_or_none()
-            latest = None if latest_row is None else LatestNotification(
-                notification_id=str(latest_row.id), type=NotificationType(latest_row.type), delivered=latest_row.status == DELIVERED,
-                corrects=str(latest_row.corrects) if latest_row.corrects else None,
-            )
-            plan = plan_notification(latest, incoming)
-            if plan.supersede_latest:
-                latest_row.status = SUPERSEDED
-            if plan.send:
-                session.add(NotificationRow(
-                    id=uuid.uuid4(), follow_id=f.id, agency_id=f.agency_id, affair=f.affair, resident_code=change.resident_code,
-                    change_event_id=str(change.event_id), version=change.version, type=plan.type.value,
-                    corrects=uuid.UUID(plan.corrects) if plan.corrects else None, change=change.model_dump_json(), status=PENDING,
-                    due_at=now + timedelta(seconds=self.topology.hold_seconds(f.affair)), created_at=now,
-                ))
-        if follows:
-            self.wakeup.set()
+            following.setdefault(f.resident_code, []).append(f)
+        latest_of = {row.follow_id: row for row in (await session.execute(_LATEST_NOTIFICATIONS_OF, {"follow_ids": [f.id for f in follows]})).scalars()}
+        stamp = datetime.now(UTC)
+        for position, change in enumerate(changes):
+            now = stamp + timedelta(microseconds=position)  # strictly in the changes' order: "latest" and delivery order go by it
+            for f in following.get(change.resident_code, ()):
+                latest_row = latest_of.get(f.id)
+                latest = None if latest_row is None else LatestNotification(
+                    notification_id=str(latest_row.id), type=NotificationType(latest_row.type), delivered=latest_row.status == DELIVERED,
+                    corrects=str(latest_row.corrects) if latest_row.corrects else None,
+                )
+                plan = plan_notification(latest, NOTIFICATION_TYPE_OF[change.reason])
+                if plan.supersede_latest:
+                    latest_row.status = SUPERSEDED
+                    latest_of.pop(f.id)
+                if plan.send:
+                    latest_of[f.id] = NotificationRow(
+                        id=uuid.uuid4(), follow_id=f.id, agency_id=f.agency_id, affair=f.affair, resident_code=change.resident_code,
+                        change_event_id=str(change.event_id), version=change.version, type=plan.type.value,
+                        corrects=uuid.UUID(plan.corrects) if plan.corrects else None, change=change.model_dump_json(), status=PENDING,
+                        due_at=now + timedelta(seconds=self.topology.hold_seconds(f.affair)), created_at=now,
+                    )
+                    session.add(latest_of[f.id])
+                elif plan.supersede_latest:  # the one before the superseded is the latest now: rare enough to ask (the flush comes first)
+                    if (before := (await session.execute(_LATEST_NOTIFICATION, {"follow_id": f.id})).scalar_one_or_none()) is not None:
+                        latest_of[f.id] = before
+        self.wakeup.set()
 
     async def on_protection_change(self, session: AsyncSession, marker, changed: bool) -> None:
         """A DV support measure started or ended for a followed person: one ``protection_status_change`` per follow, due at once

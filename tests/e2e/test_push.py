@@ -10,7 +10,7 @@ import httpx
 
 from contracts import topics
 from tests.conftest import wait_until
-from tests.e2e.helpers import address_in, agency_call, query, read_topic, register
+from tests.e2e.helpers import address_in, agency_call, query, read_topic, register, trace_spans
 
 
 def _national_has(db, code, version=1):
@@ -181,3 +181,27 @@ def test_pseudonymous_agencies_share_no_identifier(network, db):
     assert notes[0]["person"]["pseudonym"] == pseudonym and notes[0]["person"]["resident_code"] is None
     assert first["resident_code"] not in json.dumps(notes)
     assert agency_call(network, "mhlw-employment", "POST", "/v1/follows", json={"affair": "employment-insurance", "pseudonym": pseudonym}).status_code == 404
+
+
+def test_changes_the_national_server_takes_in_one_fetch_notify_in_their_order(network, db):
+    """Changes that queued while the national server was stopped come in one fetch: their notifications are planned
+    together (one read of the follows for the whole fetch) and still follow each person's versions in order."""
+    first, second = (register(network, "131130")["resident_code"] for _ in range(2))
+    for code in (first, second):
+        _national_has(db, code)
+        _follow(network, "pension-service", "national-pension", resident_code=code)  # no hold window
+    national = "national_server.national"
+    network.stop_node(national)
+    try:
+        _move(network, "131130", first)
+        _move(network, "131130", second)
+        _move(network, "131130", first)
+    finally:
+        network.start_node(national)
+    _national_has(db, first, version=3)
+    notes = wait_until(lambda: len(n := _mine(_feed(network, "pension-service"), first)) == 2 and n, what="both moves of the first person in the feed")
+    assert [(n["type"], n["version"]) for n in notes] == [("move", 2), ("move", 3)]
+    assert notes[0]["sequence"] < notes[1]["sequence"]
+    assert [n["version"] for n in wait_until(lambda: _mine(_feed(network, "pension-service"), second), what="the second person's move")] == [2]
+    batches = [s for s in trace_spans(network, national) if s["name"].startswith(f"consume {topics.NATIONAL_IDENTITY} batch of")]
+    assert batches, "the queued changes were taken together"
