@@ -88,6 +88,16 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
+def by_third(timed: list[tuple[float, float]]) -> dict[str, list[float]]:
+    """(when, latency) pairs split into the first, middle and last third of the run by when: a rate the network
+    sustains shows the same latency late in the run as early; a queue shows it growing."""
+    ordered = [latency for _, latency in sorted(timed)]
+    third = len(ordered) // 3
+    if not third:
+        return {}
+    return {"first": ordered[:third], "middle": ordered[third:-third], "last": ordered[-third:]}
+
+
 def _ms(latencies: list[float]) -> dict:
     """Median and p99 in milliseconds of latencies in seconds."""
     if not latencies:
@@ -396,11 +406,7 @@ async def _moves(net: Network, driver: Driver, movers: list[Person], rate: int) 
         if at_national is not None and closed is not None:
             end_to_end.append(max(at_national, closed) - p.moved_in_at)
             by_answer.append((p.moved_in_at, end_to_end[-1]))
-    # a rate the network sustains shows the same latency late in the run as early; a queue shows it growing
-    by_answer.sort()
-    third = len(by_answer) // 3
-    in_thirds = {label: [latency for _, latency in part] for label, part in
-                 (("first", by_answer[:third]), ("middle", by_answer[third:-third]), ("last", by_answer[-third:]))} if third else {}
+    in_thirds = by_third(by_answer)
     figures = {
         "moves (転入) issued": len(movers),
         "target rate /s": rate,

@@ -27,7 +27,7 @@ from services.common.gazetteer import neighborhoods
 from services.common.kafka import ensure_topics
 from services.network import Network
 
-from bench.bench_moves import Driver
+from bench.bench_moves import Driver, by_third
 
 RATE = int(os.environ.get("BENCH_PUSH_RATE", "100"))  # changes per second
 SECONDS = int(os.environ.get("BENCH_PUSH_SECONDS", "60"))
@@ -139,10 +139,12 @@ async def _propagation(net: Network, people: list[tuple[str, str]]) -> dict:
     await consumer
     for t, k, v in arrivals:
         by_key.setdefault((k.decode(), json.loads(v)["version"]), t)
-    latencies = [(by_key[key] - t) * 1000 for key, t in committed.items() if key in by_key] or [float("nan")]
+    timed = [(t, (by_key[key] - t) * 1000) for key, t in committed.items() if key in by_key]
+    latencies = [latency for _, latency in timed] or [float("nan")]
     return {
         "changes committed": len(committed), "achieved rate /s": round(len(committed) / driven_seconds, 1), "refused or failed": errors,
         "not delivered 120 s after the load stopped": len(committed) - sum(1 for key in committed if key in by_key), "median ms": round(statistics.median(latencies), 1), "p99 ms": round(_percentile(latencies, 0.99), 1),
+        **{f"median ms, changes committed in the {label} third of the run": round(statistics.median(part), 1) for label, part in by_third(timed).items()},
     }
 
 
