@@ -13,28 +13,32 @@ from services.cs_gateway.models import HouseholdMemberRow, HouseholdRow, Outbox,
 
 async def store_composition(session: AsyncSession, composition: HouseholdComposition) -> bool:
     """Keep the newest composition of a household; an older one arriving late changes nothing."""
-    kept = await session.execute(_STORE_COMPOSITION, {
-        "household_id": composition.household_id, "members": composition.model_dump_json(), "recorded_at": composition.recorded_at,
-        "codes": [m.resident_code for m in composition.members],
-    })
-    return kept.scalar_one() > 0
+    kept = await session.execute(_KEEP_COMPOSITION, {"household_id": composition.household_id, "members": composition.model_dump_json(), "recorded_at": composition.recorded_at})
+    if kept.first() is None:
+        return False
+    await session.execute(_PLACE_MEMBERS, {"household_id": composition.household_id, "codes": [m.resident_code for m in composition.members]})
+    return True
 
 
-#: One statement for a composition (it was three round trips, one of every few statements of a move at a CS):
-#: the composition, unless a newer one is kept already (it locks the household's row); then those no longer
-#: listed leave, and every member listed joins, moving from another household if need be. The leaving
-#: and the joining touch different rows, so the two parts never meet on one row in this one statement.
-_STORE_COMPOSITION = text(
-    f"WITH kept AS (INSERT INTO {HouseholdRow.__tablename__} AS h (household_id, members, recorded_at) VALUES (:household_id, :members, :recorded_at)"
-    "  ON CONFLICT (household_id) DO UPDATE SET members = excluded.members, recorded_at = excluded.recorded_at"
-    "  WHERE h.recorded_at <= excluded.recorded_at RETURNING household_id),"
-    f" leaving AS (DELETE FROM {HouseholdMemberRow.__tablename__} m USING kept"
-    "  WHERE m.household_id = kept.household_id AND m.resident_code <> ALL(CAST(:codes AS varchar[]))),"
-    f" joining AS (INSERT INTO {HouseholdMemberRow.__tablename__} AS m (resident_code, household_id)"
-    "  SELECT code, kept.household_id FROM kept, unnest(CAST(:codes AS varchar[])) AS code"
-    "  ON CONFLICT (resident_code) DO UPDATE SET household_id = excluded.household_id WHERE m.household_id <> excluded.household_id)"
-    " SELECT count(*) FROM kept"
+#: The composition, unless a newer one is kept already (then no row comes back); it locks the household's row.
+_KEEP_COMPOSITION = text(
+    f"INSERT INTO {HouseholdRow.__tablename__} AS h (household_id, members, recorded_at) VALUES (:household_id, :members, :recorded_at)"
+    " ON CONFLICT (household_id) DO UPDATE SET members = excluded.members, recorded_at = excluded.recorded_at"
+    " WHERE h.recorded_at <= excluded.recorded_at RETURNING household_id"
 ).bindparams(bindparam("household_id", type_=Uuid), bindparam("recorded_at", type_=DateTime(timezone=True)))
+
+#: Then, in one statement (it was two): those no longer listed leave, and every member listed joins, moving from
+#: another household if need be. The two parts touch different rows, so they never meet on one row. It is a
+#: statement of its own, after the household's row is locked, so its snapshot sees what a composition of the
+#: same household committed while this one waited for the lock (one statement shares one snapshot).
+#: Written once as text: the PostgreSQL dialect's INSERT … ON CONFLICT construct is never cached by SQLAlchemy.
+_PLACE_MEMBERS = text(
+    f"WITH leaving AS (DELETE FROM {HouseholdMemberRow.__tablename__}"
+    "  WHERE household_id = CAST(:household_id AS uuid) AND resident_code <> ALL(CAST(:codes AS varchar[])))"
+    f" INSERT INTO {HouseholdMemberRow.__tablename__} AS m (resident_code, household_id)"
+    " SELECT code, CAST(:household_id AS uuid) FROM unnest(CAST(:codes AS varchar[])) AS code"
+    " ON CONFLICT (resident_code) DO UPDATE SET household_id = excluded.household_id WHERE m.household_id <> excluded.household_id"
+)
 
 
 async def answer(session: AsyncSession, *, request: HouseholdRequest, grant: Grant, municipality_code: str, provider: str) -> HouseholdAnswer | None:

@@ -40,9 +40,11 @@ _ACTIVE_FOLLOWS_AMONG = select(FollowRow).where(
     FollowRow.resident_code == any_(bindparam("codes", type_=ARRAY(String))), FollowRow.stopped_at.is_(None),
     or_(FollowRow.until.is_(None), FollowRow.until >= bindparam("today")),
 ).order_by(FollowRow.created_at, FollowRow.id)
-#: Each follow's latest notification still in force, locked (FOR UPDATE cannot go with DISTINCT ON: the rows are chosen inside).
-_LATEST_NOTIFICATIONS_OF = select(NotificationRow).where(NotificationRow.id.in_(
-    select(NotificationRow.id).where(NotificationRow.follow_id == any_(bindparam("follow_ids", type_=ARRAY(Uuid))), NotificationRow.status.in_((PENDING, DELIVERED)))
+#: Each follow's latest notification still in force, locked (FOR UPDATE cannot go with DISTINCT ON: the rows are chosen
+#: inside). The outer condition is checked again on the locked row, so one withdrawn meanwhile is not taken as in force.
+_IN_FORCE = NotificationRow.status.in_((PENDING, DELIVERED))
+_LATEST_NOTIFICATIONS_OF = select(NotificationRow).where(_IN_FORCE, NotificationRow.id.in_(
+    select(NotificationRow.id).where(NotificationRow.follow_id == any_(bindparam("follow_ids", type_=ARRAY(Uuid))), _IN_FORCE)
     .distinct(NotificationRow.follow_id).order_by(NotificationRow.follow_id, NotificationRow.created_at.desc())
 )).with_for_update()
 _LATEST_NOTIFICATION = select(NotificationRow).where(

@@ -64,7 +64,7 @@ def test_household_composition_only_for_household_based_affairs(network, db):
 
 
 async def test_the_cs_keeps_the_newest_composition_and_moves_members_between_households(network):
-    """The CS's one-statement store: those no longer listed leave, a member listed elsewhere moves, a late older composition changes nothing."""
+    """The CS keeps a composition: those no longer listed leave, a member listed elsewhere moves, a late older composition changes nothing."""
     engine = make_engine(network.database_url("cs_gateway.131130"))
     sessions = make_sessionmaker(engine)
     first, second = uuid.uuid4(), uuid.uuid4()
