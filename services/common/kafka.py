@@ -35,7 +35,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from contracts import topics
 from services.common import metrics
-from services.common.telemetry import context_from_kafka_headers, kafka_headers_with_trace, tracer
+from services.common.telemetry import context_from_kafka_headers, kafka_headers_with_trace, links_to, tracer
 
 log = logging.getLogger(__name__)
 
@@ -292,6 +292,15 @@ class Refuse(Exception):
 
 
 Handler = Callable[[AsyncSession, ConsumerRecord], Awaitable[None]]
+
+
+def consume_span(record: ConsumerRecord, *, consumer: str):
+    """The span of one consumed record, in the trace it was sent in."""
+    return tracer().start_as_current_span(
+        f"consume {record.topic}", context=context_from_kafka_headers(record.headers), kind=trace.SpanKind.CONSUMER,
+        attributes={"messaging.system": "kafka", "messaging.source.name": record.topic, "messaging.kafka.offset": record.offset, "jukinet.consumer": consumer},
+    )
+
 #: Takes the records of one fetch of one partition together, in order (one transaction): for a handler whose
 #: statements serve many records at once. A refusal falls back to :data:`Handler`, one record at a time.
 BatchHandler = Callable[[AsyncSession, list[ConsumerRecord]], Awaitable[None]]
@@ -405,16 +414,13 @@ class StoredOffsetConsumer:
         return {tp: stored.get(tp.partition, (0, None)) for tp in consumer.assignment()}
 
     def _span(self, record: ConsumerRecord):
-        return tracer().start_as_current_span(
-            f"consume {record.topic}", context=context_from_kafka_headers(record.headers), kind=trace.SpanKind.CONSUMER,
-            attributes={"messaging.system": "kafka", "messaging.source.name": record.topic, "messaging.kafka.offset": record.offset, "jukinet.consumer": self._name},
-        )
+        return consume_span(record, consumer=self._name)
 
     def _batch_span(self, records: list[ConsumerRecord]):
-        """One span for records taken together, linked to the trace each record came in."""
-        sent = [trace.get_current_span(context_from_kafka_headers(r.headers)).get_span_context() for r in records]
+        """One span for records taken together, linked to the trace each record came in (a batch handler may
+        still take each record in its own :func:`consume_span`)."""
         return tracer().start_as_current_span(
-            f"consume {records[0].topic} batch of {len(records)}", kind=trace.SpanKind.CONSUMER, links=[trace.Link(c) for c in sent if c.is_valid],
+            f"consume {records[0].topic} batch of {len(records)}", kind=trace.SpanKind.CONSUMER, links=links_to(context_from_kafka_headers(r.headers) for r in records),
             attributes={"messaging.system": "kafka", "messaging.source.name": records[0].topic, "messaging.kafka.offset": records[0].offset,
                         "messaging.batch.message_count": len(records), "jukinet.consumer": self._name},
         )

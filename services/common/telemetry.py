@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from opentelemetry import context as otel_context
@@ -88,6 +88,12 @@ def current_traceparent() -> str | None:
 
 def context_from_traceparent(traceparent: str | None) -> otel_context.Context:
     return propagate.extract({"traceparent": traceparent} if traceparent else {})
+
+
+def links_to(contexts: Iterable[otel_context.Context]) -> list[trace.Link]:
+    """Links to the spans these contexts carry (a context without one is left out): for work done once for several traces."""
+    carried = (trace.get_current_span(context).get_span_context() for context in contexts)
+    return [trace.Link(span) for span in carried if span.is_valid]
 
 
 def kafka_headers_with_trace(extra: dict[str, str] | None = None) -> list[tuple[str, bytes]]:

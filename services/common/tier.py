@@ -16,7 +16,7 @@ from contracts.identifiers import ResidentCode
 from contracts.identity import IdentityChange, IdentityChangeBatch
 from services.common.auth import bearer_verifier, is_network_node
 from services.common.identity_store import ApplyOutcome, IdentityTables, VersionConflict, apply_change, changes_after, mark_gaps_healed, persons_with_gaps
-from services.common.kafka import Refuse
+from services.common.kafka import Refuse, consume_span
 from services.common.outbox import enqueue
 from services.common.runtime import Runtime
 from services.common.topology import Node
@@ -26,15 +26,14 @@ log = logging.getLogger(__name__)
 
 class Tier:
     def __init__(self, rt: Runtime, tables: IdentityTables, outbox_model, *, forward_to: Callable[[IdentityChange], str | None] | None, source_of: Callable[[IdentityChange], str] | None,
-                 check=None, on_applied=None, on_applied_many=None, arriving=None):
+                 check=None, on_applied=None, arriving=None):
         self.rt = rt
         self.tables = tables
         self.outbox = outbox_model
         self.forward_to = forward_to  # where an applied change goes next; None from it: nowhere
         self.source_of = source_of  # node id of the tier below for this change, for resync
         self.check = check
-        self.on_applied = on_applied  # async (session, change): more work in the same transaction
-        self.on_applied_many = on_applied_many  # async (session, changes): the same for several changes at once, in order
+        self.on_applied = on_applied  # async (session, changes applied, in order): more work in the same transaction
         self.arriving = arriving  # (current row, change) -> bool: a move brings the person into this tier's area
 
     async def receive(self, session: AsyncSession, change: IdentityChange) -> ApplyOutcome:
@@ -53,11 +52,8 @@ class Tier:
 
     async def _after_applied(self, session: AsyncSession, applied: list[IdentityChange]) -> None:
         """What follows applied changes, in their order: the hooks, then the changes queued for the tier above."""
-        if self.on_applied is not None:
-            for change in applied:
-                await self.on_applied(session, change)
-        if self.on_applied_many is not None and applied:
-            await self.on_applied_many(session, applied)
+        if self.on_applied is not None and applied:
+            await self.on_applied(session, applied)
         if self.forward_to is not None:
             for change in applied:
                 destination = self.forward_to(change)
@@ -86,20 +82,22 @@ class Tier:
         return handle
 
     def kafka_batch_handler(self, validate: Callable[[IdentityChange], None] | None = None, *, markers=None):
-        """:meth:`kafka_handler` for the records of one fetch: each change is applied in order, and what follows an
-        applied change (``on_applied_many``, the forwarding) runs once for all of them, before any protection marker
-        among them is taken. At the national server that is one read of the follows of a whole fetch, not one per change."""
+        """:meth:`kafka_handler` for the records of one fetch: each change is applied in order, in the trace it was
+        sent in (so the row keeps that trace), and what follows an applied change (``on_applied``, the forwarding)
+        runs once for all of them, before any protection marker among them is taken. At the national server that is
+        one read of the follows of a whole fetch, not one per change."""
         from services.common.protection import is_marker_record
 
         async def handle(session: AsyncSession, records: list[ConsumerRecord]) -> None:
             applied: list[IdentityChange] = []
             for record in records:
-                if markers is not None and is_marker_record(record):
-                    await self._after_applied(session, applied)
-                    applied = []
-                    await markers(session, record)
-                    continue
-                applied.extend((await self._apply(session, self._change_of(record, validate))).applied)
+                with consume_span(record, consumer=self.rt.party):
+                    if markers is not None and is_marker_record(record):
+                        await self._after_applied(session, applied)
+                        applied = []
+                        await markers(session, record)
+                        continue
+                    applied.extend((await self._apply(session, self._change_of(record, validate))).applied)
             await self._after_applied(session, applied)
 
         return handle

@@ -55,7 +55,7 @@ def build_app(settings: ServiceSettings) -> FastAPI:
 
     tier = Tier(
         rt, TABLES, Outbox, forward_to=forward_to, source_of=None,
-        on_applied=lambda session, change: moves.on_applied(session, change), arriving=arriving_in({municipality.code}),
+        on_applied=lambda session, changes: moves.on_applied(session, changes), arriving=arriving_in({municipality.code}),  # moves is made with the tier
     )
     moves = CsMoves(tier=tier, municipality_code=municipality.code, topology=topology)
     inbox = StoredOffsetConsumer(

@@ -110,7 +110,12 @@ class CsMoves:
         if payload is not None:
             await self.tier.receive(session, MoveOutCertificate.model_validate_json(payload).person.change)
 
-    async def on_applied(self, session: AsyncSession, change: IdentityChange) -> None:
+    async def on_applied(self, session: AsyncSession, changes: list[IdentityChange]) -> None:
+        """After changes are applied (the tier's hook): for each 転入 of the own RRS, see :meth:`_on_move_in`."""
+        for change in changes:
+            await self._on_move_in(session, change)
+
+    async def _on_move_in(self, session: AsyncSession, change: IdentityChange) -> None:
         """After the own RRS's 転入 is applied: the certificate is used, and the origin hears of it (転入通知)."""
         if change.reason is not ChangeReason.move_in or change.municipality_code != self.code or change.move is None:
             return

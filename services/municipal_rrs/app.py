@@ -10,7 +10,6 @@ from datetime import date, datetime, timedelta, UTC
 from typing import Annotated
 
 from fastapi import APIRouter, FastAPI, Query
-from opentelemetry import trace
 from sqlalchemy import select
 
 from contracts.moves import (
@@ -26,7 +25,6 @@ from services.common.outbox import RELAY_PACE_SECONDS, OutboxRelay, poll_forever
 from services.common.problems import ProblemError, install_problem_handlers
 from services.common.runtime import Runtime
 from services.common.settings import ServiceSettings
-from services.common.telemetry import context_from_traceparent, tracer
 from services.municipal_rrs import moves, online, service
 from services.municipal_rrs.domain import RegistryRuleViolation
 from services.municipal_rrs.jpki_routes import jpki_router
@@ -96,35 +94,17 @@ def build_app(settings: ServiceSettings) -> FastAPI:
     async def apply_notices(notices: list[CsNotice]) -> None:
         """All the notices of one pull in one transaction; if one fails, one transaction each, so
         those before it are kept and it is taken again at the next pull (it raises here)."""
-        take = functools.partial(moves.apply_notice, municipality_code=municipality.code, known_municipality=known_municipality, today=date.today())
-
-        async def apply(session, notice: CsNotice, closed=None) -> None:
-            # in the trace the message arrived in at the CS: a move's trace goes on here, and on to the reply this sends
-            with tracer().start_as_current_span(f"rrs take {notice.message.kind}", context=context_from_traceparent(notice.traceparent),
-                                                kind=trace.SpanKind.CONSUMER, attributes={"jukinet.notice.sequence": notice.sequence}):
-                await take(session, notice, closed=closed)
-
+        take = functools.partial(moves.take_notices, municipality_code=municipality.code, known_municipality=known_municipality, today=date.today())
         try:
             async with rt.sessions() as session, session.begin():
-                # under load a pull brings many 転入通知; one by one, each costs some seven round trips to the database
-                # (docs/architecture.md, "The register's notice loop")
-                closing = moves.closable_together(notices)
-                closed = {}
-                if closing:
-                    moves_traced = [trace.get_current_span(context_from_traceparent(n.traceparent)).get_span_context() for n in closing]
-                    links = [trace.Link(move) for move in moves_traced if move.is_valid]  # each move's trace leads here too
-                    with tracer().start_as_current_span(f"rrs close {len(closing)} records", kind=trace.SpanKind.CONSUMER, links=links):
-                        outcomes = await moves.close_after_moves_in(session, [n.message for n in closing], municipality_code=municipality.code)
-                    closed = {n.sequence: outcome for n, outcome in zip(closing, outcomes)}
-                for notice in notices:
-                    await apply(session, notice, closed.get(notice.sequence))
+                await take(session, notices)
             return
         except Exception:
             if len(notices) == 1:
                 raise
         for notice in notices:
             async with rt.sessions() as session, session.begin():
-                await apply(session, notice)
+                await take(session, [notice])
 
     async def pull_notices_forever() -> None:
         # paced as relay passes are: an idle register's long poll answers a notice at once, a busy one takes several per pull

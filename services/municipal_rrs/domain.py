@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 
 from contracts.identity import Address, ChangeReason, IdentityChange, MoveDetails, PersonName, RegistrationStatus, Sex
-from contracts.moves import Discrepancy, MoveOutCertificate, MoveOutCancellation
+from contracts.moves import CsNotice, Discrepancy, MoveInNotice, MoveInReply, MoveOutCancellation, MoveOutCertificate, MoveOutWithdrawal
 from contracts.register import (
     ChangeHousehold, ChangeName, CorrectRecord, FamilyRegisterItems, ForeignResidentItems,
     MoveWithin, RecordDeath, RegisterResident, Relationship, RemoveExOfficio, RestoreExOfficio,
@@ -256,3 +256,18 @@ def proxy_refusal(filer: Resident, members: list[Resident]) -> str | None:
     if strangers:
         return f"not members of the filer's household: {', '.join(strangers)}"
     return None
+
+
+#: What a 転入通知 closing can be reordered with, within one pull: these touch no record on the register.
+_TOUCHING_NO_RECORD = (MoveInReply, MoveOutCertificate, MoveOutWithdrawal)
+
+
+def closable_together(notices: list[CsNotice]) -> list[CsNotice]:
+    """The 転入通知 of a pull that may close their records together, before the pull's other notices are taken:
+    all of them, when each names another person and every other notice touches no record; else none."""
+    closing = [n for n in notices if isinstance(n.message, MoveInNotice)]
+    if len(closing) < 2 or len({n.message.resident_code for n in closing}) < len(closing):
+        return []
+    if not all(isinstance(n.message, (MoveInNotice, *_TOUCHING_NO_RECORD)) for n in notices):
+        return []
+    return closing

@@ -24,7 +24,10 @@ from contracts.moves import (
 from contracts.online import OnlineConfirmationNotice, OnlineFilingNotice
 from contracts.register import HouseholdPlacement, Relationship, ResidentRecord
 from services.common.outbox import enqueue
-from services.municipal_rrs.domain import RegistryRuleViolation, Resident
+from opentelemetry import trace
+
+from services.common.telemetry import context_from_traceparent, links_to, tracer
+from services.municipal_rrs.domain import RegistryRuleViolation, Resident, closable_together
 from services.municipal_rrs.models import Household, IncomingNoticeRow, MoveReservationRow, Outbox, ResidentRow
 from services.municipal_rrs.mapping import from_row
 from services.municipal_rrs.service import Saving, _household_for, cs_destination, load, resident_row, resident_rows_for_update, save, save_many
@@ -205,19 +208,22 @@ async def last_notice_sequence(session: AsyncSession) -> int:
     return (await session.execute(_LAST_NOTICE_SEQUENCE)).scalar_one()
 
 
-#: What a 転入通知 closing can be reordered with, within one pull: these touch no record on the register.
-_TOUCHING_NO_RECORD = (MoveInReply, MoveOutCertificate, MoveOutWithdrawal)
-
-
-def closable_together(notices: list[CsNotice]) -> list[CsNotice]:
-    """The 転入通知 of a pull that may close their records together, before the pull's other notices are taken:
-    all of them, when each names another person and every other notice touches no record; else none."""
-    closing = [n for n in notices if isinstance(n.message, MoveInNotice)]
-    if len(closing) < 2 or len({n.message.resident_code for n in closing}) < len(closing):
-        return []
-    if not all(isinstance(n.message, (MoveInNotice, *_TOUCHING_NO_RECORD)) for n in notices):
-        return []
-    return closing
+async def take_notices(session: AsyncSession, notices: list[CsNotice], *, municipality_code: str, known_municipality, today: date) -> None:
+    """The notices of one pull, in the caller's transaction, each in the trace it arrived in at the CS (a move's trace
+    goes on here, and on to the reply this sends). Under load a pull brings many 転入通知; one by one each cost some
+    seven round trips, so those that may close together do (docs/architecture.md, "The register's notice loop")."""
+    closing = closable_together(notices)
+    closed = {}
+    if closing:
+        with tracer().start_as_current_span(f"rrs close {len(closing)} records", kind=trace.SpanKind.CONSUMER,
+                                            links=links_to(context_from_traceparent(n.traceparent) for n in closing)):
+            outcomes = await close_after_moves_in(session, [n.message for n in closing], municipality_code=municipality_code)
+        closed = {n.sequence: outcome for n, outcome in zip(closing, outcomes)}
+    for notice in notices:
+        with tracer().start_as_current_span(f"rrs take {notice.message.kind}", context=context_from_traceparent(notice.traceparent),
+                                            kind=trace.SpanKind.CONSUMER, attributes={"jukinet.notice.sequence": notice.sequence}):
+            await apply_notice(session, notice, municipality_code=municipality_code, known_municipality=known_municipality, today=today,
+                               closed=closed.get(notice.sequence))
 
 
 async def apply_notice(session: AsyncSession, notice: CsNotice, *, municipality_code: str, known_municipality, today: date,

@@ -49,10 +49,6 @@ async def _household_for(session: AsyncSession, placement: HouseholdPlacement) -
 
 # Statements every change runs, built once: built per call, constructing a statement and its cache key
 # cost more than its round trip (docs/architecture.md, "Database access on the hot path").
-_ACTIVE_MEMBERS = (
-    select(ResidentRow.resident_code, ResidentRow.relationship, ResidentRow.family_name, ResidentRow.given_name)
-    .where(ResidentRow.household_id == bindparam("household_id"), ResidentRow.status == "active").order_by(ResidentRow.resident_code)
-)
 _ACTIVE_MEMBERS_OF = (
     select(ResidentRow.household_id, ResidentRow.resident_code, ResidentRow.relationship, ResidentRow.family_name, ResidentRow.given_name)
     .where(ResidentRow.household_id == any_(bindparam("household_ids", type_=ARRAY(Uuid))), ResidentRow.status == "active")
@@ -73,7 +69,7 @@ _INSERT_HISTORY = insert(ResidentHistoryRow.__table__)
 
 async def _active_members(session: AsyncSession, household_id: uuid.UUID) -> list:
     """(resident code, relationship, family name, given name) of the household's active members, by code."""
-    return list((await session.execute(_ACTIVE_MEMBERS, {"household_id": household_id})).all())
+    return (await _active_members_of(session, [household_id])).get(household_id, [])
 
 
 async def _active_members_of(session: AsyncSession, household_ids: list[uuid.UUID]) -> dict[uuid.UUID, list]:

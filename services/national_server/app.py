@@ -54,7 +54,7 @@ def build_app(settings: ServiceSettings) -> FastAPI:
     relay = rt.kafka_outbox_relay(Outbox)
     push = Push(rt, pseudonymizer=pseudonymizer, relay=relay)
     jpki = Jpki(rt)
-    tier = Tier(rt, TABLES, Outbox, forward_to=None, source_of=source_of, check=check, on_applied_many=in_order(push.on_applied, jpki.on_applied))
+    tier = Tier(rt, TABLES, Outbox, forward_to=None, source_of=source_of, check=check, on_applied=in_order(push.on_applied, jpki.on_applied))
 
     def marker_of_known_municipality(marker: ProtectionMarker) -> None:
         if topology.municipality(marker.municipality_code) is None:

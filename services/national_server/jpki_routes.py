@@ -37,7 +37,7 @@ Hook = Callable[[AsyncSession, list[IdentityChange]], Awaitable[None]]
 
 
 def in_order(*hooks: Hook) -> Hook:
-    """One ``on_applied_many`` hook that runs several, in order, in the same transaction."""
+    """One ``on_applied`` hook of a tier that runs several, in order, in the same transaction."""
 
     async def run(session: AsyncSession, changes: list[IdentityChange]) -> None:
         for hook in hooks:

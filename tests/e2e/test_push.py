@@ -205,3 +205,7 @@ def test_changes_the_national_server_takes_in_one_fetch_notify_in_their_order(ne
     assert [n["version"] for n in wait_until(lambda: _mine(_feed(network, "pension-service"), second), what="the second person's move")] == [2]
     batches = [s for s in trace_spans(network, national) if s["name"].startswith(f"consume {topics.NATIONAL_IDENTITY} batch of")]
     assert batches, "the queued changes were taken together"
+    # each change applied in the trace it was sent in: the national row keeps the trace of the counter's change
+    sent = db("rrs_131130").value("select traceparent from outbox where key = %s and kind = 'identity-change' order by id desc limit 1", (first,))
+    kept = db("national").value("select traceparent from identity where resident_code = %s", (first,))
+    assert kept.split("-")[1] == sent.split("-")[1]

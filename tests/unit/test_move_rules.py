@@ -21,8 +21,7 @@ from services.common.moves import arriving_in, concerns_area, forwarded_by_cs
 from services.common.topology import OnlinePolicy
 from services.common.versioning import Decision, decide
 from services.cs_gateway.online_rules import assurance_refusal, confirmation_refusal, window_refusal
-from services.municipal_rrs.domain import RegistryRuleViolation, Resident, proxy_refusal
-from services.municipal_rrs.moves import closable_together
+from services.municipal_rrs.domain import RegistryRuleViolation, Resident, closable_together, proxy_refusal
 from services.municipal_rrs.mapping import to_identity_change
 from tests.unit.test_rrs_domain import HOUSEHOLD, MUNICIPALITY, OTHER_MUNICIPALITY, TODAY, address, register
 
