@@ -23,3 +23,8 @@ def agency_push(agency_pseudonym: str) -> str:
 HEADER_MESSAGE_KIND = "jukinet-kind"
 HEADER_REFUSAL_REASON = "jukinet-refusal-reason"
 HEADER_SOURCE_TOPIC = "jukinet-source-topic"
+#: Every record is signed by the node that produced it (services/common/message_signing.py).
+HEADER_SIGNER = "jukinet-signer"  # key id: <party>:<fingerprint of its public key>
+HEADER_MESSAGE_ID = "jukinet-message-id"  # a fresh UUID per record: a replay is told by it
+HEADER_SIGNED_AT = "jukinet-signed-at"  # seconds since the epoch
+HEADER_SIGNATURE = "jukinet-signature"  # base64url Ed25519 signature

@@ -16,6 +16,7 @@ import asyncio
 import hashlib
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from functools import cache
@@ -28,13 +29,15 @@ from aiokafka.protocol.metadata import MetadataRequest
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from opentelemetry import trace
 from pydantic import ValidationError
-from sqlalchemy import BigInteger, DateTime, Integer, String, Text, bindparam, func, select, update
+from sqlalchemy import BigInteger, DateTime, Integer, String, Text, Uuid, bindparam, delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped, mapped_column
 
 from contracts import topics
+from contracts.topics import HEADER_MESSAGE_KIND
 from services.common import metrics
+from services.common.message_signing import MessageSigner, RecordGate, SignedBy, UntrustedRecord
 from services.common.telemetry import context_from_kafka_headers, kafka_headers_with_trace, links_to, tracer
 
 log = logging.getLogger(__name__)
@@ -134,6 +137,19 @@ class DeadLetterMixin:
     refused_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
+class MessageReceiptMixin:
+    """The id of every signed record a consumer took: the same record produced again is a replay."""
+
+    message_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    signer: Mapped[str] = mapped_column(String(200))
+    signed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+#: Receipts older than the acceptance window are let go every so often: a record that old is refused anyway.
+PRUNE_RECEIPTS_EVERY_SECONDS = 3600.0
+
+
 async def ensure_topics(bootstrap: str, names: list[str]) -> None:
     """Create the topics that are missing, with :data:`PARTITIONS` partitions."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
@@ -160,14 +176,18 @@ class Producer:
     forgot.
     """
 
-    def __init__(self, bootstrap: str):
+    def __init__(self, bootstrap: str, *, signer: MessageSigner | None = None):
         self._bootstrap = bootstrap
+        self._signer = signer  # every record this node produces carries its signature (message_signing.py)
         self._producer: AIOKafkaProducer | None = None
         self._known_topics: set[str] = set()
         self._log_ends: dict[tuple[str, int], int] = {}  # (topic, partition) → highest offset acknowledged
         self._last_records: dict[tuple[str, int], tuple[int, str]] = {}  # (topic, partition) → (offset, fingerprint) of that record
         self._reset_listeners: list[Callable[[str], None]] = []
         self._resets = 0  # how many lost logs were announced: a check that overlaps one announces nothing
+        self._checked_connections: list[object] | None = None  # the broker connections the last records were proven on
+        self._unproven: dict[tuple[str, int], tuple[int, str]] | None = None  # last records from before a reconnect, until checked
+        self._checking = asyncio.Lock()
 
     def on_log_reset(self, listener: Callable[[str], None]) -> None:
         """Call ``listener(topic)`` whenever a partition of ``topic`` turns out to have lost its log."""
@@ -194,9 +214,54 @@ class Producer:
         if mark is not None and self._log_ends[key] == offset:
             self._last_records[key] = (offset, mark)
 
+    def _connections(self) -> list[object]:
+        """The producer's open connections to the broker (aiokafka's own list; the version is pinned): a broker
+        that restarted closed them all, so a record acknowledged on another list went over a new connection."""
+        assert self._producer is not None
+        return list(self._producer.client._conns.values())  # noqa: SLF001
+
+    async def _check_after_reconnect(self) -> None:
+        """Before an acknowledgement over new connections is booked, prove the broker still holds the last records of before.
+
+        Several producers share a topic (two prefecture servers, every CS of a
+        prefecture): by the time this one sends again after the broker came
+        back empty, the others may have written its partitions past the
+        offsets it knew, so its own offsets never go back. Only the records
+        themselves tell (:func:`_lost`). Until a check proves them either way
+        (the broker may still be away), they stay to be checked, by the next
+        acknowledgement or by :meth:`watch_logs_forever`.
+        """
+        async with self._checking:
+            current = self._connections()
+            if current == self._checked_connections:
+                return  # another acknowledgement checked meanwhile
+            if self._unproven is None:
+                self._unproven = dict(self._last_records)
+            if not self._unproven:
+                self._unproven, self._checked_connections = None, current
+                return
+            try:
+                await self._check_records(self._unproven)
+            except Exception as exc:  # broker away: nothing proven, checked again later
+                log.info("checking the broker's logs after a reconnect failed (%s); again later", exc)
+                return
+            self._unproven, self._checked_connections = None, current
+
+    async def _check_records(self, expected: dict[tuple[str, int], tuple[int, str]]) -> None:
+        """Announce lost logs if the broker no longer holds these records (asked twice: a busy broker answers oddly once)."""
+        resets = self._resets
+        gone = await _gone(self._bootstrap, expected)
+        if gone:
+            await asyncio.sleep(0.5)
+            gone = [key for key in await _gone(self._bootstrap, {key: expected[key] for key in gone}) if key in gone]
+        if gone and resets == self._resets:
+            log.warning("the broker no longer holds the records acknowledged last on %s: it lost its log (restarted empty)",
+                        ", ".join(f"{t}/{p}" for t, p in gone))
+            self._announce_lost_logs()
+
     def _announce_lost_logs(self) -> None:
-        lost = sorted({t for t, _ in self._log_ends})
-        self._log_ends, self._last_records = {}, {}
+        lost = sorted({t for t, _ in self._log_ends} | {t for t, _ in self._unproven or ()})
+        self._log_ends, self._last_records, self._unproven = {}, {}, None
         self._known_topics.clear()  # an empty broker lost the topics too: create them again, as we want them, before sending
         self._resets += 1
         for lost_topic in lost:
@@ -215,18 +280,13 @@ class Producer:
         """
         while True:
             await asyncio.sleep(VERIFY_EVERY_SECONDS)
-            if not self._reset_listeners or not self._last_records:
+            if not self._reset_listeners:
                 continue
             try:
-                resets, expected = self._resets, dict(self._last_records)
-                gone = await _gone(self._bootstrap, expected)
-                if gone:
-                    await asyncio.sleep(0.5)  # a busy broker answers oddly once: ask again
-                    gone = [key for key in await _gone(self._bootstrap, {key: expected[key] for key in gone}) if key in gone]
-                if gone and resets == self._resets:
-                    log.warning("the broker no longer holds the records acknowledged last on %s: it lost its log (restarted empty)",
-                                ", ".join(f"{t}/{p}" for t, p in gone))
-                    self._announce_lost_logs()
+                if self._unproven is not None:
+                    await self._check_after_reconnect()
+                elif self._last_records:
+                    await self._check_records(dict(self._last_records))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # broker away: nothing proven, look again later
@@ -261,6 +321,9 @@ class Producer:
         """
         assert self._producer is not None, "producer not started"
         mark = _fingerprint(key.encode(), value)
+        if self._signer is not None:
+            headers = {**(headers or {})}
+            headers.update(self._signer.headers(topic=topic, key=key.encode(), kind=headers.get(HEADER_MESSAGE_KIND, ""), value=value))
         if topic not in self._known_topics:
             await ensure_topics(self._bootstrap, [topic])
             self._known_topics.add(topic)
@@ -278,6 +341,8 @@ class Producer:
             except Exception:
                 self._known_topics.discard(topic)
                 raise
+            if self._connections() != self._checked_connections:
+                await self._check_after_reconnect()
             self._acknowledged_at(metadata.topic, metadata.partition, metadata.offset, mark)
 
         return acknowledged()
@@ -320,7 +385,7 @@ class StoredOffsetConsumer:
     """Consumes one topic, applying each record and its offset in one transaction."""
 
     def __init__(self, *, bootstrap: str, topic: str, sessions: async_sessionmaker, offset_model, dead_letter_model, handler: Handler, producer: Producer, name: str,
-                 batch_handler: BatchHandler | None = None):
+                 gate: RecordGate, receipt_model, batch_handler: BatchHandler | None = None):
         self._bootstrap = bootstrap
         self._topic = topic
         self._sessions = sessions
@@ -330,6 +395,14 @@ class StoredOffsetConsumer:
         self._batch_handler = batch_handler
         self._producer = producer
         self._name = name
+        self._gate = gate  # signature and entitlement of every record, before the handler sees it
+        self._receipts = receipt_model
+        self._take_receipts_statement = text(
+            f"INSERT INTO {receipt_model.__tablename__} (message_id, signer, signed_at)"
+            " SELECT m, s, to_timestamp(t) FROM unnest(CAST(:ids AS uuid[]), CAST(:signers AS text[]), CAST(:times AS double precision[])) AS r(m, s, t)"
+            " ON CONFLICT (message_id) DO NOTHING RETURNING message_id"
+        )
+        self._receipts_pruned_at = 0.0
         self.applied = 0
         self.lag: dict[tuple[str, int], int] = {}  # (topic, partition) → records not applied yet
         metrics.watch_consumer(self)
@@ -425,12 +498,35 @@ class StoredOffsetConsumer:
                         "messaging.batch.message_count": len(records), "jukinet.consumer": self._name},
         )
 
+    async def _take_receipts(self, session: AsyncSession, signed: list[SignedBy]) -> None:
+        """Keep the message ids of records about to be applied; one already kept is a replay (the transaction is refused)."""
+        taken = (await session.execute(self._take_receipts_statement, {
+            "ids": [str(s.message_id) for s in signed], "signers": [s.key_id for s in signed], "times": [s.signed_at for s in signed],
+        })).scalars().all()
+        if len(taken) < len(signed):
+            replayed = sorted({str(s.message_id) for s in signed} - {str(t) for t in taken})
+            raise UntrustedRecord("replayed", f"message {', '.join(replayed[:3])} was taken before: a replay")
+
+    async def _prune_receipts(self) -> None:
+        """Receipts older than the acceptance window: a replay of such a record is refused by its age."""
+        now = time.monotonic()
+        if now - self._receipts_pruned_at < PRUNE_RECEIPTS_EVERY_SECONDS:
+            return
+        self._receipts_pruned_at = now
+        async with self._sessions() as session, session.begin():
+            await session.execute(delete(self._receipts).where(self._receipts.signed_at < func.now() - func.make_interval(0, 0, 0, 0, 0, 0, self._gate.max_age_seconds)))
+
     async def _apply(self, record: ConsumerRecord) -> None:
         with self._span(record):
             try:
+                signed = self._gate.admit(record)
                 async with self._sessions() as session, session.begin():
+                    await self._take_receipts(session, [signed])
                     await self._handler(session, record)
                     await self._store_offset(session, record)
+            except UntrustedRecord as exc:
+                await self._dead_letter(record, f"untrusted record ({exc.kind}): {exc}"[:4000])
+                metrics.count_refusal(channel="kafka", reason=f"untrusted-{exc.kind}")
             except _REFUSALS as exc:
                 reason = f"{type(exc).__name__}: {exc}"[:4000]
                 await self._dead_letter(record, reason)
@@ -444,7 +540,9 @@ class StoredOffsetConsumer:
             await self._apply(records[0])
             return
         try:
+            signed = [self._gate.admit(record) for record in records]
             async with self._sessions() as session, session.begin():
+                await self._take_receipts(session, signed)
                 if self._batch_handler is not None:
                     with self._batch_span(records):
                         await self._batch_handler(session, records)
@@ -453,7 +551,7 @@ class StoredOffsetConsumer:
                         with self._span(record):
                             await self._handler(session, record)
                 await self._store_offset(session, records[-1])
-        except _REFUSALS:
+        except (*_REFUSALS, UntrustedRecord):
             for record in records:
                 await self._apply(record)
 
@@ -517,6 +615,7 @@ class StoredOffsetConsumer:
                         await self._apply_batch(records)
                         self.applied += len(records)
                     await self._measure_lag(consumer)
+                    await self._prune_receipts()
             except asyncio.CancelledError:
                 raise
             except (KafkaError, _PartitionsChanged) as exc:

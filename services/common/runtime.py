@@ -21,7 +21,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from contracts.topics import HEADER_MESSAGE_KIND
 from services.common.db import make_engine, make_sessionmaker, run_migrations
+from services.common.entitlement import check_entitled
 from services.common.kafka import Producer
+from services.common.message_signing import MessageSigner, RecordGate
 from services.common.outbox import OutboxRelay
 from services.common.settings import ServiceSettings
 from services.common.telemetry import instrument_engine, setup_tracing
@@ -72,16 +74,27 @@ class Runtime:
         if settings.trace_sql:
             instrument_engine(self.engine)
         self.sessions = make_sessionmaker(self.engine)
-        self.producer = Producer(settings.kafka_bootstrap) if with_producer else None
         self.keys = PublicKeyRing(settings.keys_dir)
         self.party = settings.node.party
-        self._tokens = TokenCache(load_private_key(settings.private_key), self.party)
+        private_key = load_private_key(settings.private_key)
+        self._tokens = TokenCache(private_key, self.party)
+        self.producer = Producer(settings.kafka_bootstrap, signer=MessageSigner(private_key, self.party)) if with_producer else None
         self.http = httpx.AsyncClient(timeout=10.0)
         self._tasks: list[asyncio.Task] = []
 
     def token_for(self, audience: str, *, subject: str | None = None, lifetime_seconds: int = 300, claims: dict | None = None) -> str:
         """A signed token for ``audience``; a plain service token is reused for a while (:class:`TokenCache`)."""
         return self._tokens.token_for(audience, subject=subject, lifetime_seconds=lifetime_seconds, claims=claims)
+
+    def record_gate(self) -> RecordGate:
+        """What this node's consumers check of every record: its signature by a node of the network, and that node's
+        entitlement to it (services/common/entitlement.py)."""
+        topology = self.settings.topology_model
+
+        def entitled(signer: str, topic: str, kind: str, payload: dict) -> None:
+            check_entitled(topology, signer=signer, topic=topic, kind=kind, payload=payload)
+
+        return RecordGate(self.keys, entitled=entitled, max_age_seconds=self.settings.message_max_age_seconds)
 
     async def publish_outbox_row(self, row) -> None:
         """Outbox delivery to Kafka: the row's destination is the topic, its key the record key."""

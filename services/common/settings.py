@@ -41,6 +41,7 @@ class ServiceSettings(BaseSettings):
     resync_poll_seconds: float = 2.0
     snapshot_seconds: float = 3600.0  # a CS sends a snapshot upward this often (0: only on operator request)
     reconcile_seconds: float = 300.0  # every tier compares with the tier below this often (0: only on operator request)
+    message_max_age_seconds: float = 7 * 24 * 3600.0  # a consumer refuses a signed record older than this (the broker keeps a week)
     reconcile_grace_seconds: float = 2.0  # a difference is looked at again after this long before it is healed or reported
 
     @cached_property

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy.orm import DeclarativeBase
 
 from services.common.identity_store import HeldChangeMixin, IdentityCurrentMixin, IdentityHistoryMixin, IdentityTables, VersionGapMixin
-from services.common.kafka import ConsumerOffsetMixin, DeadLetterMixin
+from services.common.kafka import ConsumerOffsetMixin, DeadLetterMixin, MessageReceiptMixin
 from services.common.outbox import OutboxMixin
 from services.common.runtime import RefusalMixin
 
@@ -21,6 +21,7 @@ def declare_tier_tables(base: type[DeclarativeBase]) -> dict[str, type]:
         "Refusal": ("refusals", RefusalMixin),
         "ConsumerOffset": ("consumer_offsets", ConsumerOffsetMixin),
         "DeadLetter": ("dead_letters", DeadLetterMixin),
+        "MessageReceipt": ("message_receipts", MessageReceiptMixin),
     }
     return {name: type(name, (base, mixin), {"__tablename__": table}) for name, (table, mixin) in specs.items()}
 

@@ -115,6 +115,24 @@ class PublicKeyRing:
         self._cache[party] = key
         return key
 
+    def key_by_id(self, kid: str) -> Ed25519PublicKey | None:
+        """The key a record's signer header names (``<party>:<fingerprint>``, services/common/message_signing.py).
+
+        The party's current key (``<party>.pub``) if its fingerprint matches;
+        otherwise a key it used before and that is still trusted during a
+        rotation, kept as ``<party>.<fingerprint>.pub`` (docs/security.md, "Keys").
+        """
+        from services.common.message_signing import key_fingerprint
+
+        party, _, fingerprint = kid.rpartition(":")
+        if not party or len(fingerprint) != 16 or not all(c in "0123456789abcdef" for c in fingerprint):
+            return None
+        for name in (party, f"{party}.{fingerprint}"):
+            key = self.key_for(name)
+            if key is not None and key_fingerprint(key) == fingerprint:
+                return key
+        return None
+
     def verify(self, token: str, *, audience: str, allowed_issuers=None) -> VerifiedToken:
         """The token's issuer, subject and claims, if it is signed by a known party for ``audience``, unexpired,
         and its issuer is allowed here; :class:`TokenRefused` otherwise."""

@@ -29,7 +29,7 @@ from services.common.runtime import Runtime
 from services.common.settings import ServiceSettings
 from services.common.tier import Tier
 from services.common.versioning import Decision
-from services.cs_gateway.models import TABLES, ConsumerOffset, DeadLetter, Outbox, Refusal
+from services.cs_gateway.models import TABLES, ConsumerOffset, DeadLetter, MessageReceipt, Outbox, Refusal
 from services.cs_gateway.moves import CsMoves
 from services.cs_gateway.online import CsOnline
 from services.cs_gateway.dv import CsDv
@@ -60,7 +60,7 @@ def build_app(settings: ServiceSettings) -> FastAPI:
     moves = CsMoves(tier=tier, municipality_code=municipality.code, topology=topology)
     inbox = StoredOffsetConsumer(
         bootstrap=settings.kafka_bootstrap, topic=topics.cs_inbox(municipality.code), sessions=rt.sessions, offset_model=ConsumerOffset,
-        dead_letter_model=DeadLetter, handler=moves.inbox_handler(), producer=rt.producer, name=rt.party,
+        dead_letter_model=DeadLetter, gate=rt.record_gate(), receipt_model=MessageReceipt, handler=moves.inbox_handler(), producer=rt.producer, name=rt.party,
     )
 
     relay = rt.kafka_outbox_relay(Outbox)

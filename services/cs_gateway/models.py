@@ -24,6 +24,7 @@ Refusal = _tables["Refusal"]
 TABLES = identity_tables(_tables)
 ConsumerOffset = _tables["ConsumerOffset"]
 DeadLetter = _tables["DeadLetter"]
+MessageReceipt = _tables["MessageReceipt"]
 RECOVERY = declare_recovery_tables(CsBase, sends_snapshots=True)  # snapshots and reconciliation
 
 

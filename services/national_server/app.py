@@ -22,7 +22,7 @@ from services.national_server.pseudonyms import Pseudonymizer
 from services.national_server.households import household_router
 from services.national_server.push import Push
 from services.national_server.jpki_routes import Jpki, in_order  # JPKI certification authority
-from services.national_server.models import TABLES, ConsumerOffset, DeadLetter, Identity, Outbox, Refusal
+from services.national_server.models import TABLES, ConsumerOffset, DeadLetter, Identity, MessageReceipt, Outbox, Refusal
 from services.national_server.models import ProtectionMarkerRow
 from contracts.dv import ProtectionMarker
 from services.common.protection import marker_handler
@@ -64,7 +64,7 @@ def build_app(settings: ServiceSettings) -> FastAPI:
     markers = marker_handler(ProtectionMarkerRow, check=marker_of_known_municipality, after=push.on_protection_change)
     consumer = StoredOffsetConsumer(
         bootstrap=settings.kafka_bootstrap, topic=topics.NATIONAL_IDENTITY, sessions=rt.sessions, offset_model=ConsumerOffset,
-        dead_letter_model=DeadLetter, handler=tier.kafka_handler(known_municipality, markers=markers),
+        dead_letter_model=DeadLetter, gate=rt.record_gate(), receipt_model=MessageReceipt, handler=tier.kafka_handler(known_municipality, markers=markers),
         batch_handler=tier.kafka_batch_handler(known_municipality, markers=markers), producer=rt.producer, name=rt.party,
     )
 

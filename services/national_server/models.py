@@ -23,6 +23,7 @@ Outbox = _tables["Outbox"]
 Refusal = _tables["Refusal"]
 ConsumerOffset = _tables["ConsumerOffset"]
 DeadLetter = _tables["DeadLetter"]
+MessageReceipt = _tables["MessageReceipt"]
 RECOVERY = declare_recovery_tables(NationalBase, sends_snapshots=False)  # snapshots and reconciliation
 TABLES = identity_tables(_tables)
 

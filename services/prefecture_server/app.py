@@ -17,7 +17,7 @@ from services.common.tier import Tier
 from services.common.reconciliation import counterparts_of
 from services.common.snapshots import tier_recovery
 from services.prefecture_server.models import RECOVERY
-from services.prefecture_server.models import TABLES, ConsumerOffset, DeadLetter, Identity, Outbox, Refusal
+from services.prefecture_server.models import TABLES, ConsumerOffset, DeadLetter, Identity, MessageReceipt, Outbox, Refusal
 from services.prefecture_server.models import ProtectionMarkerRow
 from contracts.dv import ProtectionMarker
 from services.common.outbox import enqueue
@@ -51,7 +51,8 @@ def build_app(settings: ServiceSettings) -> FastAPI:
     markers = marker_handler(ProtectionMarkerRow, check=marker_of_this_prefecture, after=forward_marker)
     consumer = StoredOffsetConsumer(
         bootstrap=settings.kafka_bootstrap, topic=topics.prefecture_identity(prefecture.code), sessions=rt.sessions,
-        offset_model=ConsumerOffset, dead_letter_model=DeadLetter, handler=tier.kafka_handler(in_this_prefecture, markers=markers), producer=rt.producer, name=rt.party,
+        offset_model=ConsumerOffset, dead_letter_model=DeadLetter, gate=rt.record_gate(), receipt_model=MessageReceipt,
+        handler=tier.kafka_handler(in_this_prefecture, markers=markers), producer=rt.producer, name=rt.party,
     )
 
     relay = rt.kafka_outbox_relay(Outbox)

@@ -19,6 +19,7 @@ Outbox = _tables["Outbox"]
 Refusal = _tables["Refusal"]
 ConsumerOffset = _tables["ConsumerOffset"]
 DeadLetter = _tables["DeadLetter"]
+MessageReceipt = _tables["MessageReceipt"]
 RECOVERY = declare_recovery_tables(PrefectureBase, sends_snapshots=False)  # snapshots and reconciliation
 TABLES = identity_tables(_tables)
 

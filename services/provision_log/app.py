@@ -26,7 +26,7 @@ from services.common.runtime import Runtime
 from services.common.settings import ServiceSettings
 from services.common.tokens import VerifiedToken, load_private_key
 from services.provision_log import domain, store
-from services.provision_log.models import ConsumerOffset, DeadLetter, Refusal
+from services.provision_log.models import ConsumerOffset, DeadLetter, MessageReceipt, Refusal
 from services.provision_log.portal import portal_router
 from services.provision_log.settings import LogSettings
 
@@ -108,7 +108,7 @@ def build_app(settings: ServiceSettings) -> FastAPI:
     keeper = LogKeeper(rt, log_settings)
     consumer = StoredOffsetConsumer(
         bootstrap=settings.kafka_bootstrap, topic=topics.PROVISIONS, sessions=rt.sessions, offset_model=ConsumerOffset,
-        dead_letter_model=DeadLetter, handler=store_record, batch_handler=store_records, producer=rt.producer, name=rt.party,
+        dead_letter_model=DeadLetter, gate=rt.record_gate(), receipt_model=MessageReceipt, handler=store_record, batch_handler=store_records, producer=rt.producer, name=rt.party,
     )
     app = FastAPI(
         title="提供記録 (provision log)",

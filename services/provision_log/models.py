@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import BigInteger, DateTime, ForeignKey, LargeBinary, SmallInteger, String, Text, func
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from services.common.kafka import ConsumerOffsetMixin, DeadLetterMixin
+from services.common.kafka import ConsumerOffsetMixin, DeadLetterMixin, MessageReceiptMixin
 from services.common.runtime import RefusalMixin
 
 
@@ -98,6 +98,10 @@ class ConsumerOffset(ProvisionLogBase, ConsumerOffsetMixin):
 
 class DeadLetter(ProvisionLogBase, DeadLetterMixin):
     __tablename__ = "dead_letters"
+
+
+class MessageReceipt(ProvisionLogBase, MessageReceiptMixin):
+    __tablename__ = "message_receipts"
 
 
 class Refusal(ProvisionLogBase, RefusalMixin):

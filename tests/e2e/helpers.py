@@ -18,6 +18,8 @@ from faker import Faker
 
 from contracts import topics
 from services.common.embedded import EmbeddedPostgres, free_port
+from services.common.message_signing import MessageSigner
+from services.common.tokens import load_private_key
 from services.common.gazetteer import neighborhoods
 from services.common.topology import Node, load_topology
 from services.network import Network
@@ -119,22 +121,35 @@ def national_forgets_versions_after_first(net: Network, resident_code: str) -> N
     net.start_node("national_server.national")
 
 
-def produce(net: Network, topic: str, *, key: str, value: bytes) -> None:
-    """Put one raw record on a topic, as any producer on the network could."""
+def produce(net: Network, topic: str, *, key: str, value: bytes, signed_as: str | None = None, kind: str = "", headers: list[tuple[str, bytes]] | None = None) -> None:
+    """Put one raw record on a topic, as any process that reaches the broker could; ``signed_as`` signs it
+    with that party's key, as the node itself would (services/common/message_signing.py); ``headers`` are sent as given."""
+    sent = list(headers or [])
+    if headers is None:
+        sent = [(topics.HEADER_MESSAGE_KIND, kind.encode())] if kind else []
+        if signed_as is not None:
+            signer = MessageSigner(load_private_key(net.private_keys / f"{signed_as}.key"), signed_as)
+            sent += [(name, v.encode()) for name, v in signer.headers(topic=topic, key=key.encode(), kind=kind, value=value).items()]
 
     async def send():
         producer = AIOKafkaProducer(bootstrap_servers=net.broker.bootstrap, enable_idempotence=False)
         await producer.start()
         try:
-            await producer.send_and_wait(topic, value, key=key.encode())
+            await producer.send_and_wait(topic, value, key=key.encode(), headers=sent)
         finally:
             await producer.stop()
 
     asyncio.run(send())
 
 
-def redeliver_to_national(net: Network, resident_code: str, payload: str) -> None:
-    produce(net, topics.NATIONAL_IDENTITY, key=resident_code, value=payload.encode())
+def upstream_party(net: Network, municipality: str) -> str:
+    """The node that produces a municipality's changes to the national server: its prefecture server, or its CS."""
+    return f"pref-{municipality[:2]}" if has_prefecture_tier(net) else f"cs-{municipality}"
+
+
+def redeliver_to_national(net: Network, resident_code: str, payload: str, *, municipality: str) -> None:
+    """A change delivered again by the node that sent it (a redelivery, not a replay: a fresh record)."""
+    produce(net, topics.NATIONAL_IDENTITY, key=resident_code, value=payload.encode(), signed_as=upstream_party(net, municipality), kind="identity-change")
 
 
 def read_topic(net: Network, topic: str, *, idle_ms: int = 1500) -> list:

@@ -104,7 +104,7 @@ def test_a_version_gap_is_held_and_healed_from_the_tier_below(network, db):
     # The national server loses versions 2 and 3 (as after restoring an old backup) and then receives
     # version 3 again: it must hold it, fetch version 2 from the tier below, and apply both in order.
     national_forgets_versions_after_first(network, code)
-    redeliver_to_national(network, code, latest)
+    redeliver_to_national(network, code, latest, municipality="131016")
     wait_until(lambda: db("national").value("select version from identity where resident_code = %s", (code,)) == 3, timeout=60, what="national healed to version 3")
     gap = db("national").rows("select expected_version, received_version, healed_at, healed_by from version_gaps where resident_code = %s", (code,))
     assert gap and gap[-1][0] == 2 and gap[-1][1] == 3 and gap[-1][2] is not None and below in gap[-1][3]

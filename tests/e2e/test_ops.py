@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from contracts import topics
 from services.cli import app
 from tests.conftest import TenantDb, wait_until
-from tests.e2e.helpers import address_in, below_national, national_forgets_versions_after_first, prefecture_node, produce, query, register, unique_reason
+from tests.e2e.helpers import address_in, below_national, national_forgets_versions_after_first, prefecture_node, produce, query, register, unique_reason, upstream_party
 
 NATIONAL = "national_server.national"
 runner = CliRunner()
@@ -57,7 +57,8 @@ def test_metrics_follow_provisions_refusals_dead_letters_and_requests(network):
     assert found.status_code == 200
     refused = query(network, "pension-service", {"type": "ByResidentCode", "affair": "passport-issuance", "resident_code": code, "reason": unique_reason()})
     assert refused.status_code == 403
-    produce(network, topics.NATIONAL_IDENTITY, key=code, value=b'{"kind": "identity-change/v1", "not": "a change"}')
+    produce(network, topics.NATIONAL_IDENTITY, key=code, value=b'{"kind": "identity-change/v1", "municipality_code": "131016", "not": "a change"}',
+            signed_as=upstream_party(network, "131016"), kind="identity-change")
 
     def moved():
         after = scrape(network, NATIONAL)

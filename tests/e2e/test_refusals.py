@@ -107,11 +107,13 @@ def test_malformed_kafka_records_go_to_the_dead_letter_topic_with_the_reason(net
     # the consumer above 東京都's CSs: its prefecture server, or the national server without that tier
     receiver = prefecture_node(network, "13").database
     topic = topics.prefecture_identity("13") if has_prefecture_tier(network) else topics.NATIONAL_IDENTITY
-    # a valid change it must not take: another prefecture's municipality, or one outside the network
-    foreign, why = ("272035", "not in prefecture 13") if has_prefecture_tier(network) else ("011002", "unknown municipality 011002")
+    # a valid change its signer may not send: another prefecture's municipality, or one outside the network
+    foreign = "272035" if has_prefecture_tier(network) else "011002"
+    why = f"cs-131016 may not send a change of municipality {foreign}"
     before = db(receiver).value("select count(*) from dead_letters")
-    produce(network, topic, key=VALID_CODE, value=b'{"kind": "identity-change/v1", "oops": true}')
-    produce(network, topic, key=VALID_CODE, value=json.dumps(_change(VALID_CODE, municipality=foreign)).encode())
+    signed = {"signed_as": "cs-131016", "kind": "identity-change"}  # by the CS that produces there: the contents are what is wrong
+    produce(network, topic, key=VALID_CODE, value=b'{"kind": "identity-change/v1", "municipality_code": "131016", "oops": true}', **signed)
+    produce(network, topic, key=VALID_CODE, value=json.dumps(_change(VALID_CODE, municipality=foreign)).encode(), **signed)
     wait_until(lambda: db(receiver).value("select count(*) from dead_letters") >= before + 2, what=f"two dead letters at {receiver}")
     reasons = [r[0] for r in db(receiver).rows("select reason from dead_letters order by id desc limit 2")]
     assert any("ValidationError" in r for r in reasons)
