@@ -19,16 +19,17 @@ of the recipient key, and — in the clear, as the REST feed's cursor is — the
 notification's id and feed ``sequence``. Nothing else is in the clear: not the
 subject (the record key is the follow's id), name, address or affair.
 
-Binding. The seal is bound to the topic and the agency (so a record copied to
-another topic or agency does not open) and to the record key and the
-notification's id and feed position (so a ciphertext moved to another record
-does not open). ``cryptography``'s one-shot HPKE (``hpke.Suite``) takes an
+Binding. The seal is bound to the topic, the agency and the recipient key's
+id (so a record copied to another topic or agency does not open) and to the
+record key and the notification's id and feed position (so a ciphertext moved
+to another record does not open); the suite is bound by HPKE itself. No field
+of a record can be changed and the record still open. ``cryptography``'s one-shot HPKE (``hpke.Suite``) takes an
 ``info`` but no ``aad``; for a one-shot message both are authenticated alike
 (``info`` enters the key schedule, a different one gives a different key and
 the tag fails), so everything is bound through ``info``, a compact UTF-8 JSON
 array::
 
-    ["jukinet-push/v1", <topic>, <agency>, <record key>, <notification_id>, <sequence>]
+    ["jukinet-push/v1", <topic>, <agency>, <key_id>, <record key>, <notification_id>, <sequence>]
 
 with an empty ``aad``. Another RFC 9180 implementation opens a record with
 mode_base, that ``info`` and an empty ``aad``.
@@ -79,19 +80,20 @@ def key_id(public_key: X25519PublicKey) -> str:
     return hashlib.sha256(raw).hexdigest()[:16]
 
 
-def binding(*, topic: str, agency: str, key: str, notification_id: str, sequence: int) -> bytes:
-    """The HPKE ``info``: where the record is (topic, agency, record key) and which notification it is (id, feed position)."""
-    return json.dumps([LABEL, topic, agency, key, str(notification_id), int(sequence)], separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+def binding(*, topic: str, agency: str, key_id: str, key: str, notification_id: str, sequence: int) -> bytes:
+    """The HPKE ``info``: to whom (topic, agency, recipient key), where (record key) and which notification (id, feed position)."""
+    return json.dumps([LABEL, topic, agency, key_id, key, str(notification_id), int(sequence)], separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
 def encrypt_notification(public_key: X25519PublicKey, notification: dict[str, Any], *, topic: str, key: str, aead_id: int = DEFAULT_AEAD) -> dict[str, Any]:
     """The record the national server puts on the agency's topic under ``key``, for a ``change-notification/v1``."""
     notification_id, sequence = str(notification["notification_id"]), int(notification["sequence"])
-    info = binding(topic=topic, agency=notification["agency"], key=key, notification_id=notification_id, sequence=sequence)
+    recipient = key_id(public_key)
+    info = binding(topic=topic, agency=notification["agency"], key_id=recipient, key=key, notification_id=notification_id, sequence=sequence)
     plaintext = json.dumps(notification, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     sealed = _suite(aead_id).encrypt(plaintext, public_key, info=info)  # enc ‖ ciphertext
     return {
-        "kind": KIND, "kem_id": KEM_X25519_HKDF_SHA256, "kdf_id": KDF_HKDF_SHA256, "aead_id": aead_id, "key_id": key_id(public_key),
+        "kind": KIND, "kem_id": KEM_X25519_HKDF_SHA256, "kdf_id": KDF_HKDF_SHA256, "aead_id": aead_id, "key_id": recipient,
         "notification_id": notification_id, "sequence": sequence, "enc": _b64(sealed[:ENC_LENGTH]), "ciphertext": _b64(sealed[ENC_LENGTH:]),
     }
 
@@ -103,7 +105,7 @@ def open_record(private_key: X25519PrivateKey, value: bytes | str, *, topic: str
         if record["kind"] != KIND or record["kem_id"] != KEM_X25519_HKDF_SHA256 or record["kdf_id"] != KDF_HKDF_SHA256 or record["aead_id"] not in _AEADS:
             raise NotificationUnreadable(f"not a record of this suite: {record['kind']} {record['kem_id']}/{record['kdf_id']}/{record['aead_id']}")
         key = key.decode("utf-8") if isinstance(key, bytes) else key
-        info = binding(topic=topic, agency=agency, key=key, notification_id=record["notification_id"], sequence=record["sequence"])
+        info = binding(topic=topic, agency=agency, key_id=record["key_id"], key=key, notification_id=record["notification_id"], sequence=record["sequence"])
         enc, ciphertext = _unb64(record["enc"]), _unb64(record["ciphertext"])
     except NotificationUnreadable:
         raise
@@ -115,9 +117,12 @@ def open_record(private_key: X25519PrivateKey, value: bytes | str, *, topic: str
         mine = key_id(private_key.public_key())
         reason = f"sealed to key {record['key_id']}, not to this key ({mine})" if record["key_id"] != mine else "altered, or moved from another record, topic or agency"
         raise NotificationUnreadable(reason) from exc
-    notification = json.loads(plaintext)
-    # the sender sealed these inside too; a record whose clear fields disagree with them was made by no honest sender
-    if (str(notification["notification_id"]), notification["sequence"], notification["agency"]) != (str(record["notification_id"]), record["sequence"], agency):
+    try:  # the sender sealed these inside too; a record whose clear fields disagree with them was made by no honest sender
+        notification = json.loads(plaintext)
+        same = (str(notification["notification_id"]), notification["sequence"], notification["agency"]) == (str(record["notification_id"]), record["sequence"], agency)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise NotificationUnreadable(f"the sealed content is not a notification: {exc!r}") from None
+    if not same:
         raise NotificationUnreadable("the sealed notification is not the one the record names")
     return notification
 

@@ -94,10 +94,10 @@ def test_a_record_read_as_another_agency_does_not_open(agency_key):
         decrypt_notification(agency_key, _record(sealed), agency="mofa-passport")
 
 
-@pytest.mark.parametrize("field, value", [("sequence", 8), ("notification_id", str(uuid.uuid4()))])
-def test_a_ciphertext_given_another_feed_position_or_id_does_not_open(agency_key, field, value):
+@pytest.mark.parametrize("field, value", [("sequence", 8), ("notification_id", str(uuid.uuid4())), ("key_id", "0123456789abcdef")])
+def test_a_ciphertext_given_another_feed_position_id_or_recipient_key_id_does_not_open(agency_key, field, value):
     sealed = {**_seal(agency_key, _notification()), field: value}
-    with pytest.raises(NotificationUnreadable, match="moved"):
+    with pytest.raises(NotificationUnreadable):
         decrypt_notification(agency_key, _record(sealed), agency=AGENCY)
 
 
@@ -106,6 +106,15 @@ def test_a_ciphertext_swapped_into_another_record_does_not_open(agency_key):
     spliced = {**second, "enc": first["enc"], "ciphertext": first["ciphertext"]}
     with pytest.raises(NotificationUnreadable):
         decrypt_notification(agency_key, _record(spliced), agency=AGENCY)
+
+
+def test_no_field_of_a_record_can_be_changed_and_the_record_still_open(agency_key):
+    sealed = _seal(agency_key, _notification())
+    for field, value in sealed.items():
+        changed = value + 1 if isinstance(value, int) else ("A" if value[0] != "A" else "B") + value[1:]
+        with pytest.raises(NotificationUnreadable):
+            decrypt_notification(agency_key, _record({**sealed, field: changed}), agency=AGENCY)
+    assert decrypt_notification(agency_key, _record(sealed), agency=AGENCY)
 
 
 def _flip(text: str, at: int) -> str:
@@ -131,8 +140,8 @@ def test_a_truncated_or_foreign_record_is_unreadable_not_a_crash(agency_key):
 
 
 def test_the_binding_is_a_json_array_any_hpke_library_can_rebuild():
-    info = binding(topic=TOPIC, agency=AGENCY, key="f", notification_id="n", sequence=3)
-    assert json.loads(info) == ["jukinet-push/v1", TOPIC, AGENCY, "f", "n", 3]
+    info = binding(topic=TOPIC, agency=AGENCY, key_id="0123456789abcdef", key="f", notification_id="n", sequence=3)
+    assert json.loads(info) == ["jukinet-push/v1", TOPIC, AGENCY, "0123456789abcdef", "f", "n", 3]
 
 
 def test_what_the_national_server_seals_is_a_change_notification(agency_key):
