@@ -165,3 +165,43 @@ def test_encryption_key_pairs_sit_next_to_the_signing_keys_and_the_ring_reads_th
     generate_key_pair(private, public, "agency-signing")
     (public / "agency-signing.x25519.pub").write_bytes((public / "agency-signing.pub").read_bytes())
     assert ring.key_for("agency-signing") is None
+
+
+class _Session:
+    """What ``services.common.outbox.enqueue`` needs of a session: the rows added."""
+
+    def __init__(self):
+        self.rows, self.info = [], {}
+
+    def add(self, row):
+        self.rows.append(row)
+
+
+def _publisher(keys_dir):
+    from services.national_server.push import Push
+
+    push = Push.__new__(Push)  # only what publishing uses
+    push.encryption_keys = EncryptionKeyRing(keys_dir)
+    return push
+
+
+def _change_notification() -> ChangeNotification:
+    return ChangeNotification.model_validate({**_notification(), "person": {"resident_code": "12345678901", "address": {"municipality_code": "131016", "text": "東京都千代田区霞が関一丁目2番3号"}}})
+
+
+def test_the_national_server_puts_only_sealed_records_on_the_topic(tmp_path):
+    private, public = tmp_path / "private", tmp_path / "public"
+    agency_key = load_encryption_private_key(generate_encryption_key_pair(private, public, f"agency-{AGENCY}"))
+    notification, session = _change_notification(), _Session()
+    _publisher(public)._publish(session, notification, key="5b0f3c1e-0000-4000-8000-000000000001")
+    [row] = session.rows
+    assert (row.destination, row.key, row.kind) == (TOPIC, "5b0f3c1e-0000-4000-8000-000000000001", "encrypted-notification")
+    assert "12345678901" not in row.payload and "霞が関" not in row.payload and "national-pension" not in row.payload
+    record = SimpleNamespace(topic=row.destination, key=row.key.encode(), value=row.payload.encode())
+    assert ChangeNotification.model_validate(decrypt_notification(agency_key, record, agency=AGENCY)) == notification
+
+
+def test_without_the_agencys_encryption_key_nothing_goes_to_the_topic(tmp_path):
+    session = _Session()
+    _publisher(tmp_path / "public")._publish(session, _change_notification(), key="5b0f3c1e-0000-4000-8000-000000000001")
+    assert session.rows == [], "never in the clear; the notification stays in the REST feed"
