@@ -5,7 +5,9 @@ Drives a sustained rate of 転居 at the three municipalities of the sample
 network for a fixed time, with an agency following every person for an affair
 without hold window, and reports median and p99 latency and how many were lost.
 Baseline, measured in the same run on the same broker: a bare produce → consume
-round trip at the same rate (the floor any Kafka-based push can reach).
+round trip at the same rate (the floor any Kafka-based push can reach). The
+notifications on the topic are sealed to the agency (HPKE); the agency's
+consumer opens them after noting their arrival.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from contracts import topics
+from contracts.push_encryption import open_record
+from services.common.encryption_keys import load_encryption_private_key
 from services.common.gazetteer import neighborhoods
 from services.common.kafka import ensure_topics
 from services.network import Network
@@ -129,16 +133,25 @@ async def _propagation(net: Network, people: list[tuple[str, str]]) -> dict:
         driver.close()
     deadline = time.perf_counter() + 120
     by_key: dict[tuple[str, int], float] = {}
+    # the records are sealed to the agency (docs/push.md, "Reading the topic"); the agency opens them as they come
+    private_key = load_encryption_private_key(net.private_keys / f"agency-{AGENCY}.x25519.key")
+    opened = 0
+
+    def open_arrived() -> None:
+        nonlocal opened
+        for t, k, v in arrivals[opened:]:
+            notification = open_record(private_key, v, topic=topic, key=k, agency=AGENCY)
+            by_key.setdefault((notification["subject"], notification["version"]), t)
+            opened += 1
+
     while time.perf_counter() < deadline:
-        for t, k, v in arrivals:
-            by_key.setdefault((k.decode(), json.loads(v)["version"]), t)
+        open_arrived()
         if all(key in by_key for key in committed):
             break
         await asyncio.sleep(0.5)
     stop.set()
     await consumer
-    for t, k, v in arrivals:
-        by_key.setdefault((k.decode(), json.loads(v)["version"]), t)
+    open_arrived()
     timed = [(t, (by_key[key] - t) * 1000) for key, t in committed.items() if key in by_key]
     latencies = [latency for _, latency in timed] or [float("nan")]
     return {

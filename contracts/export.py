@@ -123,7 +123,7 @@ def _schemas() -> dict[str, dict]:
     from contracts import dv
     from contracts.online import OnlineCertificateRenewal, OnlineFilingContent, OnlineFilingOutcome, OnlineFilingReceipt, OnlineSubmission
     from contracts.problem import Problem
-    from contracts.push import ChangeNotification, Follow, FollowRequest, NotificationFeed
+    from contracts.push import ChangeNotification, EncryptedNotification, Follow, FollowRequest, NotificationFeed
     from contracts.provision import PersonQuery, ProvisionRecord, ProvisionRecordList, QueryResult
     from contracts.recovery import RecoveredPerson
     from contracts.register import RegisterResident, ResidentRecord
@@ -155,6 +155,7 @@ def _schemas() -> dict[str, dict]:
             LogLeaves,
             ResidentProvisionList,
             ChangeNotification,
+            EncryptedNotification,
             Follow,
             FollowRequest,
             NotificationFeed,

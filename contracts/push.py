@@ -95,3 +95,19 @@ class ChangeNotification(Contract):
 class NotificationFeed(Contract):
     notifications: list[ChangeNotification]
     next_cursor: int
+
+
+class EncryptedNotification(Contract):
+    """A :class:`ChangeNotification` on the agency's Kafka topic, sealed to the agency's X25519 key with HPKE (RFC 9180):
+    only the agency opens it (``contracts/push_encryption.py``, docs/push.md "Reading the topic"). The record key is the
+    follow's id; the notification's id and feed position are in the clear and bound into the seal."""
+
+    kind: Literal["encrypted-notification/v1"] = "encrypted-notification/v1"
+    kem_id: Literal[0x0020]  # DHKEM(X25519, HKDF-SHA256)
+    kdf_id: Literal[0x0001]  # HKDF-SHA256
+    aead_id: Literal[0x0001, 0x0003]  # AES-128-GCM, ChaCha20-Poly1305
+    key_id: str = Field(pattern=r"^[0-9a-f]{16}$")  # the recipient's key: SHA-256 of its raw public key, first 16 hex digits
+    notification_id: UUID
+    sequence: int = Field(ge=1)
+    enc: str = Field(pattern=r"^[A-Za-z0-9_-]{43}$")  # the encapsulated key, base64url without padding
+    ciphertext: str = Field(min_length=22, max_length=262144, pattern=r"^[A-Za-z0-9_-]+$")  # base64url without padding, with the 16-byte tag

@@ -484,7 +484,9 @@ def deploy_secrets(env_file: Path = typer.Option(REPO_ROOT / "deploy" / ".env"),
 
 @app.command("deploy-keys")
 def deploy_keys(out: Path = typer.Option(..., help="the keys volume"), topology: Path = typer.Option(REPO_ROOT / "deploy" / "topology.yaml")) -> None:
-    """Make every party's key pair for a container deployment: private/<party>/<party>.key, public/<party>.pub."""
+    """Make every party's key pair for a container deployment: private/<party>/<party>.key, public/<party>.pub; and each
+    agency's encryption key pair (its push notifications are sealed to it): private/<agency>/<agency>.x25519.key, public/<agency>.x25519.pub."""
+    from services.common.encryption_keys import generate_encryption_key_pair
     from services.common.runtime import OPERATOR_PARTY
     from services.common.tokens import generate_key_pair
     from services.common.topology import load_topology
@@ -493,6 +495,8 @@ def deploy_keys(out: Path = typer.Option(..., help="the keys volume"), topology:
     parties = [n.party for n in topo.nodes] + [f"agency-{a.id}" for a in topo.agencies] + [OPERATOR_PARTY]
     for party in parties:
         generate_key_pair(out / "private" / party, out / "public", party)
+    for agency in topo.agencies:
+        generate_encryption_key_pair(out / "private" / f"agency-{agency.id}", out / "public", f"agency-{agency.id}")
     pseudonym = out / "private" / "national" / "national-pseudonym.key"
     if not pseudonym.exists():
         pseudonym.write_bytes(os.urandom(64))

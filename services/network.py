@@ -21,6 +21,7 @@ import httpx
 
 from contracts import topics
 from services.common.embedded import EmbeddedBroker, EmbeddedPostgres, TenantCredentials, free_port_block
+from services.common.encryption_keys import generate_encryption_key_pair
 from services.common.kafka import ensure_topics
 from services.common.tokens import generate_key_pair, load_private_key, sign_token
 from services.common.topology import Node, Topology, load_topology
@@ -117,6 +118,7 @@ class Network:
             generate_key_pair(self.private_keys, self.public_keys, running.node.party)
         for agency in self.topology.agencies:
             generate_key_pair(self.private_keys, self.public_keys, f"agency-{agency.id}")
+            generate_encryption_key_pair(self.private_keys, self.public_keys, f"agency-{agency.id}")  # its push notifications are sealed to it
         generate_key_pair(self.private_keys, self.public_keys, "operator")  # signs operator commands (services.cli)
         if not self.pseudonym_key.exists():
             self.pseudonym_key.write_bytes(os.urandom(64))

@@ -21,8 +21,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from contracts import topics
 from contracts.affairs import Level
 from contracts.identity import IdentityChange
-from contracts.push import NOTIFICATION_TYPE_OF, ChangeNotification, Follow, FollowList, FollowRequest, NotificationFeed, NotificationType
+from contracts.push import NOTIFICATION_TYPE_OF, ChangeNotification, EncryptedNotification, Follow, FollowList, FollowRequest, NotificationFeed, NotificationType
+from contracts.push_encryption import encrypt_notification
 from services.common.auth import bearer_verifier
+from services.common.encryption_keys import EncryptionKeyRing
 from services.common.outbox import enqueue, poll_forever
 from services.common.problems import ProblemError
 from services.common.provision import AGENCY_PARTY_PREFIX, Grant, ProvisionRefused, authorise, items_for, project_change, record_provisions, subject_for
@@ -64,6 +66,7 @@ class Push:
         self.pseudonymizer = pseudonymizer
         self.relay = relay
         self.wakeup = asyncio.Event()
+        self.encryption_keys = EncryptionKeyRing(rt.settings.keys_dir)  # <keys dir>/agency-<id>.x25519.pub
 
     def grant(self, agency_id: str, affair_id: str) -> Grant:
         return authorise(self.topology, agency_id=agency_id, affair_id=affair_id, fields=None, level=Level.national, prefecture=None)
@@ -200,12 +203,26 @@ class Push:
             person=project_change(change, items_for(grant, protected=protected), pseudonym=pseudonym, protected=protected), corrects=n.corrects, delivered_at=delivered_at,
         )
         payload = notification.model_dump_json()
-        n.status, n.sequence, n.delivered_at, n.payload = DELIVERED, sequence, delivered_at, payload
-        enqueue(session, Outbox, destination=topics.agency_push(n.agency_id), key=notification.subject, kind="change-notification", payload=payload)
+        n.status, n.sequence, n.delivered_at, n.payload = DELIVERED, sequence, delivered_at, payload  # the REST feed answers it as it is
+        self._publish(session, notification, key=str(n.follow_id))
         record_provisions(
             session, Outbox, provider=self.rt.party, grant=grant, rows=[SimpleNamespace(resident_code=n.resident_code, municipality_code=change.municipality_code)],
             reason=f"変更通知 ({n.type})", query_type="Notification", trace_id=None, notification_id=n.id, protected={n.resident_code} if protected else (),
         )
+
+    def _publish(self, session: AsyncSession, notification: ChangeNotification, *, key: str) -> None:
+        """The notification on the agency's topic, sealed to the agency's encryption key (HPKE, ``contracts/push_encryption.py``):
+        any consumer of the broker can read the topic, only the agency opens what is on it. The record key is the follow's id
+        (a notification's order is its follow's), never the subject. Without the agency's key nothing goes to the topic; the
+        notification is still in the agency's REST feed."""
+        public_key = self.encryption_keys.key_for(f"{AGENCY_PARTY_PREFIX}{notification.agency}")
+        if public_key is None:
+            log.warning("notification %s not put on the topic: no encryption key for agency %s (%s%s.x25519.pub); it is in the REST feed",
+                        notification.notification_id, notification.agency, AGENCY_PARTY_PREFIX, notification.agency)
+            return
+        topic = topics.agency_push(notification.agency)
+        sealed = EncryptedNotification.model_validate(encrypt_notification(public_key, notification.model_dump(mode="json"), topic=topic, key=key))
+        enqueue(session, Outbox, destination=topic, key=key, kind="encrypted-notification", payload=sealed.model_dump_json())
 
     async def deliver_forever(self) -> None:
         await poll_forever(self.deliver_due, wakeup=self.wakeup, idle_seconds=0.5, what="notification delivery pass")

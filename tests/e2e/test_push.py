@@ -1,14 +1,20 @@
 """Push-type provision: follows, held notifications, corrections and retractions,
-the Kafka topic and the REST feed, each delivery a provision (issue 4)."""
+the Kafka topic and the REST feed, each delivery a provision (issue 4); what is on
+an agency's topic only that agency can read (issue 17)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, date, datetime
 
 import httpx
+import pytest
+from cryptography.hazmat.primitives import serialization
 
 from contracts import topics
+from contracts.push import ChangeNotification
+from contracts.push_encryption import NotificationUnreadable, decrypt_notification
 from tests.conftest import wait_until
 from tests.e2e.helpers import address_in, agency_call, query, read_topic, register, trace_spans
 
@@ -25,6 +31,22 @@ def _feed(network, agency, **params):
 
 def _mine(feed, subject):
     return [n for n in feed["notifications"] if n["subject"] == subject]
+
+
+def _encryption_key(network, agency):
+    """The agency's X25519 private key, as an agency loads it (docs/push.md, "Reading the topic")."""
+    return serialization.load_pem_private_key((network.private_keys / f"agency-{agency}.x25519.key").read_bytes(), password=None)
+
+
+def _records(network, agency, follow_id):
+    """The raw records of one follow on the agency's topic (any consumer of the broker can read them)."""
+    return [r for r in read_topic(network, topics.agency_push(agency)) if r.key == str(follow_id).encode()]
+
+
+def _on_topic(network, agency, follow_id):
+    """The notifications of one follow on the agency's topic, opened with the agency's key."""
+    key = _encryption_key(network, agency)
+    return [decrypt_notification(key, r, agency=agency) for r in _records(network, agency, follow_id)]
 
 
 def _move(network, municipality, code):
@@ -66,8 +88,8 @@ def test_a_change_reaches_the_agency_topic_and_feed_and_is_recorded(network, db)
     notes = wait_until(lambda: _mine(_feed(network, "pension-service"), code), what="the move in the feed")
     assert [n["type"] for n in notes] == ["move"]
     assert notes[0]["person"]["address"]["text"] == new_address["text"] and notes[0]["affair"] == "national-pension"
-    on_topic = wait_until(lambda: [json.loads(r.value) for r in read_topic(network, topics.agency_push("pension-service")) if r.key.decode() == code], what="the move on the agency's topic")
-    assert [n["notification_id"] for n in on_topic] == [notes[0]["notification_id"]]
+    on_topic = wait_until(lambda: _on_topic(network, "pension-service", follow["follow_id"]), what="the move on the agency's topic")
+    assert [ChangeNotification.model_validate(n) for n in on_topic] == [ChangeNotification.model_validate(notes[0])], "the topic holds what the feed holds"
     # each delivered notification is a provision
     wait_until(lambda: db("provlog").value("select count(*) from provision_records where payload::jsonb ->> 'notification_id' = %s", (notes[0]["notification_id"],)) == 1, what="the provision record of the notification")
 
@@ -86,11 +108,53 @@ def test_a_change_reaches_the_agency_topic_and_feed_and_is_recorded(network, db)
     assert _mine(_feed(network, "mofa-passport"), code) == []
 
 
+def _in_the_clear(record, *texts):
+    """Which of the texts are in the record's raw bytes (key, value, headers), as UTF-8 or as JSON's \\u escapes."""
+    raw = b"\0".join([record.key or b"", record.value, *(value for _, value in record.headers)])
+    return [t for t in texts if t.encode() in raw or json.dumps(t).encode()[1:-1] in raw]
+
+
+def test_only_the_agency_can_read_what_is_on_its_topic(network, db):
+    """Any consumer of the broker can read any topic; what is on an agency's topic is sealed to that agency's key (HPKE):
+    another agency's key opens nothing, and the person's data is nowhere in the records' bytes. The agency opens its
+    records with contracts/push_encryption.py; the REST feed still answers it in plain JSON."""
+    person = register(network, "131130")
+    code = person["resident_code"]
+    _national_has(db, code)
+    follow = _follow(network, "pension-service", "national-pension", resident_code=code)  # no hold window
+    new_address = _move(network, "131130", code)
+    feed = wait_until(lambda: _mine(_feed(network, "pension-service"), code), what="the move in the feed")
+    assert feed[0]["person"]["address"]["text"] == new_address["text"], "the feed answers in the clear"
+    records = wait_until(lambda: _records(network, "pension-service", follow["follow_id"]), what="the move on the agency's topic")
+    assert len(records) == 1
+    record = records[0]
+
+    # another agency, consuming the same topic, reads nothing: its key does not open the record
+    with pytest.raises(NotificationUnreadable):
+        decrypt_notification(_encryption_key(network, "mofa-passport"), record, agency="mofa-passport")
+    with pytest.raises(NotificationUnreadable):
+        decrypt_notification(_encryption_key(network, "mofa-passport"), record, agency="pension-service")
+    name = person["name"]
+    assert _in_the_clear(record, code, *filter(None, (name["family_name"], name["given_name"])), new_address["text"], person["birth_date"], "national-pension") == []
+    envelope = json.loads(record.value)
+    assert envelope["kind"] == "encrypted-notification/v1" and set(envelope) == {
+        "kind", "kem_id", "kdf_id", "aead_id", "key_id", "notification_id", "sequence", "enc", "ciphertext"}
+
+    # the agency opens it with its own key, and reads what the feed holds
+    opened = decrypt_notification(_encryption_key(network, "pension-service"), record, agency="pension-service")
+    assert ChangeNotification.model_validate(opened) == ChangeNotification.model_validate(feed[0])
+    assert opened["subject"] == code and opened["person"]["address"]["text"] == new_address["text"]
+    # moved under another record key, it opens for nobody
+    moved = dataclasses.replace(record, key=b"00000000-0000-0000-0000-000000000000")
+    with pytest.raises(NotificationUnreadable):
+        decrypt_notification(_encryption_key(network, "pension-service"), moved, agency="pension-service")
+
+
 def test_a_correction_inside_the_hold_window_replaces_the_notification(network, db):
     person = register(network, "131016")
     code = person["resident_code"]
     _national_has(db, code)
-    _follow(network, "pension-service", "pension-benefits", resident_code=code)  # hold window: 4 s in the sample topology
+    follow = _follow(network, "pension-service", "pension-benefits", resident_code=code)  # hold window: 4 s in the sample topology
     wrong = _move(network, "131016", code)
     right = {**wrong, "text": wrong["text"] + "番地訂正"}
     corrected = httpx.post(f"{network.url('municipal_rrs.131016')}/v1/residents/{code}/corrections", json={
@@ -103,8 +167,8 @@ def test_a_correction_inside_the_hold_window_replaces_the_notification(network, 
     assert len(notes) == 1 and notes[0]["type"] == "move" and notes[0]["version"] == 3 and notes[0]["corrects"] is None
     assert notes[0]["person"]["address"]["text"] == right["text"]
     assert db("national").value("select status from notifications where resident_code = %s and version = 2", (code,)) == "superseded"
-    on_topic = [r.value.decode() for r in read_topic(network, topics.agency_push("pension-service")) if r.key.decode() == code]
-    assert len(on_topic) == 1 and wrong["text"] + '"' not in on_topic[0], "the erroneous address never reached the agency"
+    on_topic = wait_until(lambda: _on_topic(network, "pension-service", follow["follow_id"]), what="the corrected notification on the topic")
+    assert len(on_topic) == 1 and on_topic[0]["person"]["address"]["text"] == right["text"], "the erroneous address never reached the agency"
     assert db("provlog").value("select count(*) from provision_records where resident_code = %s and payload::jsonb ->> 'query_type' = 'Notification'", (code,)) in (0, 1)
 
 
@@ -180,6 +244,10 @@ def test_pseudonymous_agencies_share_no_identifier(network, db):
     notes = wait_until(lambda: _mine(_feed(network, "mofa-passport"), pseudonym), what="a pseudonymous notification")
     assert notes[0]["person"]["pseudonym"] == pseudonym and notes[0]["person"]["resident_code"] is None
     assert first["resident_code"] not in json.dumps(notes)
+    # on the topic, not even the pseudonym is in the clear; the agency opens the record
+    records = wait_until(lambda: _records(network, "mofa-passport", follow["follow_id"]), what="the notification on the agency's topic")
+    assert _in_the_clear(records[0], pseudonym, first["resident_code"], first["name"]["family_name"]) == []
+    assert decrypt_notification(_encryption_key(network, "mofa-passport"), records[0], agency="mofa-passport")["subject"] == pseudonym
     assert agency_call(network, "mhlw-employment", "POST", "/v1/follows", json={"affair": "employment-insurance", "pseudonym": pseudonym}).status_code == 404
 
 

@@ -82,3 +82,25 @@ def test_postgres_creates_one_database_and_role_per_tenant():
         assert f"tenant {node.database} " in script
     assert "revoke all on database" in script
     assert checked_in()["services"]["postgres"]["environment"]["POSTGRES_INITDB_ARGS"].startswith("--auth-host=scram-sha-256")
+
+
+def test_deploy_keys_give_each_agency_an_encryption_key_the_national_server_reads(tmp_path):
+    """Push notifications are sealed to the agency's X25519 key (docs/push.md): its public key lands in the volume's
+    ``public`` directory, which the national server mounts as ``JUKINET_KEYS_DIR``; its private key stays in the agency's
+    own ``private/agency-<id>`` directory, which no node mounts."""
+    from services.cli import deploy_keys
+    from services.common.encryption_keys import EncryptionKeyRing, load_encryption_private_key
+    from services.deploy_compose import KEYS_MOUNT
+    from contracts.push_encryption import key_id
+
+    deploy_keys(out=tmp_path, topology=DEPLOY / "topology.yaml")
+    national = next(n for n in TOPOLOGY.nodes if n.kind == "national_server")
+    services = checked_in()["services"]
+    assert services[service_name(national)]["environment"]["JUKINET_KEYS_DIR"] == f"{KEYS_MOUNT}/public"
+    mounted = {v["volume"]["subpath"] for s in services.values() for v in s.get("volumes", []) if isinstance(v, dict)}
+    ring = EncryptionKeyRing(tmp_path / "public")
+    for agency in TOPOLOGY.agencies:
+        party = f"agency-{agency.id}"
+        private = load_encryption_private_key(tmp_path / "private" / party / f"{party}.x25519.key")
+        assert key_id(ring.key_for(party)) == key_id(private.public_key())
+        assert f"private/{party}" not in mounted
