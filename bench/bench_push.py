@@ -28,6 +28,7 @@ from contracts import topics
 from contracts.push_encryption import open_record
 from services.common.encryption_keys import load_encryption_private_key
 from services.common.gazetteer import neighborhoods
+from services.common.broker_security import broker_client_options
 from services.common.kafka import ensure_topics
 from services.network import Network
 
@@ -46,7 +47,7 @@ def _percentile(values: list[float], q: float) -> float:
 
 async def _consume(bootstrap: str, topic: str, arrivals: list, stop: asyncio.Event) -> None:
     """Append (arrival time, key, value) of every record on the topic until stopped."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest", group_id=None)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest", group_id=None, **broker_client_options())
     await consumer.start()
     try:
         await ensure_topics(bootstrap, [topic])
@@ -68,7 +69,7 @@ async def _baseline(bootstrap: str, rate: int, seconds: int) -> dict:
     stop = asyncio.Event()
     consumer = asyncio.create_task(_consume(bootstrap, topic, arrivals, stop))
     await asyncio.sleep(2.0)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False, acks="all")
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False, acks="all", **broker_client_options())
     await producer.start()
     sent: dict[bytes, float] = {}
     start = time.perf_counter()

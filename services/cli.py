@@ -484,8 +484,9 @@ def deploy_secrets(env_file: Path = typer.Option(REPO_ROOT / "deploy" / ".env"),
 
 @app.command("deploy-keys")
 def deploy_keys(out: Path = typer.Option(..., help="the keys volume"), topology: Path = typer.Option(REPO_ROOT / "deploy" / "topology.yaml")) -> None:
-    """Make every party's key pair for a container deployment: private/<party>/<party>.key, public/<party>.pub; and each
-    agency's encryption key pair (its push notifications are sealed to it): private/<agency>/<agency>.x25519.key, public/<agency>.x25519.pub."""
+    """Make every party's key pair for a container deployment: private/<party>/<party>.key, public/<party>.pub; each
+    agency's encryption key pair (its push notifications are sealed to it): private/<agency>/<agency>.x25519.key, public/<agency>.x25519.pub;
+    and the Kafka CA with a TLS client certificate per principal (services/deploy_kafka.py). Existing files are kept."""
     from services.common.encryption_keys import generate_encryption_key_pair
     from services.common.runtime import OPERATOR_PARTY
     from services.common.tokens import generate_key_pair
@@ -504,7 +505,10 @@ def deploy_keys(out: Path = typer.Option(..., help="the keys volume"), topology:
     from services.national_server.jpki_store import generate_ca_key_file
 
     generate_ca_key_file(out / "private" / "national" / "national-jpki-ca.key")
-    console.print(f"{len(parties)} key pairs under {out}")
+    from services.deploy_kafka import make_tls
+
+    issued = make_tls(out, topo)  # last: run as root, it also gives each private directory to the user that reads it
+    console.print(f"{len(parties)} key pairs under {out}; Kafka certificates issued: {', '.join(issued) or 'none (all kept)'}")
 
 
 @app.command()

@@ -304,8 +304,10 @@ def inbox_end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
     """Where the CS's inbox topic ends now (messages before the disaster are not taken again)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
+    from services.common.broker_security import broker_client_options
+
     async def ends() -> dict[int, int]:
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None, **broker_client_options())
         await consumer.start()
         try:
             partitions = consumer.partitions_for_topic(topic) or set()

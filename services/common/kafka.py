@@ -38,6 +38,7 @@ from contracts import topics
 from contracts.topics import HEADER_MESSAGE_KIND
 from services.common import metrics
 from services.common.message_signing import MessageSigner, RecordGate, SignedBy, UntrustedRecord
+from services.common.broker_security import broker_client_options
 from services.common.telemetry import context_from_kafka_headers, kafka_headers_with_trace, links_to, tracer
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,7 @@ async def _gone(bootstrap: str, expected: dict[tuple[str, int], tuple[int, str]]
     broker about a missing topic would make it create the topic anew, with
     its default partitions, before the services create it as they want it.
     """
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest", group_id=None)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest", group_id=None, **broker_client_options())
     await consumer.start()
     try:
         existing = await consumer.topics()
@@ -152,7 +153,7 @@ PRUNE_RECEIPTS_EVERY_SECONDS = 3600.0
 
 async def ensure_topics(bootstrap: str, names: list[str]) -> None:
     """Create the topics that are missing, with :data:`PARTITIONS` partitions."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **broker_client_options())
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -293,7 +294,7 @@ class Producer:
                 log.info("checking the broker's logs failed (%s); again later", exc)
 
     async def start(self) -> None:
-        self._producer = AIOKafkaProducer(bootstrap_servers=self._bootstrap, enable_idempotence=False, acks="all", request_timeout_ms=10000)
+        self._producer = AIOKafkaProducer(bootstrap_servers=self._bootstrap, enable_idempotence=False, acks="all", request_timeout_ms=10000, **broker_client_options())
         await self._producer.start()
 
     async def stop(self) -> None:
@@ -414,7 +415,7 @@ class StoredOffsetConsumer:
 
     async def _start_consumer(self) -> AIOKafkaConsumer:
         await ensure_topics(self._bootstrap, [self._topic])
-        consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, enable_auto_commit=False, auto_offset_reset="earliest", group_id=None)
+        consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, enable_auto_commit=False, auto_offset_reset="earliest", group_id=None, **broker_client_options())
         await consumer.start()
         partitions = consumer.partitions_for_topic(self._topic) or set()
         while not partitions:

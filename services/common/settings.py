@@ -11,13 +11,33 @@ import json
 from functools import cached_property
 from pathlib import Path
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.common.topology import Node, Topology, load_topology
 
 
-class ServiceSettings(BaseSettings):
+class BrokerSecuritySettings(BaseSettings):
+    """How this process's Kafka clients reach the broker (services/common/broker_security.py).
+
+    The embedded broker takes plain connections only (docs/security-broker.md);
+    the compose deployment uses ``SSL`` with a client certificate per node.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="JUKINET_", extra="ignore")
+
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_SSL"] = "PLAINTEXT"
+    kafka_ca_file: Path | None = None  # PEM: the CA the broker's certificate is checked against (SSL, SASL_SSL)
+    kafka_cert_file: Path | None = None  # PEM: this node's client certificate (SSL with client authentication)
+    kafka_key_file: Path | None = None  # PEM: its private key
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"] = "SCRAM-SHA-512"  # SASL_SSL only
+    kafka_sasl_username: str | None = None  # SASL_SSL only
+    kafka_sasl_password_file: Path | None = None  # SASL_SSL only: file holding the password
+
+
+class ServiceSettings(BrokerSecuritySettings):
     model_config = SettingsConfigDict(env_prefix="JUKINET_", extra="ignore")
 
     service: str  # node kind, e.g. "cs_gateway"

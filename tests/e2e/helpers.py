@@ -17,6 +17,7 @@ from aiokafka import AIOKafkaProducer
 from faker import Faker
 
 from contracts import topics
+from services.common.broker_security import broker_client_options
 from services.common.embedded import EmbeddedPostgres, free_port
 from services.common.message_signing import MessageSigner
 from services.common.tokens import load_private_key
@@ -132,7 +133,7 @@ def produce(net: Network, topic: str, *, key: str, value: bytes, signed_as: str 
             sent += [(name, v.encode()) for name, v in signer.headers(topic=topic, key=key.encode(), kind=kind, value=value).items()]
 
     async def send():
-        producer = AIOKafkaProducer(bootstrap_servers=net.broker.bootstrap, enable_idempotence=False)
+        producer = AIOKafkaProducer(bootstrap_servers=net.broker.bootstrap, enable_idempotence=False, **broker_client_options())
         await producer.start()
         try:
             await producer.send_and_wait(topic, value, key=key.encode(), headers=sent)
@@ -157,7 +158,7 @@ def read_topic(net: Network, topic: str, *, idle_ms: int = 1500) -> list:
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     async def read():
-        consumer = AIOKafkaConsumer(bootstrap_servers=net.broker.bootstrap, enable_auto_commit=False, auto_offset_reset="earliest", group_id=None)
+        consumer = AIOKafkaConsumer(bootstrap_servers=net.broker.bootstrap, enable_auto_commit=False, auto_offset_reset="earliest", group_id=None, **broker_client_options())
         await consumer.start()
         try:
             partitions = consumer.partitions_for_topic(topic)
