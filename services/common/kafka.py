@@ -106,7 +106,13 @@ async def _lost(consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int, mar
     ``mark`` to compare, a record found at ``offset`` is taken as the same.
     """
     consumer.seek(tp, offset)
-    records = (await consumer.getmany(tp, timeout_ms=3000, max_records=1)).get(tp, [])
+    records: list[ConsumerRecord] = []
+    deadline = time.monotonic() + 3.0
+    while time.monotonic() < deadline:  # short fetches: a fetch's answer (a record, or a log end at or below it) ends the wait
+        records = (await consumer.getmany(tp, timeout_ms=250, max_records=1)).get(tp, [])
+        highwater = consumer.highwater(tp)
+        if records or (highwater is not None and highwater <= offset):
+            break
     highwater = consumer.highwater(tp)
     if records and records[0].offset == offset:
         return mark is not None and fingerprint(records[0]) != mark
