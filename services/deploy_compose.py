@@ -75,6 +75,9 @@ def node_environment(topology: Topology, node: Node) -> dict[str, str]:
         env["JUKINET_KAFKA_CA_FILE"] = f"{KEYS_MOUNT}/public/kafka-ca.pem"
         env["JUKINET_KAFKA_CERT_FILE"] = f"{KEYS_MOUNT}/private/kafka.crt"
         env["JUKINET_KAFKA_KEY_FILE"] = f"{KEYS_MOUNT}/private/kafka.key"
+        # Kafka keeps its log (replicated, acks=all): no empty restart to watch for, and the ACLs rightly keep a
+        # producer from reading back topics others write to (docs/security-broker.md)
+        env["JUKINET_KAFKA_WATCH_LOST_LOGS"] = "false"
     if node.kind == "national_server":
         env["JUKINET_PSEUDONYM_KEY"] = f"{KEYS_MOUNT}/private/national-pseudonym.key"
         env["JUKINET_JPKI_CA_KEY"] = f"{KEYS_MOUNT}/private/national-jpki-ca.key"

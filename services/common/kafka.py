@@ -183,8 +183,9 @@ class Producer:
     forgot.
     """
 
-    def __init__(self, bootstrap: str, *, signer: MessageSigner | None = None):
+    def __init__(self, bootstrap: str, *, signer: MessageSigner | None = None, watch_lost_logs: bool = True):
         self._bootstrap = bootstrap
+        self._watch_lost_logs = watch_lost_logs  # off where the broker keeps its log (compose's Kafka): nothing to read back
         self._signer = signer  # every record this node produces carries its signature (message_signing.py)
         self._producer: AIOKafkaProducer | None = None
         self._known_topics: set[str] = set()
@@ -285,6 +286,8 @@ class Producer:
         watermark is reliable where Tansu's ListOffsets is not), twice before
         it is believed.
         """
+        if not self._watch_lost_logs:
+            return
         while True:
             await asyncio.sleep(VERIFY_EVERY_SECONDS)
             if not self._reset_listeners:
@@ -348,7 +351,7 @@ class Producer:
             except Exception:
                 self._known_topics.discard(topic)
                 raise
-            if self._connections() != self._checked_connections:
+            if self._watch_lost_logs and self._connections() != self._checked_connections:
                 await self._check_after_reconnect()
             self._acknowledged_at(metadata.topic, metadata.partition, metadata.offset, mark)
 

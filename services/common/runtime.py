@@ -78,7 +78,7 @@ class Runtime:
         self.party = settings.node.party
         private_key = load_private_key(settings.private_key)
         self._tokens = TokenCache(private_key, self.party)
-        self.producer = Producer(settings.kafka_bootstrap, signer=MessageSigner(private_key, self.party)) if with_producer else None
+        self.producer = Producer(settings.kafka_bootstrap, signer=MessageSigner(private_key, self.party), watch_lost_logs=settings.kafka_watch_lost_logs) if with_producer else None
         self.http = httpx.AsyncClient(timeout=10.0)
         self._tasks: list[asyncio.Task] = []
 

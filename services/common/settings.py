@@ -44,6 +44,7 @@ class ServiceSettings(BrokerSecuritySettings):
     tenant: str  # municipality code, prefecture code, "national" or "provision_log"
     database_url: str  # postgresql+psycopg://role:password@host:port/db — this tenant's only
     kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_watch_lost_logs: bool = True  # producers check that the broker still holds what they sent (an empty restart); off for a broker that keeps its log
     topology: Path = Path("deploy/topology.yaml")
     keys_dir: Path  # public keys of every party (<party>.pub)
     private_key: Path  # this party's Ed25519 private key
