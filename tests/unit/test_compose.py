@@ -82,3 +82,11 @@ def test_postgres_creates_one_database_and_role_per_tenant():
         assert f"tenant {node.database} " in script
     assert "revoke all on database" in script
     assert checked_in()["services"]["postgres"]["environment"]["POSTGRES_INITDB_ARGS"].startswith("--auth-host=scram-sha-256")
+
+
+def test_postgres_closes_the_shared_databases_to_tenant_roles():
+    """PostgreSQL lets PUBLIC connect to ``postgres`` and ``template1`` and make temporary tables there; the init closes both."""
+    script = init_script(TOPOLOGY)
+    for shared in ("postgres", "template1"):
+        assert f"revoke all on database {shared} from public;" in script
+    assert script.index("revoke all on database template1") < script.index("tenant() {"), "closed before any tenant role exists"
