@@ -126,14 +126,12 @@ class Prober:
 
     def run(self) -> None:
         rng = random.Random(3)
-        token, token_at = None, 0.0
-        with httpx.Client(timeout=30.0) as client:
+        auth = self._net.agency_auth("pension-service")
+        with httpx.Client(timeout=30.0, auth=auth) as client:
             while not self._stop.is_set():
-                if time.monotonic() - token_at > 240:
-                    token, token_at = self._net.agency_token("pension-service"), time.monotonic()
                 body = {"type": "ByResidentCode", "affair": "pension-benefits", "resident_code": rng.choice(self._codes), "reason": "受給資格の確認"}
                 started = time.perf_counter()
-                response = client.post(self._url, json=body, headers={"authorization": f"Bearer {token}"})
+                response = client.post(self._url, json=body)
                 elapsed = time.perf_counter() - started
                 if response.status_code == 200:
                     self.latencies.append(elapsed)
@@ -194,8 +192,7 @@ def main() -> dict:
             print(f"  building a job of {ROWS:,} rows", flush=True)
             lines = job_lines(codes, numbers, basics, ROWS)
             body_bytes = sum(len(line) + 1 for line in lines)
-            token = net.agency_token("pension-service", lifetime_seconds=3600)
-            auth = {"authorization": f"Bearer {token}"}
+            auth = net.agency_auth("pension-service")  # signed anew before it ends: the job outlasts a token
 
             def body():
                 for start in range(0, len(lines), 10_000):
@@ -206,7 +203,7 @@ def main() -> dict:
             started = time.monotonic()
             submitted = httpx.post(
                 f"{net.url(NATIONAL)}/v1/bulk-jobs", params={"affair": "pension-benefits", "reason": "年次の受給資格確認"}, content=body(),
-                headers=auth | {"content-type": "application/x-ndjson"}, timeout=600,
+                headers={"content-type": "application/x-ndjson"}, auth=auth, timeout=600,
             )
             if submitted.status_code != 202:
                 raise RuntimeError(f"the job was refused: {submitted.status_code} {submitted.text[:500]}")
@@ -219,7 +216,7 @@ def main() -> dict:
                 if time.monotonic() - started > JOB_TIMEOUT_SECONDS:
                     raise RuntimeError(f"the job did not finish within {JOB_TIMEOUT_SECONDS:.0f} s: {job}")
                 time.sleep(0.5)
-                job = httpx.get(f"{net.url(NATIONAL)}/v1/bulk-jobs/{job_id}", headers=auth, timeout=30).json()
+                job = httpx.get(f"{net.url(NATIONAL)}/v1/bulk-jobs/{job_id}", auth=auth, timeout=30).json()
                 if time.monotonic() - last_print > 15:
                     last_print = time.monotonic()
                     print(f"  {job['done_rows']:,}/{job['total_rows']:,} rows", flush=True)
@@ -228,7 +225,7 @@ def main() -> dict:
             if job["status"] != "completed":
                 raise RuntimeError(f"the job failed: {job}")
             fetched_at = time.monotonic()
-            with httpx.stream("GET", f"{net.url(NATIONAL)}/v1/bulk-jobs/{job_id}/result", headers=auth, timeout=600) as response:
+            with httpx.stream("GET", f"{net.url(NATIONAL)}/v1/bulk-jobs/{job_id}/result", auth=auth, timeout=600) as response:
                 result_rows = sum(chunk.count(b"\n") for chunk in response.iter_bytes())
             download = time.monotonic() - fetched_at
             backlog = conn.execute("select count(*) from bulk_outbox where sent_at is null").fetchone()[0]

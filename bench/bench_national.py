@@ -102,12 +102,11 @@ async def _drive(make_request, codes: list[str], *, seconds: float, concurrency:
 
 
 def _national_request(net: Network):
-    token = net.agency_token("pension-service", lifetime_seconds=3600)
+    auth = net.agency_auth("pension-service")  # signed anew before it ends: a run outlasts a token
     url = f"{net.url(NATIONAL)}/v1/persons/query"
-    headers = {"authorization": f"Bearer {token}"}
 
     async def request(client: httpx.AsyncClient, code: str) -> httpx.Response:
-        return await client.post(url, headers=headers, json={"type": "ByResidentCode", "affair": "pension-benefits", "resident_code": code, "reason": "受給資格の確認"})
+        return await client.post(url, auth=auth, json={"type": "ByResidentCode", "affair": "pension-benefits", "resident_code": code, "reason": "受給資格の確認"})
 
     return request
 

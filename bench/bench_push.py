@@ -176,10 +176,10 @@ def main() -> dict:
                     r = httpx.post(f"{net.url(f'municipal_rrs.{municipality}')}/v1/residents", json=birth_body(municipality), timeout=30)
                     r.raise_for_status()
                     people.append((r.json()["resident_code"], municipality))
-            token = {"authorization": f"Bearer {net.agency_token(AGENCY, lifetime_seconds=3600)}"}
+            auth = net.agency_auth(AGENCY)  # signed anew before it ends
             for code, _ in people:
                 for _ in range(100):  # wait until the national server holds the person
-                    r = httpx.post(f"{net.url('national_server.national')}/v1/follows", json={"affair": AFFAIR, "resident_code": code}, headers=token, timeout=30)
+                    r = httpx.post(f"{net.url('national_server.national')}/v1/follows", json={"affair": AFFAIR, "resident_code": code}, auth=auth, timeout=30)
                     if r.status_code in (200, 201):
                         break
                     time.sleep(0.2)

@@ -159,11 +159,11 @@ def _propagation_round(net: Network, people: list[tuple[str, str]], rng: random.
 
 # --- lookups -------------------------------------------------------------------------------------
 
-async def _lookups(url: str, token: str, affair: str, codes: list[str], *, seconds: float, concurrency: int) -> tuple[list[float], int, float]:
+async def _lookups(url: str, auth: httpx.Auth, affair: str, codes: list[str], *, seconds: float, concurrency: int) -> tuple[list[float], int, float]:
     latencies: list[float] = []
     errors = 0
     rng = random.Random(len(codes))
-    async with httpx.AsyncClient(timeout=30, headers={"authorization": f"Bearer {token}"}) as client:
+    async with httpx.AsyncClient(timeout=30, auth=auth) as client:  # a token signed anew before it ends
         stop = time.perf_counter() + seconds
 
         async def worker() -> None:
@@ -186,9 +186,9 @@ async def _lookups(url: str, token: str, affair: str, codes: list[str], *, secon
 def _lookup_round(net: Network, tokyo_codes: list[str]) -> dict[str, tuple[list[float], int, float]]:
     serving = net.topology.prefecture_node("13")
     pref_url = f"{net.url(serving.id)}/v1/persons/query"
-    pref_token = net.agency_token(PREF_AGENCY, audience=serving.party, lifetime_seconds=3600)
+    pref_token = net.agency_auth(PREF_AGENCY, audience=serving.party)
     national_url = f"{net.url('national_server.national')}/v1/persons/query"
-    national_token = net.agency_token(NATIONAL_AGENCY, lifetime_seconds=3600)
+    national_token = net.agency_auth(NATIONAL_AGENCY)
     return {
         "prefectural affair, 1 client": asyncio.run(_lookups(pref_url, pref_token, PREF_AFFAIR, tokyo_codes, seconds=LOOKUP_SECONDS, concurrency=1)),
         f"prefectural affair, {CONCURRENCY} clients": asyncio.run(_lookups(pref_url, pref_token, PREF_AFFAIR, tokyo_codes, seconds=LOOKUP_SECONDS, concurrency=CONCURRENCY)),
@@ -199,11 +199,11 @@ def _lookup_round(net: Network, tokyo_codes: list[str]) -> dict[str, tuple[list[
 def _during_national_outage(net: Network, tokyo_codes: list[str]) -> dict:
     """Prefectural lookups while the national server is stopped: who can still answer them."""
     serving = net.topology.prefecture_node("13")
-    token = net.agency_token(PREF_AGENCY, audience=serving.party, lifetime_seconds=600)
+    auth = net.agency_auth(PREF_AGENCY, audience=serving.party)
     answered = failed = 0
     net.stop_node("national_server.national")
     try:
-        with httpx.Client(timeout=5, headers={"authorization": f"Bearer {token}"}) as client:
+        with httpx.Client(timeout=5, auth=auth) as client:
             for code in tokyo_codes[:20]:
                 try:
                     r = client.post(f"{net.url(serving.id)}/v1/persons/query", json={"type": "ByResidentCode", "affair": PREF_AFFAIR, "resident_code": code})
@@ -275,7 +275,7 @@ def main() -> dict:
             tokyo_codes = [c for c, m in everyone if m in TOKYO]
 
             for net in nets.values():  # warm-up
-                asyncio.run(_lookups(f"{net.url('national_server.national')}/v1/persons/query", net.agency_token(NATIONAL_AGENCY), NATIONAL_AFFAIR, tokyo_codes, seconds=2, concurrency=2))
+                asyncio.run(_lookups(f"{net.url('national_server.national')}/v1/persons/query", net.agency_auth(NATIONAL_AGENCY), NATIONAL_AFFAIR, tokyo_codes, seconds=2, concurrency=2))
 
             propagation: dict[str, dict[str, list[float]]] = {name: {} for name in nets}
             lookups: dict[str, dict[str, list]] = {name: {} for name in nets}

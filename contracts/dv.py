@@ -30,7 +30,7 @@ from uuid import UUID
 
 from pydantic import Field, StrictInt, model_validator
 
-from contracts.base import Contract
+from contracts.base import BIGINT_MAX, Contract
 from contracts.identifiers import LocalGovernmentCode, ResidentCode
 from contracts.identity import Address, PersonName, RegistrationStatus, Sex
 from contracts.register import Relationship
@@ -320,7 +320,7 @@ class SupportMeasureAck(Contract):
     destination_municipality_code: LocalGovernmentCode  # the home
     resident_code: ResidentCode  # the victim
     measure_id: UUID
-    revision: int = Field(ge=1)
+    revision: int = Field(ge=1, le=BIGINT_MAX)
     stage: AckStage
     by: str | None = Field(default=None, max_length=100)
     acknowledged_at: datetime

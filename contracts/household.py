@@ -35,6 +35,13 @@ class HouseholdComposition(Contract):
     members: list[HouseholdMemberEntry] = Field(max_length=200)
     recorded_at: datetime
 
+    @model_validator(mode="after")
+    def _each_member_once(self) -> HouseholdComposition:
+        codes = [m.resident_code for m in self.members]
+        if len(set(codes)) != len(codes):
+            raise ValueError("a member is listed more than once")
+        return self
+
 
 class HouseholdRequest(Contract):
     """National server → CS: an authorised household request on behalf of an agency."""

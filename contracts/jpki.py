@@ -15,7 +15,7 @@ from typing import Annotated
 
 from pydantic import Field, StrictStr, model_validator
 
-from contracts.base import Contract
+from contracts.base import BIGINT_MAX, Contract
 from contracts.identifiers import ResidentCode
 from contracts.identity import Sex
 from contracts.text import ShortCode
@@ -65,7 +65,7 @@ class CertificateIssuanceRequest(Contract):
     #: the version of the person the asking CS holds (set by the CS): the national server issues only
     #: once it holds that version too, so the certificate states the latest items and no change still
     #: on its way up revokes it a moment later
-    known_version: int | None = Field(default=None, ge=1)
+    known_version: int | None = Field(default=None, ge=1, le=BIGINT_MAX)
 
 
 class CardPublicKeys(Contract):

@@ -134,7 +134,7 @@ class NetworkAccess:
         from services.common.tokens import load_private_key, sign_token
 
         key = load_private_key(self.data / "keys" / "private" / f"rrs-{municipality_code}.key")
-        return sign_token(key, issuer=f"rrs-{municipality_code}", audience=audience, lifetime_seconds=900, claims={"scope": RECOVERY_SCOPE, "municipality": municipality_code})
+        return sign_token(key, issuer=f"rrs-{municipality_code}", audience=audience, lifetime_seconds=300, claims={"scope": RECOVERY_SCOPE, "municipality": municipality_code})
 
 
 def provider_of(topology: Topology, municipality_code: str) -> str:
@@ -406,7 +406,9 @@ def run_drill(data: Path, municipality_code: str, topology: Topology, *, provide
     provider = provider or provider_of(topology, municipality_code)
     report = DrillReport(municipality_code=municipality_code, provider=provider)
     provider_node = Node(kind=provider.split(".", 1)[0], tenant=provider.split(".", 1)[1])
-    token = access.municipality_token(municipality_code, provider_node.party)
+    def token() -> str:  # signed for each request, when it is made: the wipe and the migration before the restore can outlast a token
+        return access.municipality_token(municipality_code, provider_node.party)
+
     rrs, cs = Node(kind="municipal_rrs", tenant=municipality_code).database, Node(kind="cs_gateway", tenant=municipality_code).database
 
     def timed(step: str, work):
@@ -418,7 +420,7 @@ def run_drill(data: Path, municipality_code: str, topology: Topology, *, provide
         return result
 
     def ask() -> RecoverySummary:
-        response = httpx.get(f"{access.nodes[provider]}/internal/v1/recovery/{municipality_code}", headers={"authorization": f"Bearer {token}"}, timeout=30.0)
+        response = httpx.get(f"{access.nodes[provider]}/internal/v1/recovery/{municipality_code}", headers={"authorization": f"Bearer {token()}"}, timeout=30.0)
         if response.status_code != 200:
             raise DrillRefused(f"{provider} refused to say what it holds ({response.status_code}): {response.text[:500]}")
         return RecoverySummary.model_validate_json(response.content)
@@ -430,7 +432,7 @@ def run_drill(data: Path, municipality_code: str, topology: Topology, *, provide
     try:
         timed("migrate", lambda: migrate(access, {rrs: "municipal_rrs", cs: "cs_gateway"}))
         started = time.monotonic()
-        restore(access, municipality_code, provider, token, on_progress=on_progress, report=report)
+        restore(access, municipality_code, provider, token(), on_progress=on_progress, report=report)
         report.timings["restore"] = time.monotonic() - started
     finally:
         timed("reopen", lambda: reopen(access, [rrs, cs]))

@@ -23,7 +23,7 @@ from contracts import topics
 from services.common.embedded import EmbeddedBroker, EmbeddedPostgres, TenantCredentials, free_port_block
 from services.common.encryption_keys import generate_encryption_key_pair
 from services.common.kafka import ensure_topics
-from services.common.tokens import generate_key_pair, load_private_key, sign_token
+from services.common.tokens import RefreshingToken, generate_key_pair, load_private_key, sign_token
 from services.common.topology import Node, Topology, load_topology
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -108,11 +108,17 @@ class Network:
         key = load_private_key(self.private_keys / f"agency-{agency_id}.key")
         return sign_token(key, issuer=f"agency-{agency_id}", audience=audience or self.provider_for(agency_id), lifetime_seconds=lifetime_seconds)
 
+    def agency_auth(self, agency_id: str, *, audience: str | None = None) -> RefreshingToken:
+        """The agency's token as an ``httpx`` auth, signed anew before it ends: for a client that runs longer than
+        a token may live (benchmarks, bulk jobs)."""
+        return RefreshingToken(lambda: self.agency_token(agency_id, audience=audience))
+
     # --- lifecycle ----------------------------------------------------------------
     def prepare(self) -> None:
         """Start PostgreSQL and the broker; create tenants, keys and topics."""
         (self.root / "logs").mkdir(parents=True, exist_ok=True)
         self.postgres.start()
+        self.postgres.close_shared_databases()
         for running in self.nodes.values():
             self.credentials[running.node.database] = self.postgres.ensure_tenant(running.node.database)
             generate_key_pair(self.private_keys, self.public_keys, running.node.party)

@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # Generated from deploy/topology.yaml by `python -m services.deploy_compose`; do not edit.
-# One database and one login role per tenant; no role can connect to another tenant's database.
+# One database and one login role per tenant; no role can connect to another tenant's database,
+# nor to postgres or template1, nor create temporary tables anywhere but in its own.
 set -euo pipefail
+psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname postgres <<-'SQL'
+	revoke all on database postgres from public;
+	revoke all on database template1 from public;
+	SQL
 tenant() {
   local name="$1" password="$2"
   psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname postgres -v name="$name" -v password="$password" <<-'SQL'

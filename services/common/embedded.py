@@ -5,7 +5,8 @@
 
 PostgreSQL is initialised with SCRAM password authentication on loopback TCP
 only (no trust, no Unix socket), and gets one database and one login role per
-tenant; no role can connect to another tenant's database.
+tenant; no role can connect to another tenant's database, nor to ``postgres``
+or ``template1``, nor create temporary tables anywhere but in its own.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import psycopg
 from psycopg import sql
 
 SYSTEM_USER = "embedded_postgres"  # postgres refuses to run as root
+#: Databases every PostgreSQL cluster has, which no tenant role may use.
+SHARED_DATABASES = ("postgres", "template1")
 
 
 def free_port() -> int:
@@ -155,6 +158,13 @@ class EmbeddedPostgres:
     def admin_connect(self, database: str = "postgres") -> psycopg.Connection:
         return psycopg.connect(host=self.host, port=self.port, user="postgres", password=self.superuser_password(), dbname=database, autocommit=True)
 
+    def close_shared_databases(self) -> None:
+        """Nobody but the superuser connects to ``postgres`` or ``template1``, or makes temporary tables there
+        (PostgreSQL grants CONNECT and TEMPORARY on every database to PUBLIC by default)."""
+        with self.admin_connect() as conn:
+            for database in SHARED_DATABASES:
+                conn.execute(sql.SQL("revoke all on database {} from public").format(sql.Identifier(database)))
+
     def ensure_tenant(self, name: str) -> TenantCredentials:
         """One database and one login role, both named ``name``; only that role may connect."""
         secret = self.secrets / f"{name}.password"
@@ -172,7 +182,7 @@ class EmbeddedPostgres:
             if not conn.execute("select 1 from pg_database where datname = %s", (name,)).fetchone():
                 conn.execute(sql.SQL("create database {} owner {}").format(role, role))
             conn.execute(sql.SQL("revoke all on database {} from public").format(role))
-            conn.execute(sql.SQL("grant connect on database {} to {}").format(role, role))
+            conn.execute(sql.SQL("grant connect on database {} to {}").format(role, role))  # it owns it: temporary tables there too
         with self.admin_connect(name) as conn:
             conn.execute("revoke all on schema public from public")
             conn.execute(sql.SQL("grant all on schema public to {}").format(sql.Identifier(name)))

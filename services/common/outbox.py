@@ -4,6 +4,12 @@ A state change and the message announcing it are written in one database
 transaction; the relay then delivers outbox rows in order and marks them sent.
 A crash between delivery and marking re-delivers (at-least-once); receivers
 are idempotent, so nothing is lost and nothing is applied twice.
+
+A row its receiver refuses for good (:class:`DeliveryRefused`: it answered
+400, 409, 413, 415 or 422, "this will never fit") is set aside: marked
+``refused_at`` with the reason, counted (``jukinet_refusals_total{channel="outbox"}``),
+and the rows after it flow on. One bad message never stops an outbox. An
+operator sees it in the table and can send it again (replay) once mended.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from services.common import metrics
+from services.common.safe_text import escaped
 from services.common.telemetry import context_from_traceparent, current_traceparent, tracer
 
 log = logging.getLogger(__name__)
@@ -38,6 +45,21 @@ class OutboxMixin:
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
+    refused_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # set aside: its receiver refused it for good (last_error says why)
+
+
+#: What a receiver answers when it will never take a delivery as it is (the row is set aside). Others are kept
+#: and tried again: 401/403 (keys or grants being rolled out), 404 (a receiver not upgraded yet), 408/429, 5xx.
+REFUSAL_STATUSES = frozenset({400, 409, 413, 415, 422})
+
+
+class DeliveryRefused(Exception):
+    """The receiver refused the delivery for good (a status of :data:`REFUSAL_STATUSES`), with its reason."""
+
+    def __init__(self, status: int, reason: str):
+        super().__init__(f"refused with {status}: {reason}")
+        self.status = status
+        self.reason = reason
 
 
 #: Relay passes start at least this far apart. Each pass costs a transaction, a claim and a mark whatever it
@@ -128,7 +150,7 @@ class OutboxBacklog:
     async def backlog(self) -> int:
         """Rows not yet delivered."""
         async with self._sessions() as session:
-            return (await session.execute(select(func.count()).select_from(self._model).where(self._model.sent_at.is_(None)))).scalar_one()
+            return (await session.execute(select(func.count()).select_from(self._model).where(self._model.sent_at.is_(None), self._model.refused_at.is_(None)))).scalar_one()
 
 
 class OutboxRelay(OutboxBacklog):
@@ -150,19 +172,22 @@ class OutboxRelay(OutboxBacklog):
         # built once: a relay runs these on every pass
         table = outbox_model.__table__
         # (table rows, not ORM objects: a pass reads them once and changes them only through these statements)
-        self._claim = select(table).where(table.c.sent_at.is_(None)).order_by(table.c.id).limit(batch).with_for_update(skip_locked=True)
+        self._claim = select(table).where(table.c.sent_at.is_(None), table.c.refused_at.is_(None)).order_by(table.c.id).limit(batch).with_for_update(skip_locked=True)
         self._mark = update(table).where(table.c.id.in_(bindparam("ids", expanding=True))).values(sent_at=func.now(), attempts=table.c.attempts + 1)
         self._note_failure = update(table).where(table.c.id == bindparam("at_id")).values(attempts=table.c.attempts + 1, last_error=bindparam("error"))
+        self._set_aside = update(table).where(table.c.id == bindparam("at_id")).values(attempts=table.c.attempts + 1, refused_at=func.now(), last_error=bindparam("error"))
 
     async def replay(self, *, from_id: int, to_id: int) -> int:
         """Deliver rows ``from_id``..``to_id`` again, in order (operator replay).
 
         Safe because every receiver is idempotent (versions, event and record
-        ids); the relay delivers them again oldest first.
+        ids); the relay delivers them again oldest first. Rows set aside as
+        refused go again too (the operator mended the receiver or the row).
         """
         async with self._sessions() as session, session.begin():
             result = await session.execute(
-                update(self._model).where(self._model.id >= from_id, self._model.id <= to_id, self._model.sent_at.is_not(None)).values(sent_at=None, last_error="replayed by operator")
+                update(self._model).where(self._model.id >= from_id, self._model.id <= to_id, (self._model.sent_at.is_not(None)) | (self._model.refused_at.is_not(None)))
+                .values(sent_at=None, refused_at=None, last_error="replayed by operator")
             )
         self.wakeup.set()
         return result.rowcount
@@ -198,11 +223,13 @@ class OutboxRelay(OutboxBacklog):
 
         ``deliver`` may return an awaitable acknowledgement (Kafka: the batch is
         pipelined) or deliver synchronously (HTTP). Rows are marked sent only up
-        to the first failure; the rest are tried again, in order, later.
+        to the first failure; the rest are tried again, in order, later. A row
+        the receiver refuses for good (:class:`DeliveryRefused`) is set aside and
+        the pass goes on. Returns the rows dealt with (delivered or set aside).
         """
         if self._resend_topics:
             await self._mark_for_resend()
-        delivered = 0
+        done = 0
         async with self._sessions() as session, session.begin():
             rows = (await session.execute(self._claim)).all()
             if self._deliver_batch is not None:
@@ -216,9 +243,18 @@ class OutboxRelay(OutboxBacklog):
                 ):
                     try:
                         handed.append((row, await self._deliver(row)))
+                    except DeliveryRefused as exc:
+                        if any(ack is not None for _, ack in handed):
+                            failed = (row, exc)  # acknowledgements pending: this row is looked at again next pass, after them
+                            break
+                        await self._mark_sent(session, [r.id for r, _ in handed])  # those before it were delivered already
+                        done += len(handed) + 1
+                        handed = []
+                        await self._refused(session, row, exc)
                     except Exception as exc:
                         failed = (row, exc)
                         break
+            delivered = 0
             for position, (row, ack) in enumerate(handed):
                 if ack is not None:
                     try:
@@ -231,11 +267,18 @@ class OutboxRelay(OutboxBacklog):
                         break
                 delivered += 1
             await self._mark_sent(session, [row.id for row, _ in handed[:delivered]])
+            done += delivered
             if failed is not None:  # keep the row, retry later, keep order
                 row, exc = failed
                 await self._keep_for_retry(session, row, exc)
                 log.warning("outbox delivery of %s failed: %s: %s", row.id, type(exc).__name__, exc)
-        return delivered
+        return done
+
+    async def _refused(self, session: AsyncSession, row, exc: DeliveryRefused) -> None:
+        """Set the row aside: its receiver will never take it; the rows after it flow on."""
+        await session.execute(self._set_aside, {"at_id": row.id, "error": escaped(f"refused ({exc.status}): {exc.reason}", 2000)})
+        metrics.count_refusal(channel="outbox", reason=f"{self.name}-{exc.status}")
+        log.error("outbox row %s (%s, %s) set aside: its receiver refused it with %s: %s", row.id, row.kind, row.key, exc.status, escaped(exc.reason, 500))
 
     async def _keep_for_retry(self, session: AsyncSession, row, exc: Exception) -> None:
         await session.execute(self._note_failure, {"at_id": row.id, "error": f"{type(exc).__name__}: {exc}"[:2000]})
@@ -246,12 +289,35 @@ class OutboxRelay(OutboxBacklog):
         with tracer().start_as_current_span(f"outbox deliver batch of {len(rows)}", kind=trace.SpanKind.PRODUCER, attributes={"jukinet.outbox.first_id": rows[0].id}):
             try:
                 await self._deliver_batch(rows)
+            except DeliveryRefused as exc:  # something in it will never fit: find it, one row at a time
+                if len(rows) == 1:
+                    await self._refused(session, rows[0], exc)
+                    return 1
+                log.warning("outbox batch of %s rows from %s refused (%s); delivering them one by one", len(rows), rows[0].id, exc.status)
+                return await self._hand_over_one_by_one(session, rows)
             except Exception as exc:  # nothing was taken: keep every row, retry later, in order
                 await self._keep_for_retry(session, rows[0], exc)
                 log.warning("outbox delivery of %s rows from %s failed: %s: %s", len(rows), rows[0].id, type(exc).__name__, exc)
                 return 0
         await self._mark_sent(session, [row.id for row in rows])
         return len(rows)
+
+    async def _hand_over_one_by_one(self, session: AsyncSession, rows: list) -> int:
+        """After a refused batch: each row alone, in order; the refused ones set aside, until one fails otherwise."""
+        done = 0
+        for row in rows:
+            try:
+                await self._deliver_batch([row])
+            except DeliveryRefused as exc:
+                await self._refused(session, row, exc)
+            except Exception as exc:
+                await self._keep_for_retry(session, row, exc)
+                log.warning("outbox delivery of %s failed: %s: %s", row.id, type(exc).__name__, exc)
+                break
+            else:
+                await self._mark_sent(session, [row.id])
+            done += 1
+        return done
 
     async def _mark_sent(self, session: AsyncSession, ids: list[int]) -> None:
         """One UPDATE for the whole pass (marking each ORM row would be one statement per row)."""

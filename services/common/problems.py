@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from urllib.parse import unquote_plus
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -11,6 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from contracts.problem import PROBLEM_BASE, InvalidParam, Problem
 from services.common import metrics
+from services.common.safe_text import escaped, has_control_characters
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 
@@ -28,7 +30,9 @@ class ProblemError(Exception):
 
 
 def problem_response(request: Request, status: int, slug: str, title: str, detail: str | None = None, invalid: list[InvalidParam] | None = None, **extensions) -> JSONResponse:
-    body = Problem(type=PROBLEM_BASE + slug, title=title, status=status, detail=detail, instance=str(request.url.path), invalidParams=invalid, **extensions)
+    """The problem document; what may echo the caller's input (detail, instance) never carries a raw control character."""
+    body = Problem(type=PROBLEM_BASE + slug, title=escaped(title), status=status, detail=None if detail is None else escaped(detail), instance=escaped(request.url.path),
+                   invalidParams=invalid, **extensions)
     return JSONResponse(body.model_dump(exclude_none=True), status_code=status, media_type=PROBLEM_MEDIA_TYPE)
 
 
@@ -37,11 +41,35 @@ RefusalHook = Callable[[Request, str, str], Awaitable[None]]
 
 
 def invalid_params(exc: RequestValidationError) -> list[InvalidParam]:
+    """What did not fit, by name; the names (a key of the caller's JSON) and reasons are escaped, never echoed raw."""
     out = []
     for err in exc.errors():
-        loc = [str(p) for p in err.get("loc", ()) if p != "body"]
-        out.append(InvalidParam(name=".".join(loc) or "body", code=str(err.get("type", "invalid")), reason=str(err.get("msg", "invalid"))))
+        loc = [escaped(p, 200) for p in err.get("loc", ()) if p != "body"]
+        out.append(InvalidParam(name=".".join(loc) or "body", code=escaped(err.get("type", "invalid"), 100), reason=escaped(err.get("msg", "invalid"), 500)))
     return out
+
+
+class RefuseControlCharacters:
+    """ASGI middleware: a request whose path or query holds a control character (``%00``, ``%0b`` …) is refused
+    with 400 and recorded before any route sees it. No route takes one: a name, a code or a number never holds
+    one, and PostgreSQL text cannot hold NUL."""
+
+    def __init__(self, app, record: Callable[[Request, str, str], Awaitable[None]]):
+        self.app = app
+        self._record = record
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            query = scope.get("query_string", b"").decode("latin-1")
+            if has_control_characters(scope.get("path", "")) or ("%" in query and has_control_characters(unquote_plus(query, errors="replace"))):
+                request = Request(scope, receive)
+                where = "path" if has_control_characters(scope.get("path", "")) else "query"
+                detail = f"the {where} holds a control character"
+                await self._record(request, "control-characters", detail)
+                response = problem_response(request, 400, "control-characters", "The request holds control characters", detail)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def install_problem_handlers(app: FastAPI, on_refusal: RefusalHook | None = None) -> None:
@@ -49,6 +77,8 @@ def install_problem_handlers(app: FastAPI, on_refusal: RefusalHook | None = None
         metrics.count_refusal(channel="http", reason=slug)
         if on_refusal is not None:
             await on_refusal(request, slug, detail)
+
+    app.add_middleware(RefuseControlCharacters, record=record)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):

@@ -19,12 +19,14 @@ from fastapi import FastAPI, Request
 from sqlalchemy import BigInteger, DateTime, String, Text, func
 from sqlalchemy.orm import Mapped, mapped_column
 
+from contracts.base import BIGINT_MAX
 from contracts.topics import HEADER_MESSAGE_KIND
 from services.common.db import make_engine, make_sessionmaker, run_migrations
 from services.common.entitlement import check_entitled
 from services.common.kafka import Producer
 from services.common.message_signing import MessageSigner, RecordGate
 from services.common.outbox import OutboxRelay
+from services.common.safe_text import escaped
 from services.common.settings import ServiceSettings
 from services.common.telemetry import instrument_engine, setup_tracing
 from services.common.tokens import PublicKeyRing, TokenCache, load_private_key
@@ -112,10 +114,16 @@ class Runtime:
         return relay
 
     def refusal_recorder(self, refusal_model) -> Callable[[Request, str, str], Awaitable[None]]:
+        """Records a refused request. Everything in it may come from the caller (a path, a claimed issuer, a value
+        echoed in the detail): control characters and lone surrogates are escaped, since PostgreSQL text holds no NUL
+        and the insert that records the refusal must not fail on what it records."""
+
         async def record(request: Request, slug: str, detail: str) -> None:
             caller = getattr(request.state, "caller", None)
+            row = refusal_model(method=escaped(request.method, 10), path=escaped(request.url.path, 400), caller=None if caller is None else escaped(caller, 200),
+                                reason=escaped(slug, 64), detail=escaped(detail, 8000))
             async with self.sessions() as session, session.begin():
-                session.add(refusal_model(method=request.method, path=str(request.url.path)[:400], caller=caller, reason=slug[:64], detail=detail[:8000]))
+                session.add(row)
 
         return record
 
@@ -214,7 +222,7 @@ def add_operator_routes(app: FastAPI, settings: ServiceSettings) -> None:
         return await bearer_verifier(rt.keys, audience=rt.party, allowed_issuers=lambda party: party == OPERATOR_PARTY)(request)
 
     @app.post("/internal/v1/operator/outbox/replay", tags=["operations"], dependencies=[Depends(operator)])
-    async def replay_outbox(from_id: int = Query(ge=1), to_id: int = Query(ge=1)) -> dict:
+    async def replay_outbox(from_id: int = Query(ge=1, le=BIGINT_MAX), to_id: int = Query(ge=1, le=BIGINT_MAX)) -> dict:
         """Deliver outbox rows from_id..to_id again, oldest first (receivers are idempotent)."""
         if to_id < from_id:
             raise ProblemError(400, "invalid-range", "to_id is before from_id")

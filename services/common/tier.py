@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.identifiers import ResidentCode
+from contracts.base import BIGINT_MAX
 from contracts.identity import IdentityChange, IdentityChangeBatch
 from services.common.auth import bearer_verifier, is_network_node
 from services.common.identity_store import ApplyOutcome, IdentityTables, VersionConflict, apply_change, changes_after, mark_gaps_healed, persons_with_gaps
@@ -175,7 +176,7 @@ class Tier:
         verify = bearer_verifier(self.rt.keys, audience=self.rt.party, allowed_issuers=is_network_node)
 
         @router.get("/identity/{resident_code}/changes", response_model=IdentityChangeBatch, dependencies=[Depends(verify)])
-        async def changes(resident_code: ResidentCode, after: int = Query(0, ge=0)) -> IdentityChangeBatch:
+        async def changes(resident_code: ResidentCode, after: int = Query(0, ge=0, le=BIGINT_MAX)) -> IdentityChangeBatch:
             """This tier's changes of one person after a version, oldest first."""
             async with self.rt.sessions() as session:
                 found = await changes_after(session, self.tables, resident_code, after)

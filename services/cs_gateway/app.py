@@ -8,6 +8,7 @@ from fastapi import Depends, FastAPI, Query
 from sqlalchemy import func, select
 
 from contracts import topics
+from contracts.base import BIGINT_MAX
 from contracts.household import HouseholdAnswer, HouseholdComposition, HouseholdRequest
 from contracts.identifiers import ResidentCode
 from contracts.identity import IdentityChange, IdentityChangeAck, IdentityChangeBatch
@@ -134,7 +135,7 @@ def build_app(settings: ServiceSettings) -> FastAPI:
         return {"household_id": str(composition.household_id), "outcome": "accepted" if stored else "stale"}
 
     @app.get("/v1/rrs/notices", response_model=CsNoticeBatch, dependencies=[Depends(from_own_rrs)])
-    async def notices(after: int = Query(0, ge=0), limit: int = Query(100, ge=1, le=500), wait: float = Query(0, ge=0, le=60)) -> CsNoticeBatch:
+    async def notices(after: int = Query(0, ge=0, le=BIGINT_MAX), limit: int = Query(100, ge=1, le=500), wait: float = Query(0, ge=0, le=60)) -> CsNoticeBatch:
         """What other municipalities sent (certificates, withdrawals, 転入通知, replies), in arrival order.
 
         With ``wait`` (seconds) and nothing to hand over, the answer waits until a notice arrives or the time is up.

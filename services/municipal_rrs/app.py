@@ -12,6 +12,7 @@ from typing import Annotated
 from fastapi import APIRouter, FastAPI, Query
 from sqlalchemy import select
 
+from contracts.identifiers import ResidentCode
 from contracts.moves import (
     CsNotice, CsNoticeBatch, IncomingNotice, MoveInFiling, MoveInFromAbroad, MoveInPerson, MoveInReview, MoveOutCancellation, MoveOutCertificate,
     MoveOutFiling,
@@ -21,10 +22,11 @@ from contracts.register import (
     ChangeHousehold, ChangeName, CorrectRecord, HistoryEntry, HouseholdMember, MoveWithin, PortalCredential,
     RecordDeath, RegisterResident, RemoveExOfficio, ResidentList, ResidentRecord, RestoreExOfficio,
 )
-from services.common.outbox import RELAY_PACE_SECONDS, OutboxRelay, poll_forever
+from services.common.outbox import DeliveryRefused, REFUSAL_STATUSES, RELAY_PACE_SECONDS, OutboxRelay, poll_forever
 from services.common.problems import ProblemError, install_problem_handlers
 from services.common.runtime import Runtime
 from services.common.settings import ServiceSettings
+from services.common.tokens import RESIDENT_CREDENTIAL_MAX_SECONDS, RESIDENT_CREDENTIAL_SCOPE
 from services.municipal_rrs import moves, online, service
 from services.municipal_rrs.domain import RegistryRuleViolation
 from services.municipal_rrs.jpki_routes import jpki_router
@@ -35,7 +37,7 @@ from services.municipal_rrs.ui.routes import install_staff_screen_handler, staff
 from services.municipal_rrs.models import IncomingNoticeRow, LetterRow, OnlineFilingRow, MoveInReviewRow, MoveReservationRow, Outbox, Refusal
 from services.municipal_rrs.request_deps import StaffDep, transaction_dependency
 
-PORTAL_CREDENTIAL_SECONDS = 24 * 3600
+PORTAL_CREDENTIAL_SECONDS = RESIDENT_CREDENTIAL_MAX_SECONDS  # a kind of its own (services/common/tokens.py, docs/security-tokens.md)
 
 
 def build_app(settings: ServiceSettings) -> FastAPI:
@@ -58,6 +60,8 @@ def build_app(settings: ServiceSettings) -> FastAPI:
             headers={"content-type": "application/json", "authorization": f"Bearer {rt.token_for(cs_party)}"},
             timeout=60.0,  # a busy CS takes long; a resend before it finished would only queue behind the first copy
         )
+        if response.status_code in REFUSAL_STATUSES:  # the CS will never take this batch as it is: the relay finds the row and sets it aside
+            raise DeliveryRefused(response.status_code, response.text[:1500])
         if response.status_code not in (200, 201, 202):
             raise RuntimeError(f"CS answered {response.status_code}: {response.text[:500]}")
 
@@ -165,7 +169,7 @@ def build_app(settings: ServiceSettings) -> FastAPI:
         return ResidentList(residents=found, truncated=truncated)
 
     @router.get("/residents/{resident_code}", response_model=ResidentRecord)
-    async def get_resident(resident_code: str, session: SessionDep) -> ResidentRecord:
+    async def get_resident(resident_code: ResidentCode, session: SessionDep) -> ResidentRecord:
         """One 住民票, every item."""
         try:
             return await service.get_record(session, resident_code)
@@ -173,7 +177,7 @@ def build_app(settings: ServiceSettings) -> FastAPI:
             raise not_found(resident_code) from None
 
     @router.get("/residents/{resident_code}/history", response_model=list[HistoryEntry])
-    async def get_history(resident_code: str, session: SessionDep) -> list[HistoryEntry]:
+    async def get_history(resident_code: ResidentCode, session: SessionDep) -> list[HistoryEntry]:
         """Every change of the record, oldest first."""
         try:
             return await service.history(session, resident_code)
@@ -181,37 +185,37 @@ def build_app(settings: ServiceSettings) -> FastAPI:
             raise not_found(resident_code) from None
 
     @router.post("/residents/{resident_code}/death", response_model=ResidentRecord)
-    async def record_death(resident_code: str, body: RecordDeath, session: SessionDep, staff: StaffDep) -> ResidentRecord:
+    async def record_death(resident_code: ResidentCode, body: RecordDeath, session: SessionDep, staff: StaffDep) -> ResidentRecord:
         """死亡届: closes the record."""
         return await run_change(session, resident_code, lambda r: r.record_death(body, today=date.today()), staff)
 
     @router.post("/residents/{resident_code}/move-within", response_model=ResidentRecord)
-    async def move_within(resident_code: str, body: MoveWithin, session: SessionDep, staff: StaffDep) -> ResidentRecord:
+    async def move_within(resident_code: ResidentCode, body: MoveWithin, session: SessionDep, staff: StaffDep) -> ResidentRecord:
         """転居届: a new address in this municipality."""
         return await run_change(session, resident_code, lambda r: r.move_within(body), staff)
 
     @router.post("/residents/{resident_code}/name-change", response_model=ResidentRecord)
-    async def change_name(resident_code: str, body: ChangeName, session: SessionDep, staff: StaffDep) -> ResidentRecord:
+    async def change_name(resident_code: ResidentCode, body: ChangeName, session: SessionDep, staff: StaffDep) -> ResidentRecord:
         """氏名の変更 (e.g. after marriage), with 旧氏 where recorded."""
         return await run_change(session, resident_code, lambda r: r.change_name(body), staff)
 
     @router.post("/residents/{resident_code}/corrections", response_model=ResidentRecord)
-    async def correct(resident_code: str, body: CorrectRecord, session: SessionDep, staff: StaffDep) -> ResidentRecord:
+    async def correct(resident_code: ResidentCode, body: CorrectRecord, session: SessionDep, staff: StaffDep) -> ResidentRecord:
         """職権修正 or 修正: correct identity items, with an explanation."""
         return await run_change(session, resident_code, lambda r: r.correct(body), staff)
 
     @router.post("/residents/{resident_code}/removal", response_model=ResidentRecord)
-    async def remove(resident_code: str, body: RemoveExOfficio, session: SessionDep, staff: StaffDep) -> ResidentRecord:
+    async def remove(resident_code: ResidentCode, body: RemoveExOfficio, session: SessionDep, staff: StaffDep) -> ResidentRecord:
         """職権消除: close the record ex officio."""
         return await run_change(session, resident_code, lambda r: r.remove_ex_officio(body), staff)
 
     @router.post("/residents/{resident_code}/restoration", response_model=ResidentRecord)
-    async def restore(resident_code: str, body: RestoreExOfficio, session: SessionDep, staff: StaffDep) -> ResidentRecord:
+    async def restore(resident_code: ResidentCode, body: RestoreExOfficio, session: SessionDep, staff: StaffDep) -> ResidentRecord:
         """職権回復: undo an erroneous death or removal."""
         return await run_change(session, resident_code, lambda r: r.restore_ex_officio(body), staff)
 
     @router.post("/residents/{resident_code}/household", response_model=ResidentRecord)
-    async def change_household(resident_code: str, body: ChangeHousehold, session: SessionDep, staff: StaffDep) -> ResidentRecord:
+    async def change_household(resident_code: ResidentCode, body: ChangeHousehold, session: SessionDep, staff: StaffDep) -> ResidentRecord:
         """世帯変更: join another household or head a new one (not sent to the network)."""
         try:
             return await service.change_household(session, resident_code, body, staff=staff)
@@ -235,7 +239,7 @@ def build_app(settings: ServiceSettings) -> FastAPI:
         return records
 
     @router.post("/residents/{resident_code}/move-out/cancellation", response_model=ResidentRecord)
-    async def cancel_move_out(resident_code: str, body: MoveOutCancellation, session: SessionDep, staff: StaffDep) -> ResidentRecord:
+    async def cancel_move_out(resident_code: ResidentCode, body: MoveOutCancellation, session: SessionDep, staff: StaffDep) -> ResidentRecord:
         """転出取消: the person stays; the destination's 転入予約 is withdrawn."""
         try:
             record = await moves.cancel_move_out(session, resident_code, body, municipality_code=municipality.code, staff=staff)
@@ -335,7 +339,7 @@ def build_app(settings: ServiceSettings) -> FastAPI:
                                 received_at=row.received_at, completed_at=row.completed_at, confirmed_by=row.confirmed_by)
 
     @router.get("/letters", response_model=list[Letter])
-    async def letters(session: SessionDep, resident_code: str | None = None) -> list[Letter]:
+    async def letters(session: SessionDep, resident_code: ResidentCode | None = None) -> list[Letter]:
         """The mail room: letters to post (e.g. residence-confirmation codes to a new address)."""
         stmt = select(LetterRow).order_by(LetterRow.created_at.desc()).limit(500)
         if resident_code:
@@ -352,13 +356,13 @@ def build_app(settings: ServiceSettings) -> FastAPI:
             raise ProblemError(404, "not-found", "No such household") from None
 
     @router.post("/residents/{resident_code}/portal-credential", response_model=PortalCredential)
-    async def portal_credential(resident_code: str, session: SessionDep, staff: StaffDep) -> PortalCredential:
+    async def portal_credential(resident_code: ResidentCode, session: SessionDep, staff: StaffDep) -> PortalCredential:
         """Issue the resident a signed credential for the provision-log portal (handed over at the counter)."""
         try:
             resident = await service.load(session, resident_code)
         except service.NotFound:
             raise not_found(resident_code) from None
-        token = rt.token_for("provision-log", subject=resident.resident_code, lifetime_seconds=PORTAL_CREDENTIAL_SECONDS, claims={"scope": "resident"})
+        token = rt.token_for("provision-log", subject=resident.resident_code, lifetime_seconds=PORTAL_CREDENTIAL_SECONDS, claims={"scope": RESIDENT_CREDENTIAL_SCOPE})
         return PortalCredential(resident_code=resident.resident_code, token=token, expires_at=datetime.now(UTC) + timedelta(seconds=PORTAL_CREDENTIAL_SECONDS), issuer=rt.party)
 
     app.include_router(router)

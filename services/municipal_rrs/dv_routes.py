@@ -16,6 +16,7 @@ import httpx
 from fastapi import APIRouter, Query, Response
 from pydantic import ValidationError
 
+from contracts.identifiers import ResidentCode
 from contracts.dv import (
     CertificateRequest, CertificateRequestOutcome, CertificateRequestView, MeasureDelivery, MeasureStatus, RequestState,
     ReviewDecision, SupportMeasure, SupportMeasureAlert, SupportMeasureApplication, SupportMeasureCancellation, SupportMeasureDecision,
@@ -127,14 +128,14 @@ def dv_router(rt, *, municipality_code: str, relay, known_municipality) -> APIRo
                 raise ProblemError(404, "not-found", "No such support measure") from None
 
     @router.get("/residents/{resident_code}/support-measures", response_model=list[SupportMeasure])
-    async def resident_measures(resident_code: str) -> list[SupportMeasure]:
+    async def resident_measures(resident_code: ResidentCode) -> list[SupportMeasure]:
         """Every measure protecting this person held here, including ones other municipalities sent (the 本籍地 has no record of them)."""
         async with rt.sessions() as session:
             return await dv.measures_of(session, resident_code)
 
     # --- alerts (R-DV-2) ----------------------------------------------------------------------------------------
     @router.get("/support-measure-alerts", response_model=list[SupportMeasureAlert])
-    async def alerts(include_closed: bool = False, resident_code: str | None = None) -> list[SupportMeasureAlert]:
+    async def alerts(include_closed: bool = False, resident_code: ResidentCode | None = None) -> list[SupportMeasureAlert]:
         """Open alerts, newest first: measures received, deliveries not acknowledged, expiry reminders, refused requests."""
         async with rt.sessions() as session:
             return await dv.alerts(session, include_closed=include_closed, resident_code=resident_code)
@@ -217,7 +218,7 @@ def dv_router(rt, *, municipality_code: str, relay, known_municipality) -> APIRo
             raise ProblemError(409, "review-refused", "The decision is not allowed", str(exc)) from None
 
     @router.get("/residents/{resident_code}/certificate-requests", response_model=list[CertificateRequestView])
-    async def requests_about(resident_code: str) -> list[CertificateRequestView]:
+    async def requests_about(resident_code: ResidentCode) -> list[CertificateRequestView]:
         """Every request about this person, here and (広域交付) at other municipalities, refusals included, newest first."""
         async with rt.sessions() as session:
             return await dv.requests_about(session, resident_code)

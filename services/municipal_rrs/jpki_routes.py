@@ -8,6 +8,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
+from contracts.identifiers import ResidentCode
 from contracts.identity import RegistrationStatus
 from contracts.jpki import AssuranceState, CardPublicKeys, CertificateIssuanceRequest, CertificateKind, IssuedCertificate, IssuedCertificates
 from services.common.peers import PeerProblem, call_peer
@@ -38,7 +39,7 @@ def jpki_router(rt, municipality_code: str) -> APIRouter:
         return JSONResponse(problem.response.json(), status_code=problem.response.status_code, media_type=PROBLEM_MEDIA_TYPE)
 
     @router.post("/{resident_code}/jpki-certificates", status_code=201, response_model=IssuedCertificates)
-    async def issue(resident_code: str, keys: CardPublicKeys, _staff: StaffDep):
+    async def issue(resident_code: ResidentCode, keys: CardPublicKeys, _staff: StaffDep):
         """Issue the card's certificates (署名用 and/or 利用者証明用) over the public keys the card generated."""
         resident = await registered(resident_code, allowed={RegistrationStatus.active})
         wanted = [(CertificateKind.signing, keys.signing_public_key_pem), (CertificateKind.authentication, keys.authentication_public_key_pem)]
@@ -52,7 +53,7 @@ def jpki_router(rt, municipality_code: str) -> APIRouter:
         return IssuedCertificates(resident_code=resident_code, certificates=issued)
 
     @router.post("/{resident_code}/identity-checks", response_model=AssuranceState)
-    async def identity_check(resident_code: str, _staff: StaffDep):
+    async def identity_check(resident_code: ResidentCode, _staff: StaffDep):
         """Record that the counter checked the person's identity face to face (resets the online count)."""
         await registered(resident_code, allowed=set(RegistrationStatus) - {RegistrationStatus.deceased, RegistrationStatus.removed})
         try:
@@ -61,7 +62,7 @@ def jpki_router(rt, municipality_code: str) -> APIRouter:
             return passed_on(problem)
 
     @router.get("/{resident_code}/assurance", response_model=AssuranceState)
-    async def assurance(resident_code: str):
+    async def assurance(resident_code: ResidentCode):
         """The person's identity-assurance ledger as the national server keeps it."""
         try:
             return await call_cs("GET", f"/v1/rrs/assurance/{resident_code}", AssuranceState)

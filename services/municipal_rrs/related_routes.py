@@ -12,12 +12,12 @@ from fastapi import APIRouter, Query
 
 from contracts.register import ResidentRecord
 from contracts.related import EndSeal, LinkNonResident, NonResident, NonResidentStatus, RegisterNonResident, RegisterSeal, SealRegistration, SealStatus
+from services.common.params import PositiveBigIntPath
 from services.common.problems import ProblemError
 from services.common.runtime import Runtime
 from services.municipal_rrs import related
 from services.municipal_rrs.domain import RegistryRuleViolation
 from services.municipal_rrs.request_deps import StaffDep, transaction_dependency
-
 
 def related_router(rt: Runtime, municipality_code: str) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["related affairs"])
@@ -98,7 +98,7 @@ def related_router(rt: Runtime, municipality_code: str) -> APIRouter:
         return await related.list_seals(session, holder_resident_code=holder_resident_code, status=status, limit=limit)
 
     @router.get("/seal-registrations/{registration_number}", response_model=SealRegistration)
-    async def get_seal(registration_number: int, session: SessionDep) -> SealRegistration:
+    async def get_seal(registration_number: PositiveBigIntPath, session: SessionDep) -> SealRegistration:
         """One seal registration, ended ones included (with why and when they ended)."""
         try:
             return await related.get_seal(session, registration_number)
@@ -106,7 +106,7 @@ def related_router(rt: Runtime, municipality_code: str) -> APIRouter:
             raise not_found(exc, "seal registration") from None
 
     @router.post("/seal-registrations/{registration_number}/abolition", response_model=SealRegistration)
-    async def end_seal(registration_number: int, body: EndSeal, session: SessionDep, staff: StaffDep) -> SealRegistration:
+    async def end_seal(registration_number: PositiveBigIntPath, body: EndSeal, session: SessionDep, staff: StaffDep) -> SealRegistration:
         """印鑑登録廃止 at the holder's request or after a loss (moves, deaths and removals end it by themselves)."""
         try:
             return await related.end_seal(session, registration_number, body, staff=staff, today=date.today())

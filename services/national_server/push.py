@@ -19,6 +19,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts import topics
+from contracts.base import BIGINT_MAX
 from contracts.affairs import Level
 from contracts.identity import IdentityChange
 from contracts.push import NOTIFICATION_TYPE_OF, ChangeNotification, EncryptedNotification, Follow, FollowList, FollowRequest, NotificationFeed, NotificationType
@@ -272,7 +273,7 @@ class Push:
             return Response(status_code=204)
 
         @router.get("/notifications", response_model=NotificationFeed)
-        async def notifications(token: Agency, after: Annotated[int, Query(ge=0)] = 0, since: datetime | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> NotificationFeed:
+        async def notifications(token: Agency, after: Annotated[int, Query(ge=0, le=BIGINT_MAX)] = 0, since: datetime | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> NotificationFeed:
             """The agency's change feed: delivered notifications after a cursor, or from a point in time (replay)."""
             async with self.rt.sessions() as session:
                 return await self.feed(session, agency_id=agency_of(token), after=after, since=since, limit=limit)

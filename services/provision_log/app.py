@@ -17,6 +17,7 @@ from fastapi.responses import PlainTextResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts import topics
+from contracts.base import BIGINT_MAX
 from contracts.provision import ProvisionRecord, ProvisionRecordList
 from contracts.transparency import ConsistencyProof, IncidentRecorded, IncidentReport, InclusionProof, LogLeaves, ResidentProvisionList
 from services.common.auth import bearer_verifier
@@ -24,7 +25,7 @@ from services.common.kafka import StoredOffsetConsumer
 from services.common.problems import ProblemError, install_problem_handlers
 from services.common.runtime import Runtime
 from services.common.settings import ServiceSettings
-from services.common.tokens import VerifiedToken, load_private_key
+from services.common.tokens import RESIDENT_CREDENTIAL_MAX_SECONDS, RESIDENT_CREDENTIAL_SCOPE, VerifiedToken, load_private_key
 from services.provision_log import domain, store
 from services.provision_log.models import ConsumerOffset, DeadLetter, MessageReceipt, Refusal
 from services.provision_log.portal import portal_router
@@ -121,7 +122,8 @@ def build_app(settings: ServiceSettings) -> FastAPI:
     )
     app.state.keeper = keeper
     install_problem_handlers(app, rt.refusal_recorder(Refusal))
-    resident_token = bearer_verifier(rt.keys, audience=rt.party, allowed_issuers=lambda party: party.startswith("rrs-"))
+    resident_token = bearer_verifier(rt.keys, audience=rt.party, allowed_issuers=lambda party: party.startswith("rrs-"),
+                                     longer_lived={RESIDENT_CREDENTIAL_SCOPE: RESIDENT_CREDENTIAL_MAX_SECONDS})  # the credential from the counter
     operator_token = bearer_verifier(rt.keys, audience=rt.party, allowed_issuers=may_report_incidents)
     public_key_pem = rt.keys.key_for(rt.party)
 
@@ -156,7 +158,7 @@ def build_app(settings: ServiceSettings) -> FastAPI:
         return PlainTextResponse(row.note, media_type=TEXT)
 
     @app.get("/v1/log/checkpoints/{tree_size}", response_class=PlainTextResponse, tags=["log"])
-    async def checkpoint_of(tree_size: Annotated[int, Path(ge=0)]) -> PlainTextResponse:
+    async def checkpoint_of(tree_size: Annotated[int, Path(ge=0, le=BIGINT_MAX)]) -> PlainTextResponse:
         """The signed checkpoint of this tree size, if one was signed."""
         async with rt.sessions() as session:
             row = await store.checkpoint_of_size(session, tree_size)
@@ -165,7 +167,7 @@ def build_app(settings: ServiceSettings) -> FastAPI:
         return PlainTextResponse(row.note, media_type=TEXT)
 
     @app.get("/v1/log/consistency", response_model=ConsistencyProof, tags=["log"])
-    async def consistency(first: Annotated[int, Query(ge=0)], second: Annotated[int, Query(ge=0)]) -> ConsistencyProof:
+    async def consistency(first: Annotated[int, Query(ge=0, le=BIGINT_MAX)], second: Annotated[int, Query(ge=0, le=BIGINT_MAX)]) -> ConsistencyProof:
         """RFC 9162 consistency proof between two tree sizes."""
         async with rt.sessions() as session:
             try:
@@ -174,7 +176,7 @@ def build_app(settings: ServiceSettings) -> FastAPI:
                 raise ProblemError(400, "sizes-out-of-range", "No consistency proof between these sizes", str(exc)) from None
 
     @app.get("/v1/log/leaves", response_model=LogLeaves, tags=["log"])
-    async def leaves(start: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=1, le=1000)] = 1000) -> LogLeaves:
+    async def leaves(start: Annotated[int, Query(ge=0, le=BIGINT_MAX)] = 0, limit: Annotated[int, Query(ge=1, le=1000)] = 1000) -> LogLeaves:
         """Leaves in order, for auditors who recompute the tree (`verify audit`). Expired entries keep only their hash."""
         async with rt.sessions() as session:
             return await store.leaves(session, start, limit)

@@ -34,7 +34,7 @@ from contracts.affairs import Item
 from contracts.transparency import IncidentKind, InclusionProof
 from services.common.problems import ProblemError
 from services.common.runtime import Runtime
-from services.common.tokens import TokenRefused
+from services.common.tokens import RESIDENT_CREDENTIAL_MAX_SECONDS, RESIDENT_CREDENTIAL_SCOPE, TokenRefused
 from services.provision_log import store
 from services.provision_log.models import Refusal
 from services.provision_log.settings import LogSettings
@@ -110,15 +110,16 @@ def portal_router(rt: Runtime, log_settings: LogSettings, *, proof_for: Callable
         if not token:
             return None
         try:
-            verified = rt.keys.verify(token, audience=SESSION_AUDIENCE, allowed_issuers=lambda party: party == rt.party)
+            verified = rt.keys.verify(token, audience=SESSION_AUDIENCE, allowed_issuers=lambda party: party == rt.party, longer_lived={"portal-session": log_settings.portal_session_seconds})
         except TokenRefused:
             return None
         return verified.subject if verified.claims.get("scope") == "portal-session" else None
 
     async def login_with(request: Request, credential: str) -> Response:
         try:
-            verified = rt.keys.verify(credential.strip(), audience=rt.party, allowed_issuers=lambda party: party.startswith("rrs-"))
-            if verified.claims.get("scope") != "resident":
+            verified = rt.keys.verify(credential.strip(), audience=rt.party, allowed_issuers=lambda party: party.startswith("rrs-"),
+                                      longer_lived={RESIDENT_CREDENTIAL_SCOPE: RESIDENT_CREDENTIAL_MAX_SECONDS})
+            if verified.claims.get("scope") != RESIDENT_CREDENTIAL_SCOPE:
                 raise TokenRefused("not a resident credential")
         except TokenRefused as exc:
             await record_refusal(request, "portal-login-refused", str(exc))

@@ -112,6 +112,8 @@ def test_deploy_keys_give_each_agency_an_encryption_key_the_national_server_read
         private = load_encryption_private_key(tmp_path / "private" / party / f"{party}.x25519.key")
         assert key_id(ring.key_for(party)) == key_id(private.public_key())
         assert f"private/{party}" not in mounted
+
+
 # --- Kafka: mutual TLS and ACLs (docs/security-broker.md) --------------------------------------------
 
 KAFKA_KINDS = {"cs_gateway", "prefecture_server", "national_server", "provision_log"}
@@ -209,3 +211,11 @@ def test_kafka_takes_mutual_tls_clients_only_and_authorizes_them():
     subpaths = lambda name: [v["volume"]["subpath"] for v in services[name]["volumes"] if isinstance(v, dict) and v["source"] == "keys"]
     assert subpaths("kafka") == ["private/kafka"] and subpaths("kafka-acls") == ["private/kafka-admin"]
     assert "--command-config" in services["kafka"]["healthcheck"]["test"][1]
+
+
+def test_postgres_closes_the_shared_databases_to_tenant_roles():
+    """PostgreSQL lets PUBLIC connect to ``postgres`` and ``template1`` and make temporary tables there; the init closes both."""
+    script = init_script(TOPOLOGY)
+    for shared in ("postgres", "template1"):
+        assert f"revoke all on database {shared} from public;" in script
+    assert script.index("revoke all on database template1") < script.index("tenant() {"), "closed before any tenant role exists"

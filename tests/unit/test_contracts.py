@@ -436,3 +436,18 @@ def test_correction_contract_needs_an_explanation_in_allowed_text():
     with pytest.raises(ValidationError):
         CorrectRecord.model_validate({"sex": "male", "correction_date": "2024-05-01", "explanation": "誤り😀"})
 
+
+
+def test_a_household_composition_lists_each_member_once():
+    import uuid
+    from datetime import UTC, datetime
+
+    from pydantic import ValidationError
+
+    from contracts.household import HouseholdComposition
+
+    member = {"resident_code": "12345678903", "relationship": "世帯主"}
+    body = {"household_id": str(uuid.uuid4()), "municipality_code": "131016", "recorded_at": datetime.now(UTC).isoformat()}
+    assert len(HouseholdComposition.model_validate(body | {"members": [member]}).members) == 1
+    with pytest.raises(ValidationError, match="more than once"):
+        HouseholdComposition.model_validate(body | {"members": [member, member | {"relationship": "子"}]})

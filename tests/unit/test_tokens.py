@@ -68,3 +68,71 @@ def test_a_refused_token_is_never_remembered(parties):
     for _ in range(2):
         with pytest.raises(TokenRefused):
             ring.verify(forged, audience="cs-131016")
+
+
+def _signed(key, **payload) -> str:
+    import jwt
+
+    now = int(time.time())
+    claims = {"iss": "rrs-131016", "sub": "rrs-131016", "aud": "cs-131016", "iat": now, "exp": now + 60, "jti": "j-1"} | payload
+    return jwt.encode({k: v for k, v in claims.items() if v is not None}, key, algorithm="EdDSA")
+
+
+@pytest.mark.parametrize(("label", "payload", "why"), [
+    ("a day long", {"exp": int(time.time()) + 24 * 3600}, "lifetime"),
+    ("eleven minutes long", {"exp": int(time.time()) + 660}, "lifetime"),
+    ("two audiences", {"aud": ["cs-131016", "national"]}, "audience"),
+    ("no token id", {"jti": None}, "jti"),
+    ("an empty token id", {"jti": ""}, "jti"),
+    ("issued in the future", {"iat": int(time.time()) + 600, "exp": int(time.time()) + 660}, "iat|future"),
+])
+def test_a_token_that_lives_long_names_two_audiences_or_has_no_id_is_refused_with_its_claimed_issuer(parties, label, payload, why):
+    keys, ring = parties
+    with pytest.raises(TokenRefused, match=why) as refused:
+        ring.verify(_signed(keys["rrs-131016"], **payload), audience="cs-131016")
+    assert refused.value.claimed_issuer == "rrs-131016", label
+
+
+def test_a_ten_minute_token_is_taken_and_a_longer_kind_only_where_its_receiver_names_it(parties):
+    keys, ring = parties
+    assert ring.verify(_signed(keys["rrs-131016"], exp=int(time.time()) + tokens.MAX_TOKEN_LIFETIME_SECONDS), audience="cs-131016").issuer == "rrs-131016"
+    credential = _signed(keys["rrs-131016"], aud="provision-log", sub="12345678903", scope=tokens.RESIDENT_CREDENTIAL_SCOPE, exp=int(time.time()) + 24 * 3600)
+    with pytest.raises(TokenRefused, match="lifetime"):
+        ring.verify(credential, audience="provision-log")  # a receiver that does not take resident credentials
+    longer = {tokens.RESIDENT_CREDENTIAL_SCOPE: tokens.RESIDENT_CREDENTIAL_MAX_SECONDS}
+    assert ring.verify(credential, audience="provision-log", longer_lived=longer).subject == "12345678903"
+    with pytest.raises(TokenRefused, match="lifetime"):
+        ring.verify(credential, audience="provision-log")  # remembered, but its lifetime is checked for each receiver
+    too_long = _signed(keys["rrs-131016"], aud="provision-log", scope=tokens.RESIDENT_CREDENTIAL_SCOPE, exp=int(time.time()) + 2 * 24 * 3600)
+    with pytest.raises(TokenRefused, match="lifetime"):
+        ring.verify(too_long, audience="provision-log", longer_lived=longer)
+    plain_but_long = _signed(keys["rrs-131016"], aud="provision-log", exp=int(time.time()) + 3600)
+    with pytest.raises(TokenRefused, match="lifetime"):
+        ring.verify(plain_but_long, audience="provision-log", longer_lived=longer)  # only the named kind lives longer
+
+
+def test_a_plain_token_is_never_signed_for_longer_than_a_receiver_takes(parties):
+    keys, _ = parties
+    with pytest.raises(ValueError):
+        sign_token(keys["rrs-131016"], issuer="rrs-131016", audience="national", lifetime_seconds=3600)
+    sign_token(keys["rrs-131016"], issuer="rrs-131016", audience="national", lifetime_seconds=tokens.MAX_TOKEN_LIFETIME_SECONDS)
+
+
+def test_an_unknown_or_control_character_issuer_is_refused_and_named_as_claimed(parties):
+    keys, ring = parties
+    with pytest.raises(TokenRefused) as refused:
+        ring.verify(_signed(keys["intruder"], iss="agency-\x00x"), audience="cs-131016")
+    assert refused.value.claimed_issuer == "agency-\x00x"
+    from services.common.auth import unverified_caller
+
+    assert unverified_caller(refused.value.claimed_issuer) == "unverified:agency-\\x00x"
+
+
+def test_a_long_running_client_gets_a_fresh_token_before_its_own_ends(monkeypatch):
+    minted = []
+    auth = tokens.RefreshingToken(lambda: minted.append(1) or f"t{len(minted)}", refresh_seconds=100)
+    clock = [1000.0]
+    monkeypatch.setattr(tokens.time, "monotonic", lambda: clock[0])
+    assert auth.token() == "t1" and auth.token() == "t1"
+    clock[0] += 101
+    assert auth.token() == "t2"

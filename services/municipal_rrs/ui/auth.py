@@ -44,7 +44,7 @@ def current(rt: Runtime, request: Request) -> StaffSession | None:
     if not token:
         return None
     try:
-        verified = rt.keys.verify(token, audience=AUDIENCE, allowed_issuers=lambda party: party == rt.party)
+        verified = rt.keys.verify(token, audience=AUDIENCE, allowed_issuers=lambda party: party == rt.party, longer_lived={"staff-session": SESSION_SECONDS})
     except TokenRefused:
         return None
     sid = verified.claims.get("sid")

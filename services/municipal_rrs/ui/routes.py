@@ -25,6 +25,7 @@ from contracts.identity import Address, PersonName, RegistrationStatus
 from contracts.moves import MoveInFiling, MoveInPerson, MoveOutCertificate, MoveOutFiling
 from contracts.register import CorrectRecord, FamilyRegisterItems, HouseholdPlacement, MoveWithin, RecordDeath, RegisterResident, Relationship
 from contracts.related import EndSeal, NonResidentReason, NonResidentStatus, RegisterNonResident, RegisterSeal, SealStatus
+from services.common.params import PositiveBigIntPath
 from services.common.runtime import Runtime
 from services.municipal_rrs import moves, related, service
 from services.municipal_rrs.domain import RegistryRuleViolation
@@ -527,7 +528,7 @@ def staff_router(rt: Runtime, *, municipality_code: str, municipality_name: str,
                     awaiting_link=awaiting_link, received=received)
 
     @screens.post("/notices/{sequence}/acknowledgement")
-    async def acknowledge_notice(sequence: int, request: Request) -> Response:
+    async def acknowledge_notice(sequence: PositiveBigIntPath, request: Request) -> Response:
         who = clerk(request)
         async with rt.sessions() as session, session.begin():
             row = await session.get(IncomingNoticeRow, sequence, with_for_update=True)
@@ -757,7 +758,7 @@ def staff_router(rt: Runtime, *, municipality_code: str, municipality_name: str,
         return redirect("/staff/seals", done="seal", holder=cmd.holder_resident_code)
 
     @screens.post("/seals/{registration_number}/abolition")
-    async def end_seal(registration_number: int, request: Request) -> Response:
+    async def end_seal(registration_number: PositiveBigIntPath, request: Request) -> Response:
         who = clerk(request)
         form = await read_form(request)
         errors: list[str] = []

@@ -1,9 +1,12 @@
-"""the id of every signed Kafka record taken, so a replay changes nothing
+"""an outbox row its receiver refused for good is set aside (refused_at), and the rows after it flow on
 
 Revision ID: 0004
 Revises: 0003
 """
 from typing import Sequence, Union
+
+import sqlalchemy as sa
+from alembic import op
 
 revision: str = "0004"
 down_revision: Union[str, Sequence[str], None] = "0003"
@@ -12,12 +15,8 @@ depends_on: Union[str, Sequence[str], None] = None
 
 
 def upgrade() -> None:
-    from services.common import receipts_migration
-
-    receipts_migration.upgrade()
+    op.add_column("outbox", sa.Column("refused_at", sa.DateTime(timezone=True), nullable=True))
 
 
 def downgrade() -> None:
-    from services.common import receipts_migration
-
-    receipts_migration.downgrade()
+    op.drop_column("outbox", "refused_at")
