@@ -170,7 +170,6 @@ class PublicKeyRing:
         self._cache[party] = key
         return key
 
-<<<<<<< HEAD
     def key_by_id(self, kid: str) -> Ed25519PublicKey | None:
         """The key a record's signer header names (``<party>:<fingerprint>``, services/common/message_signing.py).
 
@@ -189,17 +188,12 @@ class PublicKeyRing:
                 return key
         return None
 
-    def verify(self, token: str, *, audience: str, allowed_issuers=None) -> VerifiedToken:
-        """The token's issuer, subject and claims, if it is signed by a known party for ``audience``, unexpired,
-        and its issuer is allowed here; :class:`TokenRefused` otherwise."""
-=======
     def verify(self, token: str, *, audience: str, allowed_issuers=None, longer_lived: Mapping[str, int] | None = None) -> VerifiedToken:
         """The token's issuer, subject and claims, if it is signed by a known party for ``audience`` (alone), unexpired,
         fresh enough, and its issuer is allowed here; :class:`TokenRefused` otherwise.
 
         ``longer_lived``: scope → longest lifetime, for the kinds of longer-lived token this receiver takes;
         every other token may live :data:`MAX_TOKEN_LIFETIME_SECONDS` at most."""
->>>>>>> token-hygiene
         known = self._verified.get((token, audience))
         if known is not None and known.claims["exp"] > time.time():
             if allowed_issuers is not None and not allowed_issuers(known.issuer):

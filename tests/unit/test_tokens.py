@@ -70,21 +70,23 @@ def test_a_refused_token_is_never_remembered(parties):
             ring.verify(forged, audience="cs-131016")
 
 
-def _signed(key, **payload) -> str:
+def _signed(key, *, lives: int | None = None, issued_in: int | None = None, **payload) -> str:
+    """A token signed now; ``lives`` and ``issued_in`` are seconds from now (parameters are collected long before a test runs)."""
     import jwt
 
     now = int(time.time())
-    claims = {"iss": "rrs-131016", "sub": "rrs-131016", "aud": "cs-131016", "iat": now, "exp": now + 60, "jti": "j-1"} | payload
+    relative = ({"exp": now + lives} if lives is not None else {}) | ({"iat": now + issued_in} if issued_in is not None else {})
+    claims = {"iss": "rrs-131016", "sub": "rrs-131016", "aud": "cs-131016", "iat": now, "exp": now + 60, "jti": "j-1"} | relative | payload
     return jwt.encode({k: v for k, v in claims.items() if v is not None}, key, algorithm="EdDSA")
 
 
 @pytest.mark.parametrize(("label", "payload", "why"), [
-    ("a day long", {"exp": int(time.time()) + 24 * 3600}, "lifetime"),
-    ("eleven minutes long", {"exp": int(time.time()) + 660}, "lifetime"),
+    ("a day long", {"lives": 24 * 3600}, "lifetime"),
+    ("eleven minutes long", {"lives": 660}, "lifetime"),
     ("two audiences", {"aud": ["cs-131016", "national"]}, "audience"),
     ("no token id", {"jti": None}, "jti"),
     ("an empty token id", {"jti": ""}, "jti"),
-    ("issued in the future", {"iat": int(time.time()) + 600, "exp": int(time.time()) + 660}, "iat|future"),
+    ("issued in the future", {"issued_in": 600, "lives": 660}, "iat|future"),
 ])
 def test_a_token_that_lives_long_names_two_audiences_or_has_no_id_is_refused_with_its_claimed_issuer(parties, label, payload, why):
     keys, ring = parties
