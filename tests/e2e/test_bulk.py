@@ -67,7 +67,7 @@ def test_a_job_answers_each_row_and_records_found_rows_only(network, db):
     reason = unique_reason()
     lines = [
         _row(type="ByResidentCode", resident_code=a["resident_code"]),  # 1 found
-        _row(type="ByIndividualNumber", individual_number=b["individual_number"]),  # 2 found
+        _row(type="ByBasicItems", family_name=b["name"]["family_name"], given_name=b["name"]["given_name"], birth_date=b["birth_date"], sex=b["sex"]),  # 2 found
         _row(type="ByResidentCode", resident_code=absent),  # 3 not found
         _row(type="ByResidentCode", resident_code="123"),  # 4 invalid: not a resident code
         "this is not json",  # 5 invalid
