@@ -41,7 +41,7 @@ from sqlalchemy import String, any_, bindparam, event, insert, make_url, select,
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from contracts.affairs import Affair, Criterion, Item, Level, criteria_allowed
+from contracts.affairs import Affair, Item, Level
 from contracts.bulk import (
     MAX_BODY_BYTES, MAX_LINE_BYTES, MAX_ROWS, NDJSON_MEDIA_TYPE, BulkByBasicItems, BulkByIndividualNumber, BulkByPseudonym,
     BulkByResidentCode, BulkJob, BulkJobList, BulkQuery, BulkResultRow,
@@ -55,7 +55,8 @@ from services.common.metrics import count_provisions
 from services.common.outbox import OutboxBacklog
 from services.common.problems import ProblemError
 from services.common.provision import (
-    AGENCY_PARTY_PREFIX, Grant, ProvisionRefused, TooManyResults, authorise, check_criteria, find, items_for, project, record_provisions, subject_for,
+    AGENCY_PARTY_PREFIX, Grant, ProvisionRefused, TooManyResults, authorise, check_criteria, find, items_for, project, record_provisions, refused_criteria,
+    subject_for,
 )
 from services.common.telemetry import tracer
 from services.common.tokens import VerifiedToken
@@ -149,10 +150,10 @@ def parse_row(query: str) -> BulkQuery | str:
         return "; ".join(parts)[:500]
 
 
-def criteria_refusal(affair: Affair, query: BulkQuery) -> str | None:
+def criteria_refusal(affair: Affair, query: BulkQuery, *, refused: tuple[str, ...] | None = None) -> str | None:
     """Why a row may not be answered for the job's affair (a criterion on an item it does not receive), or None."""
     try:
-        check_criteria(affair, query)
+        check_criteria(affair, query, refused=refused)
     except ProvisionRefused as exc:
         return f"{exc.slug}: {exc.detail}"
     return None
@@ -276,13 +277,14 @@ class BulkWorker:
         codes: set[str] = set()
         numbers: set[str] = set()
         resolved: dict[str, str | None] = {}
+        refused = refused_criteria(grant.affair)
         for row in rows:
             if row.status is not None:  # refused at upload; its result is already stored
                 parsed.append((row.row_no, None))
                 continue
             query = parse_row(row.query)
             if not isinstance(query, str):  # the upload refuses a job with such rows; this holds should the catalogue change meanwhile
-                query = criteria_refusal(grant.affair, query) or query
+                query = criteria_refusal(grant.affair, query, refused=refused) or query
             parsed.append((row.row_no, query))
             if isinstance(query, BulkByResidentCode):
                 codes.add(query.resident_code)
@@ -433,7 +435,7 @@ def build_bulk(rt, *, pseudonymizer, topology) -> tuple[APIRouter, Callable[[], 
         job_id = uuid.uuid4()
         invalid_line = f"longer than {MAX_LINE_BYTES} bytes or not UTF-8"
         rows = 0
-        refused = frozenset(c.value for c in set(Criterion) - criteria_allowed(grant.affair))
+        refused = frozenset(refused_criteria(grant.affair))
 
         def checked(lines) -> Iterator[tuple]:
             nonlocal rows
