@@ -36,6 +36,7 @@ import httpx
 import psutil
 import psycopg
 
+from contracts.affairs import AFFAIRS, Criterion, criteria_allowed
 from contracts.identity import IdentityChange
 from services.common.gazetteer import neighborhoods
 from services.network import REPO_ROOT, Network
@@ -159,17 +160,27 @@ def _propagation_round(net: Network, people: list[tuple[str, str]], rng: random.
 
 # --- lookups -------------------------------------------------------------------------------------
 
-async def _lookups(url: str, auth: httpx.Auth, affair: str, codes: list[str], *, seconds: float, concurrency: int) -> tuple[list[float], int, float]:
+def _queries(net: Network, affair: str, codes: list[str]) -> list[dict]:
+    """A lookup of each person for the affair: by resident code where the affair may search by it, otherwise
+    (a pseudonymous affair: you cannot search by what you cannot see) by name and birth date."""
+    if Criterion.resident_code in criteria_allowed(AFFAIRS[affair]):
+        return [{"type": "ByResidentCode", "affair": affair, "resident_code": c} for c in codes]
+    with _connect(net, "national") as conn:
+        rows = conn.execute("select family_name, given_name, birth_date from identity where resident_code = any(%s) order by resident_code", (codes,)).fetchall()
+    return [{"type": "ByBasicItems", "affair": affair, "family_name": f, "birth_date": b.isoformat(), **({"given_name": g} if g else {})} for f, g, b in rows]
+
+
+async def _lookups(url: str, auth: httpx.Auth, queries: list[dict], *, seconds: float, concurrency: int) -> tuple[list[float], int, float]:
     latencies: list[float] = []
     errors = 0
-    rng = random.Random(len(codes))
+    rng = random.Random(len(queries))
     async with httpx.AsyncClient(timeout=30, auth=auth) as client:  # a token signed anew before it ends
         stop = time.perf_counter() + seconds
 
         async def worker() -> None:
             nonlocal errors
             while time.perf_counter() < stop:
-                body = {"type": "ByResidentCode", "affair": affair, "resident_code": rng.choice(codes), "reason": "免許の更新"}
+                body = {**rng.choice(queries), "reason": "免許の更新"}
                 started = time.perf_counter()
                 r = await client.post(url, json=body)
                 if r.status_code == 200 and len(r.json()["persons"]) == 1:
@@ -189,10 +200,11 @@ def _lookup_round(net: Network, tokyo_codes: list[str]) -> dict[str, tuple[list[
     pref_token = net.agency_auth(PREF_AGENCY, audience=serving.party)
     national_url = f"{net.url('national_server.national')}/v1/persons/query"
     national_token = net.agency_auth(NATIONAL_AGENCY)
+    prefectural, national = _queries(net, PREF_AFFAIR, tokyo_codes), _queries(net, NATIONAL_AFFAIR, tokyo_codes)
     return {
-        "prefectural affair, 1 client": asyncio.run(_lookups(pref_url, pref_token, PREF_AFFAIR, tokyo_codes, seconds=LOOKUP_SECONDS, concurrency=1)),
-        f"prefectural affair, {CONCURRENCY} clients": asyncio.run(_lookups(pref_url, pref_token, PREF_AFFAIR, tokyo_codes, seconds=LOOKUP_SECONDS, concurrency=CONCURRENCY)),
-        "control: national affair at the national server, 1 client": asyncio.run(_lookups(national_url, national_token, NATIONAL_AFFAIR, tokyo_codes, seconds=LOOKUP_SECONDS, concurrency=1)),
+        "prefectural affair, 1 client": asyncio.run(_lookups(pref_url, pref_token, prefectural, seconds=LOOKUP_SECONDS, concurrency=1)),
+        f"prefectural affair, {CONCURRENCY} clients": asyncio.run(_lookups(pref_url, pref_token, prefectural, seconds=LOOKUP_SECONDS, concurrency=CONCURRENCY)),
+        "control: national affair at the national server, 1 client": asyncio.run(_lookups(national_url, national_token, national, seconds=LOOKUP_SECONDS, concurrency=1)),
     }
 
 
@@ -201,12 +213,13 @@ def _during_national_outage(net: Network, tokyo_codes: list[str]) -> dict:
     serving = net.topology.prefecture_node("13")
     auth = net.agency_auth(PREF_AGENCY, audience=serving.party)
     answered = failed = 0
+    queries = _queries(net, PREF_AFFAIR, tokyo_codes[:20])
     net.stop_node("national_server.national")
     try:
         with httpx.Client(timeout=5, auth=auth) as client:
-            for code in tokyo_codes[:20]:
+            for body in queries:
                 try:
-                    r = client.post(f"{net.url(serving.id)}/v1/persons/query", json={"type": "ByResidentCode", "affair": PREF_AFFAIR, "resident_code": code})
+                    r = client.post(f"{net.url(serving.id)}/v1/persons/query", json=body)
                     answered += r.status_code == 200
                     failed += r.status_code != 200
                 except httpx.HTTPError:
@@ -275,7 +288,7 @@ def main() -> dict:
             tokyo_codes = [c for c, m in everyone if m in TOKYO]
 
             for net in nets.values():  # warm-up
-                asyncio.run(_lookups(f"{net.url('national_server.national')}/v1/persons/query", net.agency_auth(NATIONAL_AGENCY), NATIONAL_AFFAIR, tokyo_codes, seconds=2, concurrency=2))
+                asyncio.run(_lookups(f"{net.url('national_server.national')}/v1/persons/query", net.agency_auth(NATIONAL_AGENCY), _queries(net, NATIONAL_AFFAIR, tokyo_codes), seconds=2, concurrency=2))
 
             propagation: dict[str, dict[str, list[float]]] = {name: {} for name in nets}
             lookups: dict[str, dict[str, list]] = {name: {} for name in nets}

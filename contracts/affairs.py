@@ -33,6 +33,41 @@ class Item(StrEnum):
     household = "household"  # 世帯情報: members, head, 続柄 (household-based affairs only)
 
 
+class Criterion(StrEnum):
+    """What a query selects persons by: the criteria members of the queries in ``contracts/provision.py``.
+
+    A criterion is an oracle on the item it compares: an answer that depends on it tells the
+    caller whether the person's item fits the guess, so it is the item's disclosure.
+    """
+
+    resident_code = "resident_code"
+    individual_number = "individual_number"
+    pseudonym = "pseudonym"
+    family_name = "family_name"
+    given_name = "given_name"
+    family_name_kana = "family_name_kana"
+    given_name_kana = "given_name_kana"
+    birth_date = "birth_date"
+    sex = "sex"
+    address_contains = "address_contains"
+
+
+#: The item each criterion reveals. None: it reveals no item (a pseudonym is the asking agency's own
+#: handle for a person it was already given; another agency's pseudonym finds nobody).
+CRITERION_ITEMS: dict[Criterion, Item | None] = {
+    Criterion.resident_code: Item.resident_code,
+    Criterion.individual_number: Item.individual_number,
+    Criterion.pseudonym: None,
+    Criterion.family_name: Item.name,
+    Criterion.given_name: Item.name,
+    Criterion.family_name_kana: Item.name_kana,
+    Criterion.given_name_kana: Item.name_kana,
+    Criterion.birth_date: Item.birth_date,
+    Criterion.sex: Item.sex,
+    Criterion.address_contains: Item.address,
+}
+
+
 class Level(StrEnum):
     national = "national"
     prefectural = "prefectural"
@@ -144,6 +179,12 @@ AFFAIRS: dict[str, Affair] = {
         ),
     )
 }
+
+
+def criteria_allowed(affair: Affair) -> frozenset[Criterion]:
+    """The criteria a query for this affair may use: those on items the affair may receive (DESIGN: you cannot
+    search by what you cannot see). ``fields`` narrows what is sent, not what may be asked."""
+    return frozenset(c for c, item in CRITERION_ITEMS.items() if item is None or item in affair.items)
 
 
 def affair(affair_id: str) -> Affair | None:

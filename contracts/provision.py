@@ -14,7 +14,7 @@ from uuid import UUID
 
 from pydantic import Field, StrictInt
 
-from contracts.affairs import Item
+from contracts.affairs import Criterion, Item
 from contracts.base import Contract
 from contracts.identifiers import AgencyPseudonym, IndividualNumber, LocalGovernmentCode, ResidentCode
 from contracts.identity import ChangeReason, RegistrationStatus, Sex
@@ -77,6 +77,17 @@ class ByBasicItems(BasicItemsCriteria, _QueryBase):
 
 
 PersonQuery = Annotated[ByResidentCode | ByIndividualNumber | ByPseudonym | ByBasicItems, Field(discriminator="type")]
+
+#: The person criteria of every query (the bulk rows are these models themselves).
+CRITERIA_MODELS = (ResidentCodeCriteria, IndividualNumberCriteria, PseudonymCriteria, BasicItemsCriteria)
+#: Members of a query that select nobody: its kind, the size of the answer, and the per-query members.
+NOT_CRITERIA = frozenset({"type", "limit", *_QueryBase.model_fields})
+
+
+def criteria_of(query: Contract) -> frozenset[Criterion]:
+    """The criteria a query (interactive, or a bulk row) sets. A member that is neither a criterion
+    nor in :data:`NOT_CRITERIA` raises ValueError: a new criterion must be mapped to its item first."""
+    return frozenset(Criterion(name) for name, value in query if name not in NOT_CRITERIA and value is not None)
 
 
 class ProvidedName(Contract):

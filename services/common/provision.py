@@ -10,17 +10,18 @@ import uuid
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from opentelemetry import trace
-from sqlalchemy import select
+from sqlalchemy import exists, false, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts import topics
-from contracts.affairs import AFFAIRS, Affair, Item, Level
+from contracts.affairs import AFFAIRS, CRITERION_ITEMS, Affair, Criterion, Item, Level, criteria_allowed
 from contracts.identity import IdentityChange
 from contracts.provision import (
     ByBasicItems, ByIndividualNumber, ByPseudonym, ByResidentCode, ProvidedAddress, ProvidedChange, ProvidedKana, ProvidedName,
-    ProvidedPerson, ProvisionRecord,
+    ProvidedPerson, ProvisionRecord, criteria_of,
 )
 from services.common.dv_rules import provided_items
 from services.common.metrics import count_provisions
@@ -47,8 +48,9 @@ class Grant:
     items: tuple[Item, ...]
 
 
-def authorise(topology: Topology, *, agency_id: str, affair_id: str, fields: list[Item] | None, level: Level, prefecture: str | None) -> Grant:
-    """The items this agency may receive for this affair from this provider, or a refusal."""
+def authorise(topology: Topology, *, agency_id: str, affair_id: str, fields: list[Item] | None, level: Level, prefecture: str | None, query=None) -> Grant:
+    """The items this agency may receive for this affair from this provider, or a refusal; with a
+    ``query``, also whether its criteria are on items the affair may receive."""
     agency = topology.agency(agency_id)
     if agency is None:
         raise ProvisionRefused("unknown-agency", f"{agency_id} is not an agency of this network")
@@ -66,6 +68,8 @@ def authorise(topology: Topology, *, agency_id: str, affair_id: str, fields: lis
         items = tuple(i for i in affair.items if i in fields)
     else:
         items = affair.items
+    if query is not None:
+        check_criteria(affair, query)
     return Grant(agency=agency, affair=affair, items=items)
 
 
@@ -122,42 +126,88 @@ def _escape_like(value: str) -> str:
     return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-async def find(session: AsyncSession, identity_model, query, *, municipalities: set[str] | None, resolve_pseudonym: Callable[[str], str | None] | None = None) -> list:
-    """Rows matching the query; raises TooManyResults past the query's limit."""
-    stmt = select(identity_model)
+def refused_criteria(affair: Affair) -> tuple[str, ...]:
+    """The criteria (query members) a query for this affair may not use: those on items it does not receive."""
+    allowed = criteria_allowed(affair)
+    return tuple(c.value for c in Criterion if c not in allowed)
+
+
+def check_criteria(affair: Affair, query, *, refused: tuple[str, ...] | None = None) -> None:
+    """A query selects persons only by items its affair may receive (``criteria_allowed``): a criterion
+    is an oracle on its item, so searching by it is receiving it. Refused before anything is read, so the
+    refusal is the same whoever exists. ``refused``: :func:`refused_criteria` of the affair, when a bulk
+    job asks it once for many rows."""
+    outside = [name for name in (refused_criteria(affair) if refused is None else refused) if getattr(query, name, None) is not None]
+    if outside:
+        raise ProvisionRefused("criterion-not-authorised", f"the affair {affair.id} does not receive the items these criteria select by: {', '.join(outside)}")
+
+
+def criteria_blind_to_protected(affair: Affair) -> frozenset[Criterion]:
+    """Criteria on the items this affair receives of others but not of a person under a DV support
+    measure (the address, unless the affair requires it, R-DV-1). They never discriminate a protected
+    person: see :func:`find`."""
+    withheld = set(affair.items) - set(provided_items(affair.items, requires_address=affair.requires_address, protected=True))
+    return frozenset(c for c, item in CRITERION_ITEMS.items() if item in withheld)
+
+
+class Found(NamedTuple):
+    rows: list  # identity rows, ordered by resident code
+    protected: set[str]  # the resident codes among them a DV support measure protects, read in the same statement
+
+
+async def find(session: AsyncSession, identity_model, query, *, affair: Affair, marker_model, municipalities: set[str] | None,
+               resolve_pseudonym: Callable[[str], str | None] | None = None) -> Found:
+    """Persons matching the query, with their protection; raises TooManyResults past the query's limit.
+
+    The ONE place where a criterion on a withheld item is kept from discriminating a protected person
+    (docs/dv.md, "Searching"): such a criterion is not applied to them at all. A protected person is
+    matched, counted against the limit and ordered exactly as if the criterion had not been given, so the
+    answer is the same whether the guess about their address is right or wrong. Protection is read in the
+    statement that matches, so the match and the projection cannot disagree about it.
+    """
+    check_criteria(affair, query)
+    shielded = (exists().where(marker_model.resident_code == identity_model.resident_code, marker_model.protected.is_(True))
+                if marker_model is not None else false())
+    stmt = select(identity_model, shielded.label("protected"))
     if municipalities is not None:
         stmt = stmt.where(identity_model.municipality_code.in_(municipalities))
+
+    async def rows_of(statement) -> Found:
+        result = (await session.execute(statement)).all()
+        return Found([r[0] for r in result], {r[0].resident_code for r in result if r.protected})
+
     if isinstance(query, ByResidentCode):
-        return list((await session.execute(stmt.where(identity_model.resident_code == query.resident_code))).scalars())
+        return await rows_of(stmt.where(identity_model.resident_code == query.resident_code))
     if isinstance(query, ByPseudonym):
         if resolve_pseudonym is None:
             raise ProvisionRefused("pseudonyms-not-resolved-here", "pseudonyms are resolved only by the national server, for national affairs")
         resident_code = resolve_pseudonym(query.pseudonym)
         if resident_code is None:  # another agency's pseudonym, or none at all: nothing to find
-            return []
-        return list((await session.execute(stmt.where(identity_model.resident_code == resident_code))).scalars())
+            return Found([], set())
+        return await rows_of(stmt.where(identity_model.resident_code == resident_code))
     if isinstance(query, ByIndividualNumber):
-        return list((await session.execute(stmt.where(identity_model.individual_number == query.individual_number))).scalars())
+        return await rows_of(stmt.where(identity_model.individual_number == query.individual_number))
     assert isinstance(query, ByBasicItems)
     if not (query.family_name or query.family_name_kana):
         raise ProvisionRefused("search-needs-name", "a search by basic items needs the family name or its furigana")
-    stmt = stmt.where(identity_model.birth_date == query.birth_date, identity_model.status == "active")
-    if query.family_name:
-        stmt = stmt.where(identity_model.family_name == query.family_name)
-    if query.given_name:
-        stmt = stmt.where(identity_model.given_name == query.given_name)
-    if query.family_name_kana:
-        stmt = stmt.where(identity_model.family_name_kana == query.family_name_kana)
-    if query.given_name_kana:
-        stmt = stmt.where(identity_model.given_name_kana == query.given_name_kana)
-    if query.sex:
-        stmt = stmt.where(identity_model.sex == query.sex.value)
-    if query.address_contains:
-        stmt = stmt.where(identity_model.address_text.like("%" + _escape_like(query.address_contains) + "%"))
-    rows = list((await session.execute(stmt.order_by(identity_model.resident_code).limit(query.limit + 1))).scalars())
-    if len(rows) > query.limit:
+    compares = {
+        Criterion.family_name: lambda: identity_model.family_name == query.family_name,
+        Criterion.given_name: lambda: identity_model.given_name == query.given_name,
+        Criterion.family_name_kana: lambda: identity_model.family_name_kana == query.family_name_kana,
+        Criterion.given_name_kana: lambda: identity_model.given_name_kana == query.given_name_kana,
+        Criterion.birth_date: lambda: identity_model.birth_date == query.birth_date,
+        Criterion.sex: lambda: identity_model.sex == query.sex.value,
+        Criterion.address_contains: lambda: identity_model.address_text.like("%" + _escape_like(query.address_contains) + "%"),
+    }
+    blind = criteria_blind_to_protected(affair)
+    stmt = stmt.where(identity_model.status == "active")
+    for criterion in sorted(criteria_of(query)):
+        compare = compares[criterion]()
+        stmt = stmt.where(or_(compare, shielded) if criterion in blind else compare)
+    found = await rows_of(stmt.order_by(identity_model.resident_code).limit(query.limit + 1))
+    if len(found.rows) > query.limit:
         raise TooManyResults()
-    return rows
+    return found
 
 
 def record_provisions(session: AsyncSession, outbox_model, *, provider: str, grant: Grant, rows: list, reason: str | None, query_type: str, trace_id: str | None, bulk_job_id=None, notification_id=None, protected: Collection[str] = ()) -> list[ProvisionRecord]:
@@ -212,7 +262,6 @@ def provision_router(rt, *, identity_model, outbox_model, relay, level: Level, p
     from contracts.provision import PersonQuery, QueryResult
     from services.common.auth import bearer_verifier
     from services.common.problems import ProblemError
-    from services.common.protection import protected_codes
     from services.common.tokens import VerifiedToken
 
     router = APIRouter(prefix="/v1", tags=["provision"])
@@ -236,15 +285,15 @@ def provision_router(rt, *, identity_model, outbox_model, relay, level: Level, p
         agency_id = token.issuer.removeprefix(AGENCY_PARTY_PREFIX)
         level, prefecture, municipalities, pseudonymizer = scope_of(agency_id)
         try:
-            grant = authorise(topology, agency_id=agency_id, affair_id=query.affair, fields=query.fields, level=level, prefecture=prefecture)
+            grant = authorise(topology, agency_id=agency_id, affair_id=query.affair, fields=query.fields, level=level, prefecture=prefecture, query=query)
         except ProvisionRefused as exc:
             raise ProblemError(403, exc.slug, "Not authorised for this affair", exc.detail) from None
         trace_id = f"{trace.get_current_span().get_span_context().trace_id:032x}"
         try:
             async with rt.sessions() as session, session.begin():
                 resolve = (lambda p: pseudonymizer.resolve(agency_id, p)) if pseudonymizer is not None else None
-                rows = await find(session, identity_model, query, municipalities=municipalities, resolve_pseudonym=resolve)
-                shielded = await protected_codes(session, marker_model, [r.resident_code for r in rows]) if marker_model is not None else set()  # DV markers
+                rows, shielded = await find(session, identity_model, query, affair=grant.affair, marker_model=marker_model, municipalities=municipalities,
+                                            resolve_pseudonym=resolve)  # with their DV protection
                 persons = [project(row, items_for(grant, protected=row.resident_code in shielded), pseudonym=subject_for(grant, row.resident_code, pseudonymizer)[1],
                                    protected=row.resident_code in shielded) for row in rows]
                 records = record_provisions(session, outbox_model, provider=rt.party, grant=grant, rows=rows, reason=query.reason, query_type=query.type, trace_id=trace_id,

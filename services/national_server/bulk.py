@@ -41,7 +41,7 @@ from sqlalchemy import String, any_, bindparam, event, insert, make_url, select,
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from contracts.affairs import Item, Level
+from contracts.affairs import Affair, Item, Level
 from contracts.bulk import (
     MAX_BODY_BYTES, MAX_LINE_BYTES, MAX_ROWS, NDJSON_MEDIA_TYPE, BulkByBasicItems, BulkByIndividualNumber, BulkByPseudonym,
     BulkByResidentCode, BulkJob, BulkJobList, BulkQuery, BulkResultRow,
@@ -55,13 +55,13 @@ from services.common.metrics import count_provisions
 from services.common.outbox import OutboxBacklog
 from services.common.problems import ProblemError
 from services.common.provision import (
-    AGENCY_PARTY_PREFIX, Grant, ProvisionRefused, TooManyResults, authorise, find, items_for, project, record_provisions, subject_for,
+    AGENCY_PARTY_PREFIX, Grant, ProvisionRefused, TooManyResults, authorise, check_criteria, find, items_for, project, record_provisions, refused_criteria,
+    subject_for,
 )
 from services.common.telemetry import tracer
 from services.common.tokens import VerifiedToken
 from services.national_server.bulk_models import BulkJobRow, BulkOutbox, BulkRow
 from services.national_server.models import ProtectionMarkerRow
-from services.common.protection import protected_codes
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +148,27 @@ def parse_row(query: str) -> BulkQuery | str:
             loc = ".".join(str(p) for p in err.get("loc", ()) if p not in ("ByResidentCode", "ByIndividualNumber", "ByPseudonym", "ByBasicItems"))
             parts.append(f"{loc}: {err['msg']}" if loc else err["msg"])
         return "; ".join(parts)[:500]
+
+
+def criteria_refusal(affair: Affair, query: BulkQuery, *, refused: tuple[str, ...] | None = None) -> str | None:
+    """Why a row may not be answered for the job's affair (a criterion on an item it does not receive), or None."""
+    try:
+        check_criteria(affair, query, refused=refused)
+    except ProvisionRefused as exc:
+        return f"{exc.slug}: {exc.detail}"
+    return None
+
+
+def refused_criteria_in(line: bytes, refused: frozenset[str]) -> list[str]:
+    """The criteria of one uploaded line that its job's affair may not use (pure, fast: a line that does not
+    even name one is not parsed). A line that is not JSON is left to the worker to answer ``invalid``."""
+    if not refused or not any(f'"{name}"'.encode() in line for name in refused):
+        return []
+    try:
+        row = json.loads(line)
+    except ValueError:
+        return []
+    return sorted(name for name in refused if isinstance(row, dict) and row.get(name) is not None)
 
 
 def result_line(row_no: int, status: str, *, persons: list[ProvidedPerson] = (), reason: str | None = None) -> str:
@@ -256,11 +277,14 @@ class BulkWorker:
         codes: set[str] = set()
         numbers: set[str] = set()
         resolved: dict[str, str | None] = {}
+        refused = refused_criteria(grant.affair)
         for row in rows:
             if row.status is not None:  # refused at upload; its result is already stored
                 parsed.append((row.row_no, None))
                 continue
             query = parse_row(row.query)
+            if not isinstance(query, str):  # the upload refuses a job with such rows; this holds should the catalogue change meanwhile
+                query = criteria_refusal(grant.affair, query, refused=refused) or query
             parsed.append((row.row_no, query))
             if isinstance(query, BulkByResidentCode):
                 codes.add(query.resident_code)
@@ -287,7 +311,9 @@ class BulkWorker:
                 status, reason = "invalid", query
             elif isinstance(query, BulkByBasicItems):
                 try:
-                    matched = await find(session, self._identity, ByBasicItems(affair=grant.affair.id, **query.model_dump()), municipalities=None)
+                    matched, protected = await find(session, self._identity, ByBasicItems(affair=grant.affair.id, **query.model_dump()), affair=grant.affair,
+                                                    marker_model=ProtectionMarkerRow, municipalities=None)
+                    shielded |= protected
                 except TooManyResults:
                     status = "too_many_results"
                 except ProvisionRefused as exc:
@@ -305,8 +331,6 @@ class BulkWorker:
             if matched:
                 status = "found"
                 found += 1
-                if isinstance(query, BulkByBasicItems):
-                    shielded |= await protected_codes(session, ProtectionMarkerRow, [p.resident_code for p in matched])
                 persons = [project(p, items_for(grant, protected=p.resident_code in shielded), pseudonym=subject_for(grant, p.resident_code, self._pseudonymizer)[1],
                                    protected=p.resident_code in shielded) for p in matched]
                 provided_rows.extend(matched)
@@ -411,6 +435,7 @@ def build_bulk(rt, *, pseudonymizer, topology) -> tuple[APIRouter, Callable[[], 
         job_id = uuid.uuid4()
         invalid_line = f"longer than {MAX_LINE_BYTES} bytes or not UTF-8"
         rows = 0
+        refused = frozenset(refused_criteria(grant.affair))
 
         def checked(lines) -> Iterator[tuple]:
             nonlocal rows
@@ -420,6 +445,10 @@ def build_bulk(rt, *, pseudonymizer, topology) -> tuple[APIRouter, Callable[[], 
                     raise ProblemError(413, "job-too-large", "The job is too large", f"a job may have at most {MAX_ROWS} rows")
                 if rows == 1 and (line is None or not looks_like_ndjson(line)):
                     raise ProblemError(400, "not-ndjson", "The body is not NDJSON", "the first line is not a JSON object")
+                outside = refused_criteria_in(line, refused) if line is not None else []
+                if outside:  # as an interactive query would be: the whole job, before anything is stored or answered
+                    raise ProblemError(403, "criterion-not-authorised", "Not authorised for this affair",
+                                       f"row {row_no}: the affair {grant.affair.id} does not receive the items these criteria select by: {', '.join(outside)}")
                 try:
                     value = line.decode("utf-8") if line is not None else None
                 except UnicodeDecodeError:

@@ -67,7 +67,7 @@ def test_a_job_answers_each_row_and_records_found_rows_only(network, db):
     reason = unique_reason()
     lines = [
         _row(type="ByResidentCode", resident_code=a["resident_code"]),  # 1 found
-        _row(type="ByIndividualNumber", individual_number=b["individual_number"]),  # 2 found
+        _row(type="ByBasicItems", family_name=b["name"]["family_name"], given_name=b["name"]["given_name"], birth_date=b["birth_date"], sex=b["sex"]),  # 2 found
         _row(type="ByResidentCode", resident_code=absent),  # 3 not found
         _row(type="ByResidentCode", resident_code="123"),  # 4 invalid: not a resident code
         "this is not json",  # 5 invalid
@@ -120,12 +120,15 @@ def test_a_pseudonymous_affair_gets_pseudonyms_and_resolves_them(network, db):
     b = register(network, "272035")
     for person in (a, b):
         wait_until(lambda: _at_national(db, person["resident_code"]), what="registration at national")
-    issued = query(network, "mofa-passport", {"type": "ByResidentCode", "affair": "passport-issuance", "resident_code": a["resident_code"]})
+    def by_name(person: dict) -> dict:  # a pseudonymous affair searches by what it receives, never by the resident code
+        return {"type": "ByBasicItems", "family_name": person["name"]["family_name"], "given_name": person["name"]["given_name"], "birth_date": person["birth_date"]}
+
+    issued = query(network, "mofa-passport", {**by_name(a), "affair": "passport-issuance"})
     pseudonym = issued.json()["persons"][0]["pseudonym"]
 
     submitted = submit(network, "mofa-passport", "passport-issuance", [
         _row(type="ByPseudonym", pseudonym=pseudonym),
-        _row(type="ByResidentCode", resident_code=b["resident_code"]),
+        _row(**by_name(b)),
     ])
     assert submitted.status_code == 202, submitted.text
     job_id = submitted.json()["job_id"]

@@ -58,8 +58,11 @@ def test_prefectural_affairs_are_served_for_the_prefectures_own_residents_only(n
     serving_13, serving_27 = prefecture_node(network, "13"), prefecture_node(network, "27")
     wait_until(lambda: db(serving_13.database).value("select count(*) from identity where resident_code = %s", (tokyo["resident_code"],)) == 1, what=f"Tokyo resident at {serving_13.id}")
     wait_until(lambda: db(serving_27.database).value("select count(*) from identity where resident_code = %s", (osaka["resident_code"],)) == 1, what=f"Osaka resident at {serving_27.id}")
-    licence = {"type": "ByResidentCode", "affair": "pref-driver-license"}
-    found = query(network, "tokyo-police-license", {**licence, "resident_code": tokyo["resident_code"]})
+    def licence(person: dict) -> dict:  # a pseudonymous affair searches by what it receives, never by the resident code
+        return {"type": "ByBasicItems", "affair": "pref-driver-license", "family_name": person["name"]["family_name"], "given_name": person["name"]["given_name"],
+                "birth_date": person["birth_date"]}
+
+    found = query(network, "tokyo-police-license", licence(tokyo))
     assert found.status_code == 200, found.text
     [person] = found.json()["persons"]
     assert person["resident_code"] is None and person["pseudonym"] is None, "the driver-licence affair carries no identifier, as at a prefecture server"
@@ -68,7 +71,7 @@ def test_prefectural_affairs_are_served_for_the_prefectures_own_residents_only(n
     provider = wait_until(lambda: db("provlog").value("select provider from provision_records where record_id = %s", (record_id,)), what="the provision record")
     assert provider == serving_13.party
     # only persons of the agency's own prefecture
-    other = query(network, "tokyo-police-license", {**licence, "resident_code": osaka["resident_code"]})
+    other = query(network, "tokyo-police-license", licence(osaka))
     assert other.status_code == 200 and other.json()["persons"] == [] and other.headers.get("x-provision-records", "") == ""
     welfare = query(network, "osaka-welfare", {"type": "ByResidentCode", "affair": "pref-disability-certificate", "resident_code": osaka["resident_code"]})
     assert [p["resident_code"] for p in welfare.json()["persons"]] == [osaka["resident_code"]]
@@ -77,13 +80,15 @@ def test_prefectural_affairs_are_served_for_the_prefectures_own_residents_only(n
     before = db(serving_13.database).value("select count(*) from refusals")
     not_authorised = query(network, "tokyo-police-license", {"type": "ByResidentCode", "affair": "pref-disability-certificate", "resident_code": tokyo["resident_code"]})
     assert not_authorised.status_code == 403 and _slug(not_authorised) == "affair-not-authorised"
-    beyond = query(network, "tokyo-police-license", {**licence, "resident_code": tokyo["resident_code"], "fields": ["name", "change"]})
+    beyond = query(network, "tokyo-police-license", {**licence(tokyo), "fields": ["name", "change"]})
     assert beyond.status_code == 403 and _slug(beyond) == "fields-not-authorised"
-    assert db(serving_13.database).value("select count(*) from refusals") >= before + 2
+    by_code = query(network, "tokyo-police-license", {"type": "ByResidentCode", "affair": "pref-driver-license", "resident_code": tokyo["resident_code"]})
+    assert by_code.status_code == 403 and _slug(by_code) == "criterion-not-authorised"
+    assert db(serving_13.database).value("select count(*) from refusals") >= before + 3
     pseudonymous = query(network, "tokyo-police-license", {"type": "ByPseudonym", "affair": "pref-driver-license", "pseudonym": "p1" + "a" * 44})
     assert pseudonymous.status_code == 400 and _slug(pseudonymous) == "pseudonyms-not-resolved-here"
     # a national agency does not get prefectural affairs from anyone
-    national_agency = query(network, "pension-service", {**licence, "resident_code": tokyo["resident_code"]})
+    national_agency = query(network, "pension-service", licence(tokyo))
     assert national_agency.status_code == 403 and _slug(national_agency) == "affair-not-authorised"
 
 
@@ -120,8 +125,9 @@ def test_search_by_basic_items_with_limit(network, db):
     assert people[0]["resident_code"] in [p["resident_code"] for p in narrowed.json()["persons"]]
     by_kana = query(network, "pension-service", {"type": "ByBasicItems", "affair": "pension-benefits", "family_name_kana": kana, "birth_date": born.isoformat(), "limit": 50})
     assert {p["resident_code"] for p in people} <= {p["resident_code"] for p in by_kana.json()["persons"]}
+    # pension benefits do not receive the individual number, so they cannot search by it either
     by_number = query(network, "pension-service", {"type": "ByIndividualNumber", "affair": "pension-benefits", "individual_number": people[1]["individual_number"]})
-    assert [p["resident_code"] for p in by_number.json()["persons"]] == [people[1]["resident_code"]]
+    assert by_number.status_code == 403 and by_number.json()["type"].endswith("/criterion-not-authorised")
 
 
 def test_one_trace_from_counter_to_agency(network, db):
