@@ -330,7 +330,7 @@ async def resident_view(session: AsyncSession, resident_code: str, *, key: Ed255
     paths: dict[int, list[bytes] | None] = {}
     if tree.checkpoint is not None:
         paths = await inclusion_paths(session, [leaf.leaf_index for leaf in leaves] + [leaf.leaf_index for leaf, _ in incident_leaves], tree.checkpoint.size)
-    payloads = dict((await session.execute(select(ProvisionEntry.record_id, ProvisionEntry.payload).where(ProvisionEntry.record_id.in_(record_ids))))) if record_ids else {}
+    payloads = dict((await session.execute(select(ProvisionEntry.record_id, ProvisionEntry.payload).where(ProvisionEntry.record_id.in_(record_ids)))).all()) if record_ids else {}
     stored_incidents = await _stored_incidents(session, [leaf.record_id for leaf, _ in incident_leaves])
     incidents_of: dict[str, list] = {r: [] for r in record_ids}
     for leaf, entry in incident_leaves:
