@@ -193,7 +193,7 @@ def portal_router(rt: Runtime, log_settings: LogSettings, *, proof_for: Callable
             if shown is not None:
                 view |= {
                     "provided_at": shown.provided_at, "provided_at_json": shown.model_dump(mode="json")["provided_at"],
-                    "items": " ".join(shown.items), "item_labels": "、".join(ITEM_LABELS.get(i, str(i)) for i in shown.items),
+                    "item_codes": " ".join(shown.items), "item_labels": "、".join(ITEM_LABELS.get(i, str(i)) for i in shown.items),
                     "provider_code": shown.provider, "provider": provider_label(shown.provider, prefectures),
                     "query_type": shown.query_type, "query": QUERY_LABELS.get(shown.query_type, shown.query_type),
                     "recipient_code": shown.recipient, "affair_code": shown.affair,

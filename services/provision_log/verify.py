@@ -187,17 +187,18 @@ def check_proofs(paths: list[InclusionPaths], leaves: list[LogLeaf], checkpoint:
 
 def fetch_log(url: str) -> tuple[str, list[LogLeaf]]:
     """The newest checkpoint and every leaf it covers, from a running log."""
-    note, leaves, _ = fetch_audit(url, proofs=False)
+    note, leaves, _, _ = fetch_audit(url, proofs=False)
     return note, leaves
 
 
-def fetch_audit(url: str, *, proofs: bool = True) -> tuple[str, list[LogLeaf], list[InclusionPaths]]:
-    """The newest checkpoint, every leaf it covers, and (``proofs``) every leaf's inclusion proof at its size."""
+def fetch_audit(url: str, *, proofs: bool = True) -> tuple[str, list[LogLeaf], list[InclusionPaths], int]:
+    """The newest checkpoint, every leaf it covers, (``proofs``) every leaf's inclusion proof at its size,
+    and how many stored records no leaf commits to."""
     with httpx.Client(base_url=url.rstrip("/"), timeout=60) as client:
         note = client.get("/v1/log/checkpoint").raise_for_status().text
         size = cp.parse(note)[0].size
         leaves: list[LogLeaf] = []
-        unlogged = None
+        unlogged = 0
         while len(leaves) < size:
             page = LogLeaves.model_validate_json(client.get("/v1/log/leaves", params={"start": len(leaves), "limit": 1000}).raise_for_status().content)
             if page.records_without_leaf is not None:
@@ -205,8 +206,6 @@ def fetch_audit(url: str, *, proofs: bool = True) -> tuple[str, list[LogLeaf], l
             if not page.leaves:
                 break
             leaves.extend(leaf for leaf in page.leaves if leaf.leaf_index < size)
-        if unlogged:
-            raise VerificationFailed(f"{unlogged} stored records have no leaf in the log (added or re-identified in the log's database)")
         paths: list[InclusionPaths] = []
         if proofs:
             for start in range(0, size, 1000):
@@ -214,7 +213,7 @@ def fetch_audit(url: str, *, proofs: bool = True) -> tuple[str, list[LogLeaf], l
                 if response.status_code == 400:
                     raise VerificationFailed(f"the log cannot prove its leaves: {response.json().get('detail')}")
                 paths.append(InclusionPaths.model_validate_json(response.raise_for_status().content))
-        return note, leaves, paths
+        return note, leaves, paths, unlogged
 
 
 # --- command line ---------------------------------------------------------------------------
@@ -293,9 +292,11 @@ def audit(
 
     def check() -> str:
         public_key = load_public_key(key.read_bytes())
-        note, items, paths = fetch_audit(url)
+        note, items, paths, unlogged = fetch_audit(url)
         c = check_log(items, note, public_key, origin=origin, stored=True)
         check_proofs(paths, items, c)
+        if unlogged:
+            raise VerificationFailed(f"{unlogged} stored records have no leaf in the log (added or re-identified in the log's database)")
         message = f"all {c.size} leaves verify against the signed root; every stored record matches its leaf; every proof the log gives verifies"
         if previous is not None:
             old = cp.parse(previous.read_text())[0]
