@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
 
-import logging
-
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from sqlalchemy import DateTime, String, any_, bindparam, delete, func, insert, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -34,7 +32,6 @@ from services.provision_log.models import (
 )
 
 T = TypeVar("T")
-log = logging.getLogger(__name__)
 
 
 class NotFound(Exception):
