@@ -160,6 +160,18 @@ class ProvisionRecord(Contract):
     trace_id: str | None = None
 
 
+class WithheldRecord(Contract):
+    """A provision the log holds for the resident whose stored record is not served: it does not match its leaf."""
+
+    record_id: UUID
+    leaf_index: int
+    status: str  # see contracts.transparency.RecordStatus
+    problem: str
+
+
 class ProvisionRecordList(Contract):
+    """The resident's records that match their leaves in the log; the others are listed as withheld."""
+
     resident_code: str
     records: list[ProvisionRecord]
+    withheld: list[WithheldRecord] = []

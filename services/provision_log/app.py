@@ -18,8 +18,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts import topics
 from contracts.base import BIGINT_MAX
-from contracts.provision import ProvisionRecord, ProvisionRecordList
-from contracts.transparency import ConsistencyProof, IncidentRecorded, IncidentReport, InclusionProof, LogLeaves, ResidentProvisionList
+from contracts.provision import ProvisionRecord, ProvisionRecordList, WithheldRecord
+from contracts.transparency import (
+    ConsistencyProof, IncidentRecorded, IncidentReport, InclusionPaths, InclusionProof, LogLeaves, ResidentProvisionList,
+)
 from services.common.auth import bearer_verifier
 from services.common.kafka import StoredOffsetConsumer
 from services.common.problems import ProblemError, install_problem_handlers
@@ -56,8 +58,11 @@ class LogKeeper:
         self._key = load_private_key(rt.settings.private_key)
 
     async def checkpoint_once(self) -> None:
-        async with self._rt.sessions() as session, session.begin():
-            await store.sign_checkpoint(session, key=self._key, origin=self._settings.origin, now=datetime.now(UTC).replace(microsecond=0))
+        try:
+            async with self._rt.sessions() as session, session.begin():
+                await store.sign_checkpoint(session, key=self._key, origin=self._settings.origin, now=datetime.now(UTC).replace(microsecond=0))
+        except store.TreeDamaged as exc:
+            log.error("not signing a checkpoint: %s", exc)
 
     async def expire_once(self) -> int:
         async with self._rt.sessions() as session, session.begin():
@@ -71,8 +76,11 @@ class LogKeeper:
             try:
                 async with self._rt.sessions() as session, session.begin():
                     appended = await store.append_missing(session)
+                    marked = await store.mark_earlier_erasures(session, now=datetime.now(UTC), years=self._settings.retention_years)
                 if appended:
                     log.info("appended %s earlier records to the tree", appended)
+                if marked:
+                    log.info("marked %s leaves erased earlier with an erasure leaf", marked)
                 break
             except asyncio.CancelledError:
                 raise
@@ -127,21 +135,29 @@ def build_app(settings: ServiceSettings) -> FastAPI:
     operator_token = bearer_verifier(rt.keys, audience=rt.party, allowed_issuers=may_report_incidents)
     public_key_pem = rt.keys.key_for(rt.party)
 
+    async def view_of(code: str, limit: int):
+        async with rt.sessions() as session:
+            return await store.resident_view(session, code, key=public_key_pem, origin=log_settings.origin, limit=limit, now=datetime.now(UTC))
+
     @app.get("/v1/me/provisions", response_model=ProvisionRecordList, tags=["resident"])
     async def my_provisions(token: Annotated[VerifiedToken, Depends(resident_token)], limit: Annotated[int, Query(ge=1, le=500)] = 100) -> ProvisionRecordList:
-        """Who received my identity information, newest first (resident credential required)."""
+        """Who received my identity information, newest first (resident credential required).
+
+        Only records that match their leaf in the log are served; the others are listed in `withheld`
+        with the reason (altered, gone, or not provable under the signed checkpoint)."""
         code = resident_of(token)
-        async with rt.sessions() as session:
-            rows = await store.resident_provisions(session, code, limit=limit)
-        return ProvisionRecordList(resident_code=code, records=[r.record for r in rows])
+        rows = await view_of(code, limit)
+        return ProvisionRecordList(
+            resident_code=code, records=[r.record for r in rows if r.record is not None],
+            withheld=[WithheldRecord(record_id=r.record_id, leaf_index=r.leaf_index, status=r.status.value, problem=r.problem or "") for r in rows if r.record is None],
+        )
 
     @app.get("/v1/me/log", response_model=ResidentProvisionList, tags=["resident"])
     async def my_log(token: Annotated[VerifiedToken, Depends(resident_token)], limit: Annotated[int, Query(ge=1, le=500)] = 100) -> ResidentProvisionList:
-        """My provisions, newest first, with their place in the log and any incident recorded against them."""
+        """My leaves in the log, newest first: each with `verified` and `status`, the stored record only when it
+        matches its leaf, what the leaf itself says, and the incidents whose leaves name it."""
         code = resident_of(token)
-        async with rt.sessions() as session:
-            rows = await store.resident_provisions(session, code, limit=limit)
-        return ResidentProvisionList(resident_code=code, records=rows)
+        return ResidentProvisionList(resident_code=code, records=await view_of(code, limit))
 
     @app.get("/v1/me/provisions/{record_id}/proof", response_model=InclusionProof, tags=["resident"])
     async def my_proof(record_id: UUID, token: Annotated[VerifiedToken, Depends(resident_token)]) -> InclusionProof:
@@ -180,6 +196,16 @@ def build_app(settings: ServiceSettings) -> FastAPI:
         """Leaves in order, for auditors who recompute the tree (`verify audit`). Expired entries keep only their hash."""
         async with rt.sessions() as session:
             return await store.leaves(session, start, limit)
+
+    @app.get("/v1/log/proofs", response_model=InclusionPaths, tags=["log"])
+    async def proofs(size: Annotated[int, Query(ge=1)], start: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=1, le=1000)] = 1000) -> InclusionPaths:
+        """The inclusion proof of every leaf in a range at a tree size, as the stored tree gives them: `verify audit`
+        checks each against the signed root, so an altered node is found even where no resident looks."""
+        async with rt.sessions() as session:
+            try:
+                return await store.range_inclusion_paths(session, size, start, limit)
+            except store.NotFound as exc:
+                raise ProblemError(400, "no-such-proof", "The log cannot give these proofs", str(exc)) from None
 
     @app.get("/v1/log/key", response_class=PlainTextResponse, tags=["log"])
     async def public_key() -> PlainTextResponse:

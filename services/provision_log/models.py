@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, DateTime, ForeignKey, LargeBinary, SmallInteger, String, Text, func
+from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, LargeBinary, SmallInteger, String, Text, func, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from services.common.kafka import ConsumerOffsetMixin, DeadLetterMixin, MessageReceiptMixin
@@ -32,12 +32,19 @@ class ProvisionEntry(ProvisionLogBase):
 class LogLeaf(ProvisionLogBase):
     """One leaf of the Merkle tree: the exact entry text and its hash.
 
-    ``record_id`` (a provision record or an incident) is unique, so a record
-    delivered twice is appended once. When an entry expires its text, salt and
-    resident code are erased; the hash stays, so every proof still verifies.
+    ``record_id`` (a provision record, an incident or an erasure) is unique, so a
+    record delivered twice is appended once. When an entry expires its text, salt
+    and resident code are erased; the hash stays, so every proof still verifies,
+    and an erasure leaf names the erased leaves. ``resident_code`` is the
+    resident index: the resident's view finds their leaves by it, and checks each
+    against the tag the leaf commits to.
     """
 
     __tablename__ = "log_leaves"
+    __table_args__ = (
+        Index("ix_log_leaves_incidents", "leaf_index", postgresql_where=text("kind = 'incident'")),
+        Index("ix_log_leaves_erasures", "leaf_index", postgresql_where=text("kind = 'erasure'")),
+    )
     leaf_index: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     record_id: Mapped[str] = mapped_column(String(36), unique=True)
     kind: Mapped[str] = mapped_column(String(20))

@@ -8,10 +8,17 @@ portal then sets an HttpOnly, SameSite=Lax cookie holding a short session
 token signed by the provision log's own key (audience
 ``provision-log-portal``), and the credential itself is not kept.
 
-Each record shows a badge from the server's own check of its inclusion proof,
-a button that checks the same proof in the browser (Web Crypto: SHA-256 and
-Ed25519 against the log's public key), and the proof bundle to download for
-``python -m services.provision_log.verify inclusion``.
+The page shows only what the log proves. Each of the resident's leaves is
+listed (found in the log, not in the records table); the stored record is
+shown only when it is the one its leaf commits to, with a badge from the
+server's check (the record against its leaf, the leaf's inclusion proof
+against the newest signed checkpoint). Otherwise the record is marked
+「この記録は検証できません」 with the reason, and only what the leaf itself
+proves is shown. A button checks the same in the browser: ``assets/verify.js``
+rebuilds the record from the fields displayed, hashes it, and checks it
+against the leaf and the leaf's inclusion proof to the signed checkpoint (Web
+Crypto: SHA-256 and Ed25519 against the log's public key); the proof bundle
+downloads for ``python -m services.provision_log.verify inclusion``.
 """
 
 from __future__ import annotations
@@ -30,8 +37,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from contracts.affairs import Item
-from contracts.transparency import IncidentKind, InclusionProof
+from contracts.affairs import AFFAIRS, Item
+from contracts.transparency import IncidentKind, InclusionProof, RecordStatus
 from services.common.problems import ProblemError
 from services.common.runtime import Runtime
 from services.common.tokens import RESIDENT_CREDENTIAL_MAX_SECONDS, RESIDENT_CREDENTIAL_SCOPE, TokenRefused
@@ -66,6 +73,18 @@ ITEM_LABELS = {
 }
 QUERY_LABELS = {"ByResidentCode": "住民票コードによる照会", "ByIndividualNumber": "個人番号による照会", "ByBasicItems": "基本4情報による検索"}
 INCIDENT_LABELS = {IncidentKind.wrong_lookup: "誤った照会", IncidentKind.wrong_provision: "誤った提供"}
+UNVERIFIABLE = "この記録は検証できません"
+PROBLEM_LABELS = {
+    RecordStatus.record_altered: "保存されている記録が、ログに記録された内容と一致しません（改ざんの可能性があります）。ログが証明する内容だけを表示しています。",
+    RecordStatus.record_missing: "ログには提供の記録がありますが、保存されている記録が見つかりません（削除された可能性があります）。ログが証明する内容だけを表示しています。",
+    RecordStatus.not_in_signed_log: "この記録は、署名されたログで確認できません（記録、ログまたはチェックポイントが改ざんされた可能性があります）。",
+    RecordStatus.index_mismatch: "ログの索引と記録の印が一致しません（改ざんの可能性があります）。",
+}
+INCIDENT_PROBLEM_LABELS = {
+    RecordStatus.record_altered: "この事故の説明は、ログに記録された内容と一致しないため表示できません。",
+    RecordStatus.record_missing: "この事故の説明が見つかりません（削除された可能性があります）。",
+    RecordStatus.not_in_signed_log: "事故の記録がありますが、署名されたログで確認できません。",
+}
 
 
 def jst(moment: datetime) -> str:
@@ -89,8 +108,6 @@ def provider_label(provider: str, prefectures: dict[str, str]) -> str:
 
 
 def portal_router(rt: Runtime, log_settings: LogSettings, *, proof_for: Callable[[Runtime, str, UUID], Awaitable[InclusionProof]]) -> APIRouter:
-    from services.provision_log.verify import VerificationFailed, check_inclusion
-
     router = APIRouter(prefix="/portal", include_in_schema=False)
     env = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=select_autoescape(["html"]))
     env.filters["jst"] = jst
@@ -158,24 +175,33 @@ def portal_router(rt: Runtime, log_settings: LogSettings, *, proof_for: Callable
         if code is None:
             return RedirectResponse("/portal/login", status_code=303, headers=SECURITY_HEADERS)
         async with rt.sessions() as session:
-            rows = await store.resident_provisions(session, code, limit=200)
+            rows = await store.resident_view(session, code, key=public_key, origin=log_settings.origin, limit=200, now=datetime.now(UTC))
             latest = await store.latest_checkpoint(session)
         views = []
         for row in rows:
-            badge = "pending"
-            if row.leaf_index is not None and latest is not None and latest.tree_size > row.leaf_index:
-                try:
-                    check_inclusion(await proof_for(rt, code, row.record.record_id), public_key, resident_code=code, origin=log_settings.origin)
-                    badge = "ok"
-                except (VerificationFailed, ProblemError):
-                    badge = "failed"
-            views.append({
-                "r": row.record, "leaf_index": row.leaf_index, "badge": badge,
-                "item_labels": "、".join(ITEM_LABELS.get(i, str(i)) for i in row.record.items),
-                "provider": provider_label(row.record.provider, prefectures),
-                "query": QUERY_LABELS.get(row.record.query_type, row.record.query_type),
-                "incidents": [{"label": INCIDENT_LABELS[i.kind], "i": i, "reporter": party_label(i.reporter, prefectures, agencies)} for i in row.incidents],
-            })
+            shown = row.record or row.logged  # the stored record only when it matches its leaf; else what the leaf proves
+            badge = {RecordStatus.verified: "ok", RecordStatus.pending: "pending"}.get(row.status, "failed")
+            view = {
+                "record_id": str(row.record_id), "leaf_index": row.leaf_index, "badge": badge, "status": row.status.value,
+                "problem": PROBLEM_LABELS.get(row.status), "detail": row.problem, "r": row.record, "old_format": bool(row.unbound_fields),
+                "incidents": [{
+                    "label": INCIDENT_LABELS[i.kind] if i.kind else "事故", "i": i,
+                    "reporter": party_label(i.reporter, prefectures, agencies) if i.reporter else "",
+                    "problem": INCIDENT_PROBLEM_LABELS.get(i.status),
+                    "reported_at_json": i.model_dump(mode="json")["reported_at"],
+                } for i in row.incidents],
+            }
+            if shown is not None:
+                view |= {
+                    "provided_at": shown.provided_at, "provided_at_json": shown.model_dump(mode="json")["provided_at"],
+                    "item_codes": " ".join(shown.items), "item_labels": "、".join(ITEM_LABELS.get(i, str(i)) for i in shown.items),
+                    "provider_code": shown.provider, "provider": provider_label(shown.provider, prefectures),
+                    "query_type": shown.query_type, "query": QUERY_LABELS.get(shown.query_type, shown.query_type),
+                    "recipient_code": shown.recipient, "affair_code": shown.affair,
+                    "recipient_name": row.record.recipient_name if row.record else agencies.get(shown.recipient, shown.recipient),
+                    "affair_name": row.record.affair_name if row.record else (AFFAIRS[shown.affair].name if shown.affair in AFFAIRS else shown.affair),
+                }
+            views.append(view)
         return page(
             "portal.html", resident_code=code, records=views, checkpoint=latest, key_b64=base64.b64encode(raw_key).decode(),
             key_fingerprint=key_fingerprint, origin=log_settings.origin, now=datetime.now(UTC),

@@ -5,13 +5,20 @@ Checks, from the log's published public key alone:
 - ``inclusion BUNDLE``: a record's proof bundle (from the portal or
   ``/v1/me/provisions/{id}/proof``): the checkpoint's signature, that the
   entry is in the tree under the signed root, that the per-entry tag is the
-  resident's, and that the stated reason is the one committed to;
+  resident's, that the stated reason is the one committed to, that the record
+  in the bundle is the one the leaf commits to (``provision/v2``: the whole
+  record; ``provision/v1``: the fields the leaf carries), and that each
+  incident in the bundle is a leaf under the same root naming the record,
+  with the explanation it commits to;
 - ``consistency OLD NEW PROOF``: that the log of the newer checkpoint extends
   the older one (nothing was removed or rewritten in between);
 - ``log LEAVES CHECKPOINT``: a full audit — every leaf's hash is the hash of its
-  entry, no leaf is missing, and the recomputed root is the signed one;
+  entry, no leaf is missing, the recomputed root is the signed one, every
+  record or incident stored beside a leaf is the one the leaf commits to, and
+  every entry-less leaf is named by a retention-erasure leaf after it;
 - ``audit --url``: downloads the newest checkpoint and all leaves from a running
-  log and runs ``log`` (and ``consistency`` against a checkpoint kept earlier).
+  log and runs ``log``, checks the inclusion proof the log's stored tree gives
+  for every leaf, and ``consistency`` against a checkpoint kept earlier.
 
 Usage: ``python -m services.provision_log.verify --help``. Exit status 0 when
 everything verifies, 1 otherwise.
@@ -30,7 +37,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from rich.console import Console
 
-from contracts.transparency import ConsistencyProof, InclusionProof, LogLeaf, LogLeaves, ProvisionLogEntry
+from contracts.transparency import ConsistencyProof, InclusionPaths, InclusionProof, LogLeaf, LogLeaves, ProvisionLogEntry
 from services.provision_log import checkpoint as cp
 from services.provision_log import domain, merkle
 
@@ -78,6 +85,25 @@ def check_inclusion(bundle: InclusionProof, key: Ed25519PublicKey, *, resident_c
             raise VerificationFailed(f"the entry is not about resident {code}")
     if bundle.reason is not None and domain.sha256_b64(bundle.reason) != parsed.reason_sha256:
         raise VerificationFailed("the stated reason is not the one in the log")
+    if bundle.record is not None or (bundle.format != "jukinet-inclusion-proof/v1" and parsed.kind == domain.PROVISION_V2):
+        if bundle.record is None:
+            raise VerificationFailed("the record is missing from the bundle (its stored record is gone)")
+        if bundle.resident_tag_salt is None:
+            raise VerificationFailed("the bundle carries no salt to check the record")
+        problem = domain.record_problem(parsed, bundle.record, base64.b64decode(bundle.resident_tag_salt))
+        if problem is not None:
+            raise VerificationFailed(f"the record is not the one in the log: {problem}")
+        if code is not None and bundle.record.resident_code != code:
+            raise VerificationFailed(f"the record is not about resident {code}")
+    for incident in bundle.incidents:
+        text = incident.entry.encode("utf-8")
+        if not merkle.verify_inclusion(merkle.leaf_hash(text), incident.leaf_index, checkpoint.size, _hashes(incident.inclusion_path), checkpoint.root):
+            raise VerificationFailed(f"the incident {incident.incident_id} is not leaf {incident.leaf_index} of the tree under the signed root")
+        entry = domain.parse_incident_entry(incident.entry)
+        if entry is None or entry.incident_id != incident.incident_id or bundle.record_id not in entry.record_ids:
+            raise VerificationFailed(f"leaf {incident.leaf_index} is not an incident naming this record")
+        if incident.explanation is None or domain.sha256_b64(incident.explanation) != entry.explanation_sha256:
+            raise VerificationFailed(f"the explanation of incident {incident.incident_id} is not the one in the log")
     return checkpoint
 
 
@@ -92,7 +118,10 @@ def check_consistency(old_note: str, new_note: str, proof: ConsistencyProof, key
     return old, new
 
 
-def check_log(leaves: list[LogLeaf], note: str, key: Ed25519PublicKey, *, origin: str | None = None) -> cp.Checkpoint:
+def check_log(leaves: list[LogLeaf], note: str, key: Ed25519PublicKey, *, origin: str | None = None, stored: bool | None = None) -> cp.Checkpoint:
+    """The whole tree from its leaves against the signed root; then (``stored``: by default when the leaves
+    carry ``stored_sha256``, as ``/v1/log/leaves`` gives them) every record or incident the log stores
+    beside a leaf against that leaf, and every entry-less leaf against an erasure leaf naming it."""
     checkpoint = _checkpoint(note, key, origin)
     by_index = {leaf.leaf_index: leaf for leaf in leaves}
     tree = merkle.MemoryTree()
@@ -106,21 +135,85 @@ def check_log(leaves: list[LogLeaf], note: str, key: Ed25519PublicKey, *, origin
         tree.append(stated)
     if tree.root() != checkpoint.root:
         raise VerificationFailed("the recomputed root differs from the signed root (entries removed, altered or reordered)")
+    if stored is None:
+        stored = any(leaf.stored_sha256 is not None for leaf in leaves)
+    check_erasures([by_index[i] for i in range(checkpoint.size)])
+    if stored:
+        check_stored([by_index[i] for i in range(checkpoint.size)])
     return checkpoint
+
+
+def check_erasures(leaves: list[LogLeaf]) -> None:
+    """Every leaf without content is named by an erasure leaf after it (erased by retention, not removed)."""
+    erased: set[int] = set()
+    for leaf in reversed(leaves):
+        if leaf.entry is None:
+            if leaf.leaf_index not in erased:
+                raise VerificationFailed(f"leaf {leaf.leaf_index} has no content and no erasure leaf names it (its content was removed, not erased by retention)")
+            continue
+        marker = domain.parse_erasure_entry(leaf.entry) if '"erasure/' in leaf.entry else None
+        if marker is not None:
+            for a, b in marker.leaf_ranges:
+                erased.update(range(a, min(b, leaf.leaf_index)))
+
+
+def check_stored(leaves: list[LogLeaf]) -> None:
+    """Every provision or incident leaf with content has its stored record, and that record is the one it commits to."""
+    for leaf in leaves:
+        if leaf.entry is None or '"erasure/' in leaf.entry:
+            continue
+        kind = "record" if domain.parse_provision_entry(leaf.entry) is not None else "incident"
+        if leaf.stored_sha256 is None:
+            raise VerificationFailed(f"leaf {leaf.leaf_index}: its stored {kind} is missing (removed from the log's database)")
+        if leaf.stored_sha256 != domain.sha256_b64(leaf.entry):
+            raise VerificationFailed(f"leaf {leaf.leaf_index}: its stored {kind} is not the one the leaf commits to (altered in the log's database)")
+
+
+def check_proofs(paths: list[InclusionPaths], leaves: list[LogLeaf], checkpoint: cp.Checkpoint) -> None:
+    """The inclusion proof the log gives for every leaf verifies under the signed root (its stored tree is sound)."""
+    by_index = {leaf.leaf_index: leaf for leaf in leaves}
+    seen = 0
+    for page in paths:
+        if page.tree_size != checkpoint.size:
+            raise VerificationFailed(f"proofs for size {page.tree_size}, not {checkpoint.size}")
+        for offset, path in enumerate(page.paths):
+            index = page.start + offset
+            if not merkle.verify_inclusion(base64.b64decode(by_index[index].leaf_hash), index, checkpoint.size, _hashes(path), checkpoint.root):
+                raise VerificationFailed(f"leaf {index}: the log's stored tree gives an inclusion proof that does not verify (its nodes were altered)")
+            seen += 1
+    if seen != checkpoint.size:
+        raise VerificationFailed(f"the log gave proofs for {seen} of {checkpoint.size} leaves")
 
 
 def fetch_log(url: str) -> tuple[str, list[LogLeaf]]:
     """The newest checkpoint and every leaf it covers, from a running log."""
-    with httpx.Client(base_url=url.rstrip("/"), timeout=30) as client:
+    note, leaves, _, _ = fetch_audit(url, proofs=False)
+    return note, leaves
+
+
+def fetch_audit(url: str, *, proofs: bool = True) -> tuple[str, list[LogLeaf], list[InclusionPaths], int]:
+    """The newest checkpoint, every leaf it covers, (``proofs``) every leaf's inclusion proof at its size,
+    and how many stored records no leaf commits to."""
+    with httpx.Client(base_url=url.rstrip("/"), timeout=60) as client:
         note = client.get("/v1/log/checkpoint").raise_for_status().text
         size = cp.parse(note)[0].size
         leaves: list[LogLeaf] = []
+        unlogged = 0
         while len(leaves) < size:
             page = LogLeaves.model_validate_json(client.get("/v1/log/leaves", params={"start": len(leaves), "limit": 1000}).raise_for_status().content)
+            if page.records_without_leaf is not None:
+                unlogged = page.records_without_leaf
             if not page.leaves:
                 break
-            leaves.extend(page.leaves)
-        return note, leaves
+            leaves.extend(leaf for leaf in page.leaves if leaf.leaf_index < size)
+        paths: list[InclusionPaths] = []
+        if proofs:
+            for start in range(0, size, 1000):
+                response = client.get("/v1/log/proofs", params={"size": size, "start": start, "limit": 1000})
+                if response.status_code == 400:
+                    raise VerificationFailed(f"the log cannot prove its leaves: {response.json().get('detail')}")
+                paths.append(InclusionPaths.model_validate_json(response.raise_for_status().content))
+        return note, leaves, paths, unlogged
 
 
 # --- command line ---------------------------------------------------------------------------
@@ -199,9 +292,12 @@ def audit(
 
     def check() -> str:
         public_key = load_public_key(key.read_bytes())
-        note, items = fetch_log(url)
-        c = check_log(items, note, public_key, origin=origin)
-        message = f"all {c.size} leaves verify against the signed root"
+        note, items, paths, unlogged = fetch_audit(url)
+        c = check_log(items, note, public_key, origin=origin, stored=True)
+        check_proofs(paths, items, c)
+        if unlogged:
+            raise VerificationFailed(f"{unlogged} stored records have no leaf in the log (added or re-identified in the log's database)")
+        message = f"all {c.size} leaves verify against the signed root; every stored record matches its leaf; every proof the log gives verifies"
         if previous is not None:
             old = cp.parse(previous.read_text())[0]
             proof = ConsistencyProof.model_validate_json(httpx.get(f"{url.rstrip('/')}/v1/log/consistency", params={"first": old.size, "second": c.size}, timeout=30).raise_for_status().content)

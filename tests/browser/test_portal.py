@@ -9,6 +9,8 @@ import json
 
 import httpx
 
+from tests.conftest import wait_until
+
 from tests.e2e.test_provision_log import (
     LOG, log_key, operator_token, proof_of, provide, registered_at_national, resident_auth, verifier,
 )
@@ -28,6 +30,8 @@ def _resident_with_history(net):
     recorded = httpx.post(f"{net.url(LOG)}/v1/incidents", json={"kind": "wrong-lookup", "record_ids": [older], "explanation": EXPLANATION},
                           headers={"authorization": f"Bearer {operator_token(net, 'agency-pension-service')}"})
     assert recorded.status_code == 201, recorded.text
+    wait_until(lambda: all(i["verified"] for r in httpx.get(f"{net.url(LOG)}/v1/me/log", headers=auth).json()["records"] for i in r["incidents"]),
+               timeout=30, what="the incident's leaf under a signed checkpoint")
     return person, auth["authorization"].removeprefix("Bearer "), older, newer
 
 
@@ -63,6 +67,16 @@ def test_resident_logs_in_and_sees_who_received_their_data(network, browser, scr
     result = first.locator(".verify-result")
     result.filter(has_text="検証成功").wait_for(timeout=30_000)
     assert "ok" in (result.get_attribute("class") or "")
+    # the record with an incident: the incident displayed is checked against its own leaf as well
+    second.locator(".verify-button").click()
+    second.locator(".verify-result").filter(has_text="事故の記録 1 件も一致").wait_for(timeout=30_000)
+    # the check covers what is displayed: a page showing another agency's name fails it
+    first.locator(".recipient").evaluate("el => { el.textContent = '外務省'; }")
+    first.locator(".verify-button").click()
+    result.filter(has_text="検証失敗").wait_for(timeout=30_000)
+    assert "failed" in (result.get_attribute("class") or "")
+    page.reload()
+    first, second = page.locator(f"li.record[data-record-id='{newer}']"), page.locator(f"li.record[data-record-id='{older}']")
 
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), "no sideways scrolling on a phone"
     assert page.evaluate("parseFloat(getComputedStyle(document.body).fontSize)") >= 16

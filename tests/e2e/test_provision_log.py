@@ -87,10 +87,14 @@ def test_a_provision_shows_in_the_residents_list_with_a_valid_inclusion_proof(ne
     listed = wait_until(lambda: httpx.get(f"{network.url(LOG)}/v1/me/log", headers=auth).json()["records"], timeout=30, what="the record in the resident's list")
     assert [r["record"]["record_id"] for r in listed] == [record_id]
     assert listed[0]["record"]["reason"] == reason and listed[0]["leaf_index"] is not None and listed[0]["incidents"] == []
+    assert listed[0]["leaf_format"] == "provision/v2" and listed[0]["status"] in ("pending", "verified")
 
     bundle = proof_of(network, auth, record_id)
     entry = json.loads(bundle["entry"])
-    assert entry["record_id"] == record_id and entry["kind"] == "provision/v1"
+    assert entry["record_id"] == record_id and entry["kind"] == "provision/v2"
+    assert bundle["record"]["record_id"] == record_id and bundle["record"]["reason"] == reason
+    verified = wait_until(lambda: [r for r in httpx.get(f"{network.url(LOG)}/v1/me/log", headers=auth).json()["records"] if r["verified"]], timeout=30, what="the record verified")
+    assert verified[0]["status"] == "verified" and verified[0]["logged"]["record_sha256"] == entry["record_sha256"]
     assert code not in bundle["entry"] and person["name"]["family_name"] not in bundle["entry"], "the leaf carries no resident code and no name"
     assert person["address"]["text"] not in bundle["entry"] and reason not in bundle["entry"]
     path = tmp_path / "proof.json"
@@ -202,9 +206,10 @@ def test_incidents_are_recorded_by_a_party_and_shown_to_the_resident(network, db
     by_agency = httpx.post(f"{network.url(LOG)}/v1/incidents", json=body | {"kind": "wrong-provision"}, headers={"authorization": f"Bearer {operator_token(network, 'agency-pension-service')}"})
     assert by_agency.status_code == 201, by_agency.text
 
-    records = {r["record"]["record_id"]: r for r in httpx.get(f"{network.url(LOG)}/v1/me/log", headers=auth).json()["records"]}
+    records = {r["record_id"]: r for r in httpx.get(f"{network.url(LOG)}/v1/me/log", headers=auth).json()["records"]}
     assert [i["explanation"] for i in records[wrong]["incidents"]] == [explanation, explanation]
     assert [i["kind"] for i in records[wrong]["incidents"]] == ["wrong-lookup", "wrong-provision"]
+    assert {i["status"] for i in records[wrong]["incidents"]} <= {"pending", "verified"}
     assert records[fine]["incidents"] == []
     # the incident itself is a leaf of the log: it cannot be taken back silently
     leaf = db("provlog").rows("select kind, entry from log_leaves where leaf_index = %s", (incident["leaf_index"],))[0]

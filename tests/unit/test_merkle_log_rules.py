@@ -72,6 +72,7 @@ def test_the_verifier_checks_signature_inclusion_tag_and_reason():
     bundle = InclusionProof(
         record_id=record.record_id, leaf_index=2, tree_size=5, entry=entries[2].decode(), resident_code=CODE,
         resident_tag_salt=domain.b64(salt), reason=record.reason, inclusion_path=[domain.b64(h) for h in tree.inclusion_proof(2)], checkpoint=note,
+        record=record,
     )
     assert check_inclusion(bundle, KEY.public_key()).size == 5
     other = CODE[:-2] + "9" + CODE[-1]
@@ -81,6 +82,8 @@ def test_the_verifier_checks_signature_inclusion_tag_and_reason():
         (bundle.model_copy(update={"leaf_index": 3}), "not leaf 3"),
         (bundle.model_copy(update={"tree_size": 4}), "tree size"),
         (bundle.model_copy(update={"entry": bundle.entry.replace("national", "pref-13")}), "not leaf 2"),
+        (bundle.model_copy(update={"record": record.model_copy(update={"recipient_name": "外務省"})}), "record is not the one in the log.*record_sha256"),
+        (bundle.model_copy(update={"record": None}), "record is missing"),
     ]:
         with pytest.raises(VerificationFailed, match=message):
             check_inclusion(bad, KEY.public_key())
@@ -95,7 +98,13 @@ def test_a_full_audit_accepts_expired_leaves_by_hash_and_finds_every_tampering()
     leaves = [LogLeaf(leaf_index=i, leaf_hash=domain.b64(merkle.leaf_hash(e)), entry=e.decode()) for i, e in enumerate(entries)]
     assert check_log(leaves, note, KEY.public_key()).size == 9
     expired = [leaf.model_copy(update={"entry": None}) if leaf.leaf_index < 4 else leaf for leaf in leaves]
-    assert check_log(expired, note, KEY.public_key()).size == 9
+    with pytest.raises(VerificationFailed, match="leaf 3 has no content and no erasure leaf names it"):
+        check_log(expired, note, KEY.public_key())
+    marker = domain.erasure_entry(erased_at=datetime(2033, 1, 1, tzinfo=UTC), retention_years=7, leaf_indexes=[0, 1, 2, 3])
+    marked_tree = merkle.MemoryTree([*(merkle.leaf_hash(e) for e in entries), merkle.leaf_hash(marker)])
+    marked_note = cp.sign(_checkpoint(10, marked_tree.root()), KEY)
+    marked = [*expired, LogLeaf(leaf_index=9, leaf_hash=domain.b64(merkle.leaf_hash(marker)), entry=marker.decode())]
+    assert check_log(marked, marked_note, KEY.public_key()).size == 10, "erased by retention: named by the erasure leaf after them"
     with pytest.raises(VerificationFailed, match="leaf 3 is missing"):
         check_log(leaves[:3] + leaves[4:], note, KEY.public_key())
     with pytest.raises(VerificationFailed, match="leaf 5: the entry does not match"):
