@@ -26,8 +26,9 @@ What a retry gets:
   made (the key's row is marked in the change's own transaction); the client
   reads the result back instead of sending the request again.
 
-Every commit made while an attempt runs marks the key's row ``committed`` in the
-same transaction, fenced by the attempt's id: an attempt whose lease ran out and
+Every commit made on the service's engine while an attempt runs (the engine's
+``commit`` event: a session's or a plain connection's) marks the key's row
+``committed`` in the same transaction, fenced by the attempt's id: an attempt whose lease ran out and
 whose key another attempt took over cannot commit at all. So a retry is run
 again only when the database shows that nothing of the first attempt
 committed, and the change and "it was made" are one commit.
@@ -41,11 +42,14 @@ pruned afterwards. docs/idempotency.md is the client's view.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
+import tempfile
 import hashlib
 import json
 import logging
 import math
+import re
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -54,7 +58,7 @@ from datetime import datetime
 from fastapi import FastAPI
 from sqlalchemy import BigInteger, DateTime, Integer, LargeBinary, String, Text, Uuid, event, func, text
 from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlalchemy.orm import Mapped, Session, declared_attr, mapped_column
+from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 from sqlalchemy.schema import UniqueConstraint
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -75,8 +79,8 @@ DEFAULT_LEASE_SECONDS = 120.0
 PRUNE_EVERY_SECONDS = 600.0
 #: Headers of an answer that are not kept: the connection's, the moment's and cookies (never replayed to a caller).
 NOT_STORED_HEADERS = frozenset({"content-length", "date", "server", "connection", "keep-alive", "transfer-encoding", "set-cookie"})
-#: Session.info flag of a transaction that is not a change of the request (e.g. recording a refusal).
-NOT_A_CHANGE = "idempotency_not_a_change"
+#: A request body up to this size is fingerprinted as JSON by value; a larger one (a bulk job) byte for byte, spooled to disk.
+JSON_FINGERPRINT_BYTES = 1 << 20
 
 
 # -- the pure parts ---------------------------------------------------------------------------------------------------
@@ -125,10 +129,15 @@ def fingerprint(body: bytes, query: bytes = b"") -> str:
         canonical = json.dumps(json.loads(body), sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
     except (ValueError, UnicodeDecodeError):
         canonical = body
-    digest = hashlib.sha256()
-    digest.update(len(query).to_bytes(8, "big") + query)
+    digest = _digest_of_query(query)
     digest.update(canonical)
     return digest.hexdigest()
+
+
+def _digest_of_query(query: bytes):
+    digest = hashlib.sha256()
+    digest.update(len(query).to_bytes(8, "big") + query)
+    return digest
 
 
 def stored_headers(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
@@ -269,11 +278,17 @@ class IdempotencyStore:
         self._give_up = text(f"update {name} set lease_until = now() where id = :id and attempt = :attempt and state = 'committed'")
         self._prune = text(f"delete from {name} where expires_at < now() and (state = 'done' or lease_until < now())")
 
+    @contextlib.asynccontextmanager
+    async def _transaction(self):
+        """The store's own transaction: not a change of the request it serves."""
+        with not_a_change():
+            async with self.sessions() as session, session.begin():
+                yield session
+
     async def claim(self, *, caller: str, method: str, path: str, key: str, fingerprint: str, engine) -> Outcome:
         attempt = uuid.uuid4()
         scope = {"caller": caller[:300], "method": method, "path": path[:400], "key": key}
-        async with self.sessions() as session, session.begin():
-            session.info[NOT_A_CHANGE] = True
+        async with self._transaction() as session:
             row_id = (await session.execute(self._claim, {**scope, "fingerprint": fingerprint, "attempt": attempt,
                                                           "lease": self.lease_seconds, "retention": self.retention_seconds})).scalar()
             if row_id is not None:
@@ -295,16 +310,23 @@ class IdempotencyStore:
                 return Outcome("in-use", retry_after=retry_after(lease_left))
             return Outcome("answer-lost")
 
-    def mark_committed(self, session: Session, attempt: Attempt) -> None:
-        """In the transaction about to commit: the key's change is in it. Refuses the commit if the key was taken over."""
-        if session.execute(self._mark, {"id": attempt.row_id, "attempt": attempt.attempt}).rowcount != 1:
+    def mark_committed(self, dbapi_connection, attempt: Attempt) -> None:
+        """In the transaction about to commit (on its DBAPI connection): the key's change is in it.
+        Refuses the commit if the key was taken over."""
+        cursor = dbapi_connection.cursor()
+        try:  # the values are an integer and a UUID: written out, so the statement needs no driver's parameter style
+            cursor.execute(f"update {self.table.name} set state = 'committed' where id = {int(attempt.row_id)} "
+                           f"and attempt = '{uuid.UUID(str(attempt.attempt))}' and state in ('running', 'committed')")
+            marked = cursor.rowcount
+        finally:
+            cursor.close()
+        if marked != 1:
             raise KeyTakenOver("the idempotency key was taken over by a retry after this attempt's lease ran out")
         attempt.committed = True
 
     async def finish(self, attempt: Attempt, *, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
         """Keep the answer; or, for a 5xx of an attempt that committed nothing, release the key."""
-        async with self.sessions() as session, session.begin():
-            session.info[NOT_A_CHANGE] = True
+        async with self._transaction() as session:
             if status >= 500 and (await session.execute(self._release, {"id": attempt.row_id, "attempt": attempt.attempt})).rowcount == 1:
                 return
             await session.execute(self._finish, {"id": attempt.row_id, "attempt": attempt.attempt, "status": status,
@@ -312,15 +334,13 @@ class IdempotencyStore:
 
     async def abandon(self, attempt: Attempt) -> None:
         """The attempt ended without an answer: release the key if nothing committed, otherwise its answer is lost."""
-        async with self.sessions() as session, session.begin():
-            session.info[NOT_A_CHANGE] = True
+        async with self._transaction() as session:
             params = {"id": attempt.row_id, "attempt": attempt.attempt}
             if (await session.execute(self._release, params)).rowcount == 0:
                 await session.execute(self._give_up, params)
 
     async def prune(self) -> int:
-        async with self.sessions() as session, session.begin():
-            session.info[NOT_A_CHANGE] = True
+        async with self._transaction() as session:
             return (await session.execute(self._prune)).rowcount
 
     async def prune_forever(self) -> None:
@@ -338,31 +358,34 @@ class IdempotencyStore:
 
 #: The attempt the current request runs under (set by the middleware; copied into whatever the request awaits).
 CURRENT: contextvars.ContextVar[tuple[IdempotencyStore, Attempt] | None] = contextvars.ContextVar("idempotency_attempt", default=None)
+_NOT_A_CHANGE: contextvars.ContextVar[bool] = contextvars.ContextVar("idempotency_not_a_change", default=False)
 
 
-def not_a_change(session) -> None:
-    """Mark a session whose commit is not part of the request's change (a refusal record, an access log)."""
-    session.info[NOT_A_CHANGE] = True
+@contextlib.contextmanager
+def not_a_change():
+    """Commits made inside are not the request's change (a refusal record, an access log, the key's own rows)."""
+    token = _NOT_A_CHANGE.set(True)
+    try:
+        yield
+    finally:
+        _NOT_A_CHANGE.reset(token)
 
 
-def _before_commit(session: Session) -> None:
+def _on_commit(connection) -> None:
+    """Every commit on a service's engine (a Session's or a plain Connection's, such as a bulk job's COPY), just before
+    the DBAPI commit: a commit made for a request under a key marks the key in the same transaction."""
     current = CURRENT.get()
-    if current is None or session.info.get(NOT_A_CHANGE):
+    if current is None or _NOT_A_CHANGE.get():
         return
     store, attempt = current
-    if not attempt.active or session.get_bind() is not attempt.engine:
-        return
-    store.mark_committed(session, attempt)
+    if attempt.active and connection.engine is attempt.engine:
+        store.mark_committed(connection.connection.dbapi_connection, attempt)
 
 
-_hooked = False
-
-
-def _hook_commits() -> None:
-    global _hooked
-    if not _hooked:
-        event.listen(Session, "before_commit", _before_commit)
-        _hooked = True
+def watch_commits(engine) -> None:
+    """Mark keys in the transactions of ``engine`` (the service's sync engine; once)."""
+    if not event.contains(engine, "commit", _on_commit):
+        event.listen(engine, "commit", _on_commit)
 
 
 # -- the middleware ---------------------------------------------------------------------------------------------------
@@ -371,7 +394,9 @@ def _hook_commits() -> None:
 class IdempotencyMiddleware:
     """ASGI middleware: requests with an ``Idempotency-Key`` run under the key (see the module's doc)."""
 
-    def __init__(self, app: ASGIApp, *, store: IdempotencyStore, caller: CallerOf, engine, methods: frozenset[str] = frozenset({"POST"})):
+    def __init__(self, app: ASGIApp, *, store: IdempotencyStore, caller: CallerOf, engine, methods: frozenset[str] = frozenset({"POST"}),
+                 not_kept: Iterable[str] = ()):
+        self.not_kept = [re.compile(pattern) for pattern in not_kept]
         self.app = app
         self.store = store
         self.caller = caller
@@ -379,7 +404,7 @@ class IdempotencyMiddleware:
         self.methods = methods
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in self.methods:
+        if scope["type"] != "http" or scope["method"] not in self.methods or any(p.fullmatch(scope["path"]) for p in self.not_kept):
             return await self.app(scope, receive, send)
         raw = next((v for k, v in scope["headers"] if k == HEADER.encode()), None)
         if raw is None:
@@ -392,11 +417,16 @@ class IdempotencyMiddleware:
         caller = await self.caller(request)
         if caller is None:  # nobody verified: the route refuses it (or it is public); a key cannot be scoped to anyone
             return await self.app(scope, receive, send)
-        body = await _read_body(receive)
-        if body is None:  # the client went away before it finished sending: nothing to run
+        read = await _read_body(receive, scope.get("query_string", b""))
+        if read is None:  # the client went away before it finished sending: nothing to run
             return
-        outcome = await self.store.claim(caller=caller, method=scope["method"], path=scope["path"], key=key,
-                                         fingerprint=fingerprint(body, scope.get("query_string", b"")), engine=self.engine)
+        body, size, print_ = read
+        with body:
+            await self._under_key(scope, receive, send, request, caller=caller, key=key, body=body, size=size, print_=print_)
+
+    async def _under_key(self, scope: Scope, receive: Receive, send: Send, request: Request, *, caller: str, key: str,
+                         body: tempfile.SpooledTemporaryFile, size: int, print_: str) -> None:
+        outcome = await self.store.claim(caller=caller, method=scope["method"], path=scope["path"], key=key, fingerprint=print_, engine=self.engine)
         if outcome.kind == "replay":
             return await _send_stored(send, outcome)
         if outcome.kind == "reused":
@@ -409,17 +439,19 @@ class IdempotencyMiddleware:
             return await self._problem(request, receive, send, 409, "idempotency-answer-lost", "The request was carried out but its answer was lost",
                                        "the change committed and the node stopped before it kept the answer; read the result back "
                                        "instead of sending the request again")
-        attempt = outcome.attempt
-        await self._run(scope, receive, send, body, attempt)
+        await self._run(scope, receive, send, body, size, outcome.attempt)
 
-    async def _run(self, scope: Scope, receive: Receive, send: Send, body: bytes, attempt: Attempt) -> None:
-        body_sent = False
+    async def _run(self, scope: Scope, receive: Receive, send: Send, body: tempfile.SpooledTemporaryFile, size: int, attempt: Attempt) -> None:
+        handed = 0
+        body_done = False
 
         async def replay_body() -> Message:
-            nonlocal body_sent
-            if not body_sent:
-                body_sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
+            nonlocal handed, body_done
+            if not body_done:
+                chunk = body.read(1 << 16)
+                handed += len(chunk)
+                body_done = handed >= size
+                return {"type": "http.request", "body": chunk, "more_body": not body_done}
             return await receive()
 
         start: Message | None = None
@@ -460,16 +492,28 @@ class IdempotencyMiddleware:
         await response(request.scope, receive, send)
 
 
-async def _read_body(receive: Receive) -> bytes | None:
-    chunks = []
+async def _read_body(receive: Receive, query: bytes) -> tuple[tempfile.SpooledTemporaryFile, int, str] | None:
+    """The whole body (spooled to disk past 1 MiB: a bulk job may be a gigabyte), its length and its fingerprint;
+    None if the client went away before it finished sending."""
+    spool = tempfile.SpooledTemporaryFile(max_size=JSON_FINGERPRINT_BYTES)
+    raw, size = _digest_of_query(query), 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
+            spool.close()
             return None
-        chunks.append(message.get("body", b""))
+        chunk = message.get("body", b"")
+        spool.write(chunk)
+        raw.update(chunk)
+        size += len(chunk)
         if not message.get("more_body", False):
             break
-    return b"".join(chunks)
+    spool.seek(0)
+    if size <= JSON_FINGERPRINT_BYTES:
+        print_ = fingerprint(spool.read(), query)
+        spool.seek(0)
+        return spool, size, print_
+    return spool, size, raw.hexdigest()
 
 
 async def _send_stored(send: Send, outcome: Outcome) -> None:
@@ -479,10 +523,13 @@ async def _send_stored(send: Send, outcome: Outcome) -> None:
     await send({"type": "http.response.body", "body": outcome.body, "more_body": False})
 
 
-def install_idempotency(app: FastAPI, rt, model, *, caller: CallerOf) -> IdempotencyStore:
-    """Idempotency keys on every POST of ``app``, kept in ``model``'s table of the service's database; pruned by a loop of ``rt``."""
-    _hook_commits()
+def install_idempotency(app: FastAPI, rt, model, *, caller: CallerOf, not_kept: Iterable[str] = ()) -> IdempotencyStore:
+    """Idempotency keys on every POST of ``app``, kept in ``model``'s table of the service's database; pruned by a loop of ``rt``.
+
+    ``not_kept``: paths (regular expressions) whose answer is a credential, which is not to lie in a table for a day;
+    a key sent to them is ignored (issuing a credential again changes nothing)."""
+    watch_commits(rt.engine.sync_engine)
     store = IdempotencyStore(rt.sessions, model, retention_seconds=rt.settings.idempotency_retention_seconds)
-    app.add_middleware(IdempotencyMiddleware, store=store, caller=caller, engine=rt.engine.sync_engine)
+    app.add_middleware(IdempotencyMiddleware, store=store, caller=caller, engine=rt.engine.sync_engine, not_kept=not_kept)
     rt.run_also(store.prune_forever)
     return store

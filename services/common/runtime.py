@@ -146,9 +146,9 @@ class Runtime:
     def refusal_recorder(self, refusal_model) -> Callable[[Request, str, str], Awaitable[None]]:
         async def record(request: Request, slug: str, detail: str) -> None:
             caller = getattr(request.state, "caller", None)
-            async with self.sessions() as session, session.begin():
-                not_a_change(session)  # recording a refusal is not the request's change: a 5xx still releases its idempotency key
-                session.add(refusal_model(method=request.method, path=str(request.url.path)[:400], caller=caller, reason=slug[:64], detail=detail[:8000]))
+            with not_a_change():  # recording a refusal is not the request's change: a 5xx still releases its idempotency key
+                async with self.sessions() as session, session.begin():
+                    session.add(refusal_model(method=request.method, path=str(request.url.path)[:400], caller=caller, reason=slug[:64], detail=detail[:8000]))
 
         return record
 

@@ -131,7 +131,8 @@ def build_app(settings: ServiceSettings) -> FastAPI:
     )
     install_problem_handlers(app, rt.refusal_recorder(Refusal))
     # Idempotency-Key on every POST, scoped to the member of staff: a staff bearer token of this register, else X-Staff-Id
-    install_idempotency(app, rt, IdempotencyKey, caller=first_caller(token_caller(rt.keys, audience=rt.party), counter_staff))
+    install_idempotency(app, rt, IdempotencyKey, caller=first_caller(token_caller(rt.keys, audience=rt.party), counter_staff),
+                        not_kept=[r"/v1/residents/[^/]+/portal-credential", r"/v1/staff/.*"])  # answers that are credentials
     app.state.relay = relay
 
     SessionDep = transaction_dependency(rt.sessions)  # a commit that wrote outbox rows wakes the relay (outbox.enqueue)

@@ -5,8 +5,10 @@ a node that stopped between the change and keeping the answer."""
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import uuid
+from datetime import date
 
 import httpx
 from fastapi import FastAPI
@@ -14,12 +16,12 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from services.common.db import make_engine, make_sessionmaker
-from services.common.idempotency import IdempotencyMiddleware, IdempotencyStore, _hook_commits, fingerprint
+from services.common.idempotency import IdempotencyMiddleware, IdempotencyStore, fingerprint, watch_commits
 from services.municipal_rrs.models import IdempotencyKey
 from tests.conftest import wait_until
-from tests.e2e.helpers import birth_body, register, unique_reason
+from tests.e2e.helpers import address_in, birth_body, register, unique_reason
 
-CHIYODA = "131016"
+CHIYODA, SHIBUYA = "131016", "131130"
 
 
 def rrs(network) -> str:
@@ -75,8 +77,14 @@ def test_the_same_key_with_another_body_is_refused(network, db):
     assert persons_like(db, other) == 0 and persons_like(db, body) == 1
     # the key is one route's: the same key on another route is another key
     code = persons_code(db, body)
-    credential = httpx.post(f"{rrs(network)}/v1/residents/{code}/portal-credential", headers={"idempotency-key": key, "x-staff-id": "clerk-1"}, timeout=20)
-    assert credential.status_code == 200 and credential.json()["resident_code"] == code, credential.text
+    moved = httpx.post(f"{rrs(network)}/v1/residents/{code}/move-within", headers={"idempotency-key": key, "x-staff-id": "clerk-1"}, timeout=20,
+                       json={"new_address": address_in(CHIYODA), "move_date": body["notified_date"]})
+    assert moved.status_code == 200 and moved.json()["resident_code"] == code, moved.text
+    # a route whose answer is a credential keeps no answer: the key is not looked at there
+    for _ in range(2):
+        credential = httpx.post(f"{rrs(network)}/v1/residents/{code}/portal-credential", headers={"idempotency-key": key, "x-staff-id": "clerk-1"}, timeout=20)
+        assert credential.status_code == 200 and "idempotency-replayed" not in credential.headers
+    assert db(f"rrs_{CHIYODA}").value("select count(*) from idempotency_keys where path like %s", ("%portal-credential",)) == 0
 
 
 def test_another_caller_with_the_same_key_gets_its_own_answer(network, db):
@@ -150,6 +158,44 @@ def test_an_agency_query_retried_is_provided_and_recorded_once(network, db):
     assert "idempotency-replayed" not in other.headers and other.content != first.content
 
 
+def test_a_bulk_job_submitted_twice_is_one_job(network, db):
+    reason = unique_reason()
+    body = "".join(json.dumps({"type": "ByResidentCode", "resident_code": "1" * 11}) + "\n" for _ in range(3)).encode()
+    key = str(uuid.uuid4())
+
+    def submit():
+        return httpx.post(f"{network.url('national_server.national')}/v1/bulk-jobs", params={"affair": "pension-benefits", "reason": reason}, content=body,
+                          headers={"authorization": f"Bearer {network.agency_token('pension-service', audience='national')}", "idempotency-key": key,
+                                   "content-type": "application/x-ndjson"}, timeout=60)
+
+    first, again = submit(), submit()
+    assert first.status_code == again.status_code == 202, first.text
+    assert again.json()["job_id"] == first.json()["job_id"]
+    assert db("national").value("select count(*) from bulk_jobs where reason = %s", (reason,)) == 1
+
+
+def test_a_move_in_retried_after_a_lost_answer_is_filed_once(network, db):
+    """The case of issue 18: the 転入届 was carried out, the answer was lost; the retry must not file it again (it would be
+    flagged for review as a 転入 without 転出証明書, the reservation being used)."""
+    person = register(network, CHIYODA)
+    code = person["resident_code"]
+    today = date.today().isoformat()
+    out = httpx.post(f"{rrs(network)}/v1/move-outs", json={"resident_codes": [code], "planned_date": today, "notified_date": today,
+                                                          "destination": address_in(SHIBUYA)}, timeout=20)
+    assert out.status_code == 201, out.text
+    shibuya = network.url(f"municipal_rrs.{SHIBUYA}")
+    wait_until(lambda: code in {c["resident_code"] for c in httpx.get(f"{shibuya}/v1/move-reservations", timeout=10).json()},
+               what=f"転入予約 of {code} at {SHIBUYA}")
+    filing = {"persons": [{"resident_code": code}], "new_address": address_in(SHIBUYA), "move_date": today, "notified_date": today}
+    key = str(uuid.uuid4())
+    first = httpx.post(f"{shibuya}/v1/move-ins", json=filing, headers={"idempotency-key": key}, timeout=20)
+    assert first.status_code == 201, first.text
+    again = httpx.post(f"{shibuya}/v1/move-ins", json=filing, headers={"idempotency-key": key}, timeout=20)
+    assert again.status_code == 201 and again.content == first.content
+    assert db(f"rrs_{SHIBUYA}").value("select count(*) from move_in_reviews where resident_codes like %s", (f"%{code}%",)) == 0
+    assert db(f"rrs_{SHIBUYA}").value("select count(*) from residents where resident_code = %s", (code,)) == 1
+
+
 # -- the mechanism on its own, on the register's database: 5xx, a lost answer, a lease that ran out ----------------
 
 
@@ -158,7 +204,7 @@ def mechanism(network, *, lease_seconds: float = 60.0):
     engine = make_engine(network.database_url(f"municipal_rrs.{CHIYODA}"), pool_size=2, max_overflow=0)
     sessions = make_sessionmaker(engine)
     store = IdempotencyStore(sessions, IdempotencyKey, lease_seconds=lease_seconds)
-    _hook_commits()
+    watch_commits(engine.sync_engine)
     app = FastAPI()
     calls: list[str] = []
 
@@ -172,6 +218,13 @@ def mechanism(network, *, lease_seconds: float = 60.0):
         calls.append("commit-then-fail")
         async with sessions() as session, session.begin():
             await session.execute(text("select 1"))
+        return JSONResponse({"n": len(calls)}, status_code=500)
+
+    @app.post("/connection-commit-then-fail")
+    async def connection_commit_then_fail():  # a plain Connection's commit, as a bulk job's COPY commits
+        calls.append("connection-commit-then-fail")
+        async with engine.connect() as conn, conn.begin():
+            await conn.execute(text("select 1"))
         return JSONResponse({"n": len(calls)}, status_code=500)
 
     @app.post("/ok")
@@ -205,6 +258,10 @@ def test_a_5xx_that_committed_nothing_releases_the_key_and_one_that_committed_ke
             assert first.status_code == again.status_code == 500 and again.json() == first.json()
             assert calls.count("commit-then-fail") == 1
 
+            first = await client.post("/connection-commit-then-fail", json={}, headers={"idempotency-key": "k4"})
+            again = await client.post("/connection-commit-then-fail", json={}, headers={"idempotency-key": "k4"})
+            assert first.status_code == again.status_code == 500 and calls.count("connection-commit-then-fail") == 1
+
             created = await client.post("/ok", json={}, headers={"idempotency-key": "k3"})
             replayed = await client.post("/ok", json={}, headers={"idempotency-key": "k3"})
             assert replayed.headers["location"] == created.headers["location"] and calls.count("ok") == 1
@@ -221,7 +278,7 @@ def test_a_node_that_stopped_after_the_change_says_the_answer_is_lost_and_one_th
             # the change committed (its row says so, in the same transaction), then the node stopped
             lost = await store.claim(caller=caller, method="POST", path="/ok", key="crash-after", fingerprint=fp, engine=engine.sync_engine)
             async with store.sessions() as session, session.begin():
-                await session.run_sync(lambda s: store.mark_committed(s, lost.attempt))
+                await session.run_sync(lambda s: store.mark_committed(s.connection().connection.dbapi_connection, lost.attempt))
             busy = await client.post("/ok", content=b"{}", headers={"idempotency-key": "crash-after"})
             assert busy.status_code == 409 and slug(busy) == "idempotency-key-in-use" and busy.headers["retry-after"] == "1"
             await asyncio.sleep(1.2)
@@ -237,7 +294,7 @@ def test_a_node_that_stopped_after_the_change_says_the_answer_is_lost_and_one_th
             # …and the first attempt, had it only been slow, can no longer commit its change
             try:
                 async with store.sessions() as session, session.begin():
-                    await session.run_sync(lambda s: store.mark_committed(s, stopped.attempt))
+                    await session.run_sync(lambda s: store.mark_committed(s.connection().connection.dbapi_connection, stopped.attempt))
             except Exception as exc:
                 assert "taken over" in str(exc)
             else:
