@@ -145,9 +145,9 @@ def stored_headers(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[str, st
     return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers if k.decode("latin-1").lower() not in NOT_STORED_HEADERS]
 
 
-def retry_after(lease_left_seconds: float) -> int:
-    """``Retry-After`` for a key in use: soon, but not sooner than a second; never longer than the lease left."""
-    return max(1, min(5, math.ceil(lease_left_seconds)))
+def retry_after(running_seconds: float) -> int:
+    """``Retry-After`` for a key in use: as long as the first attempt has run so far, from 1 to 5 seconds."""
+    return max(1, min(5, math.ceil(running_seconds)))
 
 
 # -- who is calling ---------------------------------------------------------------------------------------------------
@@ -307,7 +307,7 @@ class IdempotencyStore:
             if row.state == "done":
                 return Outcome("replay", status=row.status, headers=[tuple(h) for h in json.loads(row.headers or "[]")], body=row.body or b"")
             if lease_left > 0:
-                return Outcome("in-use", retry_after=retry_after(lease_left))
+                return Outcome("in-use", retry_after=retry_after(self.lease_seconds - lease_left))
             return Outcome("answer-lost")
 
     def mark_committed(self, dbapi_connection, attempt: Attempt) -> None:

@@ -302,3 +302,23 @@ def test_a_node_that_stopped_after_the_change_says_the_answer_is_lost_and_one_th
         await engine.dispose()
 
     asyncio.run(run())
+
+
+def test_keys_past_their_retention_are_new_keys_and_are_pruned(network, db):
+    async def run():
+        engine, store, client, calls, caller = mechanism(network)
+        store.retention_seconds = 1.0
+        async with client:
+            first = await client.post("/ok", json={"a": 1}, headers={"idempotency-key": "old"})
+            assert (await client.post("/ok", json={"a": 1}, headers={"idempotency-key": "old"})).content == first.content
+            await asyncio.sleep(1.2)
+            later = await client.post("/ok", json={"a": 2}, headers={"idempotency-key": "old"})  # the key is free again
+            assert later.status_code == 201 and calls == ["ok", "ok"]
+            await client.post("/ok", json={}, headers={"idempotency-key": "pruned"})
+            await asyncio.sleep(1.2)
+            assert await store.prune() >= 2
+        await engine.dispose()
+        return caller
+
+    caller = asyncio.run(run())
+    assert db(f"rrs_{CHIYODA}").value("select count(*) from idempotency_keys where caller = %s", (caller,)) == 0

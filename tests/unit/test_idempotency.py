@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
 import pytest
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 from starlette.requests import Request
+from starlette.requests import Request as StarletteRequest
 
 from services.common.idempotency import (
-    InvalidKey, first_caller, fingerprint, parse_key, retry_after, stored_headers, token_caller,
+    Attempt, IdempotencyMiddleware, InvalidKey, Outcome, first_caller, fingerprint, parse_key, retry_after, stored_headers, token_caller,
 )
 from services.common.tokens import PublicKeyRing, generate_key_pair, load_private_key, sign_token
 
@@ -50,7 +54,7 @@ def test_an_answer_keeps_its_own_headers_and_not_the_connections():
     assert kept == [("content-type", "application/json"), ("location", "/v1/follows/1"), ("x-provision-records", "1,2")]
 
 
-def test_retry_after_is_between_one_and_five_seconds():
+def test_retry_after_grows_with_how_long_the_first_attempt_ran_from_one_to_five_seconds():
     assert [retry_after(s) for s in (0.0, 0.2, 1.0, 2.5, 5.0, 119.0)] == [1, 1, 1, 3, 5, 5]
 
 
@@ -86,3 +90,106 @@ def test_the_caller_is_the_verified_tokens_issuer_and_subject(tmp_path):
     assert asyncio.run(both(_request({"x-staff-id": "clerk-1"}))) == "clerk-1"
     token = sign_token(agency_key, issuer="agency-a", audience="national", subject="s")
     assert asyncio.run(both(_request({"x-staff-id": "clerk-1", "authorization": f"Bearer {token}"}))) == "agency-a/s"
+
+
+class _MemoryStore:
+    """The store's contract in memory: the middleware's own logic without a database."""
+
+    def __init__(self):
+        self.rows: dict[tuple, dict] = {}
+        self.claims: list[tuple] = []
+
+    async def claim(self, *, caller, method, path, key, fingerprint, engine):
+        scope = (caller, method, path, key)
+        self.claims.append((*scope, fingerprint))
+        row = self.rows.get(scope)
+        if row is None:
+            self.rows[scope] = {"fingerprint": fingerprint, "state": "running"}
+            return Outcome("owned", Attempt(len(self.rows), scope, engine))
+        if row["fingerprint"] != fingerprint:
+            return Outcome("reused")
+        if row["state"] == "done":
+            return Outcome("replay", status=row["status"], headers=row["headers"], body=row["body"])
+        return Outcome("in-use", retry_after=2)
+
+    async def finish(self, attempt, *, status, headers, body):
+        if status >= 500:
+            del self.rows[attempt.attempt]
+        else:
+            self.rows[attempt.attempt].update(state="done", status=status, headers=headers, body=body)
+
+    async def abandon(self, attempt):
+        self.rows.pop(attempt.attempt, None)
+
+
+def _app_under_middleware(store, caller="clerk-1"):
+    app = FastAPI()
+    seen: list[bytes] = []
+
+    @app.post("/things")
+    async def things(request: StarletteRequest):
+        body = await request.body()
+        seen.append(body)
+        return JSONResponse({"n": len(seen), "size": len(body)}, status_code=201, headers={"location": f"/things/{len(seen)}", "set-cookie": "s=1"})
+
+    @app.post("/things/secret")
+    async def secret():
+        seen.append(b"secret")
+        return {"token": "t"}
+
+    async def who(request):
+        return caller
+
+    wrapped = IdempotencyMiddleware(app, store=store, caller=who, engine=None, not_kept=[r"/things/secret"])
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=wrapped), base_url="http://test"), seen
+
+
+def test_the_middleware_runs_once_replays_the_answer_and_hands_a_large_body_over_whole():
+    async def run():
+        store = _MemoryStore()
+        client, seen = _app_under_middleware(store)
+        async with client:
+            big = b"x" * (3 << 20) + b"end"  # spooled to disk, fingerprinted byte for byte
+            first = await client.post("/things", content=big, headers={"idempotency-key": "k"})
+            again = await client.post("/things", content=big, headers={"idempotency-key": "k"})
+            other = await client.post("/things", content=big[:-1], headers={"idempotency-key": "k"})
+            busy_store_key = await client.post("/things", json={"a": 1}, headers={"idempotency-key": "k2"})
+            bad = await client.post("/things", json={}, headers={"idempotency-key": "x" * 256})
+            plain = await client.post("/things", json={})
+        return store, seen, first, again, other, busy_store_key, bad, plain
+
+    store, seen, first, again, other, second_key, bad, plain = asyncio.run(run())
+    assert seen[0] == b"x" * (3 << 20) + b"end"
+    assert first.status_code == again.status_code == 201 and again.content == first.content
+    assert again.headers["location"] == first.headers["location"] == "/things/1" and again.headers["idempotency-replayed"] == "true"
+    assert "set-cookie" in first.headers and "set-cookie" not in again.headers
+    assert other.status_code == 409 and other.json()["type"].endswith("/idempotency-key-reused")
+    assert second_key.status_code == 201 and second_key.json()["n"] == 2
+    assert bad.status_code == 400 and bad.json()["type"].endswith("/invalid-idempotency-key")
+    assert plain.status_code == 201 and len(seen) == 3  # no key: not looked at
+    assert store.claims[0][4] == fingerprint(b"x" * (3 << 20) + b"end")
+
+
+def test_no_caller_or_a_path_not_kept_runs_without_the_key():
+    async def run():
+        store = _MemoryStore()
+        client, seen = _app_under_middleware(store, caller=None)
+        async with client:
+            for _ in range(2):
+                assert (await client.post("/things", json={}, headers={"idempotency-key": "k"})).status_code == 201
+        return store, seen
+
+    store, seen = asyncio.run(run())
+    assert len(seen) == 2 and store.claims == []
+
+    async def secret():
+        store = _MemoryStore()
+        client, seen = _app_under_middleware(store)
+        async with client:
+            for _ in range(2):
+                answer = await client.post("/things/secret", json={}, headers={"idempotency-key": "k"})
+                assert answer.status_code == 200 and "idempotency-replayed" not in answer.headers
+        return store, seen
+
+    store, seen = asyncio.run(secret())
+    assert seen == [b"secret", b"secret"] and store.claims == []
