@@ -23,6 +23,7 @@ from contracts.base import BIGINT_MAX
 from contracts.topics import HEADER_MESSAGE_KIND
 from services.common.db import make_engine, make_sessionmaker, run_migrations
 from services.common.entitlement import check_entitled
+from services.common.idempotency import not_a_change
 from services.common.kafka import Producer
 from services.common.message_signing import MessageSigner, RecordGate
 from services.common.outbox import OutboxRelay
@@ -46,6 +47,32 @@ async def wait_until(event: asyncio.Event, seconds: float) -> None:
     finally:
         for waiting in waits:
             waiting.cancel()
+
+
+def http_client(settings: ServiceSettings, *, max_connections: int = 100, timeout: float = 10.0) -> httpx.AsyncClient:
+    """This node's HTTP client to its peers: a pooled connection idle longer than
+    ``http_client_keepalive_seconds`` is not reused, well before the peer's server closes it
+    (``http_keep_alive_seconds``, see :func:`server_config`)."""
+    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=min(20, max_connections),
+                          keepalive_expiry=settings.http_client_keepalive_seconds)
+    return httpx.AsyncClient(timeout=timeout, limits=limits)
+
+
+def server_config(app, settings: ServiceSettings, **options) -> uvicorn.Config:
+    """uvicorn's configuration of a service.
+
+    ``timeout_keep_alive``: uvicorn closes a connection idle for 5 s by default, the very
+    moment httpx's pool (and many others) still reuses one (``keepalive_expiry`` 5 s). A
+    client that sent its request on a connection idle for just under 5 s found it closed
+    under it: "Server disconnected without sending a response", and for a POST no way to
+    know whether it was carried out. Under load the server's loop runs late, so the window
+    grows from a moment to the length of the queue. The server now keeps idle connections
+    far longer than any client's pool keeps them (75 s against httpx's 5 s, our own
+    clients' 30 s), so it is always the client that drops an idle connection, never a
+    request in flight that is cut (docs/configuration.md).
+    """
+    return uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", access_log=False,
+                          timeout_keep_alive=max(1, round(settings.http_keep_alive_seconds)), **options)
 
 
 class _Server(uvicorn.Server):
@@ -81,8 +108,13 @@ class Runtime:
         private_key = load_private_key(settings.private_key)
         self._tokens = TokenCache(private_key, self.party)
         self.producer = Producer(settings.kafka_bootstrap, signer=MessageSigner(private_key, self.party), watch_lost_logs=settings.kafka_watch_lost_logs) if with_producer else None
-        self.http = httpx.AsyncClient(timeout=10.0)
+        self.http = http_client(settings)
         self._tasks: list[asyncio.Task] = []
+        self._loops: list[Callable[[], Awaitable[None]]] = []
+
+    def run_also(self, loop: Callable[[], Awaitable[None]]) -> None:
+        """One more loop for the life of the process (added while the app is built, before it starts)."""
+        self._loops.append(loop)
 
     def token_for(self, audience: str, *, subject: str | None = None, lifetime_seconds: int = 300, claims: dict | None = None) -> str:
         """A signed token for ``audience``; a plain service token is reused for a while (:class:`TokenCache`)."""
@@ -122,8 +154,9 @@ class Runtime:
             caller = getattr(request.state, "caller", None)
             row = refusal_model(method=escaped(request.method, 10), path=escaped(request.url.path, 400), caller=None if caller is None else escaped(caller, 200),
                                 reason=escaped(slug, 64), detail=escaped(detail, 8000))
-            async with self.sessions() as session, session.begin():
-                session.add(row)
+            with not_a_change():  # recording a refusal is not the request's change: a 5xx still releases its idempotency key
+                async with self.sessions() as session, session.begin():
+                    session.add(row)
 
         return record
 
@@ -143,7 +176,7 @@ class Runtime:
         """Start the producer and these loops; on leaving, stop them and release every resource."""
         if self.producer is not None:
             await self._start_producer()
-        self._tasks = [asyncio.create_task(c()) for c in coroutines]
+        self._tasks = [asyncio.create_task(c()) for c in (*coroutines, *self._loops)]
         if self.producer is not None:  # its relays hear of a broker that lost its log (kafka_outbox_relay)
             self._tasks.append(asyncio.create_task(self.producer.watch_logs_forever()))
         try:
@@ -249,4 +282,4 @@ def serve(build_app: Callable[[ServiceSettings], FastAPI], service_dir: Path) ->
 
     # one server span per request: the ASGI "http send"/"http receive" sub-spans (three or more per request) say nothing an operator follows
     FastAPIInstrumentor.instrument_app(app, excluded_urls="health,ready,metrics", exclude_spans=["receive", "send"])
-    _Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)).run()
+    _Server(server_config(app, settings)).run()

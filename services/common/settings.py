@@ -64,6 +64,9 @@ class ServiceSettings(BrokerSecuritySettings):
     reconcile_seconds: float = 300.0  # every tier compares with the tier below this often (0: only on operator request)
     message_max_age_seconds: float = 7 * 24 * 3600.0  # a consumer refuses a signed record older than this (the broker keeps a week)
     reconcile_grace_seconds: float = 2.0  # a difference is looked at again after this long before it is healed or reported
+    idempotency_retention_seconds: float = 24 * 3600.0  # how long an Idempotency-Key and its answer are kept (docs/idempotency.md)
+    http_keep_alive_seconds: float = 75.0  # the HTTP server keeps an idle client connection open this long (docs/configuration.md)
+    http_client_keepalive_seconds: float = 30.0  # this node's HTTP client reuses an idle pooled connection only this long: below any server's
 
     @cached_property
     def topology_model(self) -> Topology:

@@ -5,11 +5,12 @@ the relay that carries identity changes to the municipality's own CS."""
 import asyncio
 import functools
 import json
+import re
 import uuid
 from datetime import date, datetime, timedelta, UTC
 from typing import Annotated
 
-from fastapi import APIRouter, FastAPI, Query
+from fastapi import APIRouter, FastAPI, Query, Request
 from sqlalchemy import select
 
 from contracts.identifiers import ResidentCode
@@ -22,6 +23,7 @@ from contracts.register import (
     ChangeHousehold, ChangeName, CorrectRecord, HistoryEntry, HouseholdMember, MoveWithin, PortalCredential,
     RecordDeath, RegisterResident, RemoveExOfficio, ResidentList, ResidentRecord, RestoreExOfficio,
 )
+from services.common.idempotency import first_caller, install_idempotency, token_caller
 from services.common.outbox import DeliveryRefused, REFUSAL_STATUSES, RELAY_PACE_SECONDS, OutboxRelay, poll_forever
 from services.common.problems import ProblemError, install_problem_handlers
 from services.common.runtime import Runtime
@@ -34,10 +36,19 @@ from services.municipal_rrs.dv_routes import dv_housekeeping, dv_router
 from services.municipal_rrs.reconcile import RegisterReconciler
 from services.municipal_rrs.related_routes import related_router
 from services.municipal_rrs.ui.routes import install_staff_screen_handler, staff_router
-from services.municipal_rrs.models import IncomingNoticeRow, LetterRow, OnlineFilingRow, MoveInReviewRow, MoveReservationRow, Outbox, Refusal
+from services.municipal_rrs.models import IdempotencyKey, IncomingNoticeRow, LetterRow, OnlineFilingRow, MoveInReviewRow, MoveReservationRow, Outbox, Refusal
 from services.municipal_rrs.request_deps import StaffDep, transaction_dependency
 
 PORTAL_CREDENTIAL_SECONDS = RESIDENT_CREDENTIAL_MAX_SECONDS  # a kind of its own (services/common/tokens.py, docs/security-tokens.md)
+STAFF_ID = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
+
+
+async def counter_staff(request: Request) -> str | None:
+    """The clerk an Idempotency-Key belongs to, as ``request_deps.staff_id`` names them (``X-Staff-Id``, else "counter")."""
+    staff = request.headers.get("x-staff-id")
+    if staff is None:
+        return "counter"
+    return staff if STAFF_ID.match(staff) else None  # the route refuses the header
 
 
 def build_app(settings: ServiceSettings) -> FastAPI:
@@ -123,6 +134,9 @@ def build_app(settings: ServiceSettings) -> FastAPI:
                                dv_housekeeping(rt, municipality_code=municipality.code, relay=relay, known_municipality=known_municipality)),
     )
     install_problem_handlers(app, rt.refusal_recorder(Refusal))
+    # Idempotency-Key on every POST, scoped to the member of staff: a staff bearer token of this register, else X-Staff-Id
+    install_idempotency(app, rt, IdempotencyKey, caller=first_caller(token_caller(rt.keys, audience=rt.party), counter_staff),
+                        not_kept=[r"/v1/residents/[^/]+/portal-credential", r"/v1/staff/.*"])  # answers that are credentials
     app.state.relay = relay
 
     SessionDep = transaction_dependency(rt.sessions)  # a commit that wrote outbox rows wakes the relay (outbox.enqueue)

@@ -8,6 +8,7 @@ from datetime import date, datetime
 from sqlalchemy import BigInteger, Boolean, Date, DateTime, ForeignKey, Integer, String, Text, Uuid, func
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from services.common.idempotency import IdempotencyKeyMixin
 from services.common.outbox import OutboxMixin
 from services.common.runtime import RefusalMixin
 
@@ -81,6 +82,10 @@ class Outbox(RrsBase, OutboxMixin):
 
 class Refusal(RrsBase, RefusalMixin):
     __tablename__ = "refusals"
+
+
+class IdempotencyKey(RrsBase, IdempotencyKeyMixin):
+    """Idempotency-Key of a POST and its first answer (services/common/idempotency.py)."""
 
 
 class MoveReservationRow(RrsBase):

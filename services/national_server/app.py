@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from contracts import topics
 from contracts.affairs import Level
 from contracts.identity import IdentityChange
+from services.common.idempotency import install_idempotency, token_caller
 from services.common.kafka import Refuse, StoredOffsetConsumer
 from services.common.problems import install_problem_handlers
 from services.common.provision import provision_router
@@ -22,7 +23,7 @@ from services.national_server.pseudonyms import Pseudonymizer
 from services.national_server.households import household_router
 from services.national_server.push import Push
 from services.national_server.jpki_routes import Jpki, in_order  # JPKI certification authority
-from services.national_server.models import TABLES, ConsumerOffset, DeadLetter, Identity, MessageReceipt, Outbox, Refusal
+from services.national_server.models import TABLES, ConsumerOffset, DeadLetter, IdempotencyKey, Identity, MessageReceipt, Outbox, Refusal
 from services.national_server.models import ProtectionMarkerRow
 from contracts.dv import ProtectionMarker
 from services.common.protection import marker_handler
@@ -77,6 +78,8 @@ def build_app(settings: ServiceSettings) -> FastAPI:
         lifespan=rt.background(consumer.run_forever, relay.run_forever, tier.heal_gaps_forever, push.deliver_forever, bulk_worker, *recovery_loops),
     )
     install_problem_handlers(app, rt.refusal_recorder(Refusal))
+    # Idempotency-Key on every POST (queries, follows, bulk jobs, households…), scoped to the verified token's issuer and subject
+    install_idempotency(app, rt, IdempotencyKey, caller=token_caller(rt.keys, audience=rt.party))
     app.include_router(provision_router(
         rt, identity_model=Identity, outbox_model=Outbox, relay=relay, level=Level.national, prefecture=None, municipalities=None, pseudonymizer=pseudonymizer,
         serves_prefectural_affairs=not topology.network.prefecture_tier,  # R-NET-4: no prefecture server to ask instead

@@ -11,6 +11,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from services.common.recovery_models import declare_recovery_tables
 from services.common.tier_models import declare_tier_tables, identity_tables
 from services.common.protection import ProtectionMarkerMixin
+from services.common.idempotency import IdempotencyKeyMixin
 
 
 class NationalBase(DeclarativeBase):
@@ -71,3 +72,7 @@ class ProtectionMarkerRow(NationalBase, ProtectionMarkerMixin):
     """The newest DV protection marker of a person, as the home CS sent it (services/common/protection.py)."""
 
     __tablename__ = "protection_markers"
+
+
+class IdempotencyKey(NationalBase, IdempotencyKeyMixin):
+    """Idempotency-Key of a POST and its first answer (services/common/idempotency.py)."""
