@@ -123,6 +123,7 @@ def build_app(settings: ServiceSettings) -> FastAPI:
     install_problem_handlers(app, record_refusal)
     app.state.relay = relay
     app.state.runtime = rt  # for access.authorize and the staff routes, before the lifespan sets it too
+    app.state.record_refusal = record_refusal
 
     SessionDep = transaction_dependency(rt.sessions)  # a commit that wrote outbox rows wakes the relay (outbox.enqueue)
     router = APIRouter(prefix="/v1")

@@ -20,7 +20,7 @@ from contracts.register import PortalCredentialIssue
 
 from contracts.staff import RecordRead, StaffAccount, StaffAccountCreated, StaffAccountRequest, StaffMe, StaffToken, StaffTokenRequest
 from services.common.auth import bearer_verifier
-from services.common.problems import ProblemError
+from services.common.problems import ProblemError, problem_response
 from services.common.runtime import OPERATOR_PARTY
 from services.municipal_rrs import access, staff, staff_store
 from services.municipal_rrs.models import PortalCredentialIssueRow
@@ -41,15 +41,18 @@ def _member(request: Request) -> staff.StaffMember:
     return request.state.staff
 
 
-@router.post("/v1/staff/token", response_model=StaffToken)
-async def token(body: StaffTokenRequest, request: Request) -> StaffToken:
-    """Log in for the JSON API. Every failure is the same 401 for the caller; the refusal record says why."""
+@router.post("/v1/staff/token", response_model=StaffToken, responses={401: {"description": "Login refused (problem document)"}})
+async def token(body: StaffTokenRequest, request: Request):
+    """Log in for the JSON API. Every failure is the same 401 for the caller (it does not tell which usernames exist
+    or which factor was wrong); the refusal record says why."""
     rt = _rt(request)
     request.state.caller = body.username[:64] or None
     async with rt.sessions() as session, session.begin():
         account, why = await staff_store.login(session, username=body.username, password=body.password, code=body.totp.strip(), at=datetime.now(UTC))
     if account is None:
-        raise ProblemError(401, "login-refused", "Login refused", f"{body.username}: {why}")
+        await request.app.state.record_refusal(request, "login-refused", f"{body.username[:64]}: {why}")
+        return problem_response(request, 401, "login-refused", "Login refused",
+                                "username, password or TOTP code not accepted (a TOTP code is taken once; wait for the next one)")
     role = staff.Role(account.role)
     signed, seconds = access.staff_token(rt, account.username, role)
     return StaffToken(access_token=signed, expires_in=seconds, username=account.username, role=role)

@@ -66,9 +66,9 @@ def protect(network, municipality: str, code: str, *, perpetrator: str, honseki:
     body = {"victim": code, "kind": "dv", "basis": "police_opinion", "basis_issuer": "麹町警察署", "perpetrators": [{"name": perpetrator}]}
     if honseki:
         body["honseki_municipality_code"] = honseki
-    applied = httpx.post(f"{rrs(network, municipality)}/v1/support-measures", json=body, headers={"X-Staff-Id": "dv-clerk"}, timeout=20)
+    applied = httpx.post(f"{rrs(network, municipality)}/v1/support-measures", auth=network.staff_auth(), json=body, timeout=20)
     assert applied.status_code == 201, applied.text
-    decided = httpx.post(f"{rrs(network, municipality)}/v1/support-measures/{applied.json()['measure_id']}/decision", json={"outcome": "approve"},
+    decided = httpx.post(f"{rrs(network, municipality)}/v1/support-measures/{applied.json()['measure_id']}/decision", auth=network.staff_auth("supervisor"), json={"outcome": "approve"},
                          headers={"X-Staff-Id": "dv-chief"}, timeout=20)
     assert decided.status_code == 200, decided.text
     return decided.json()
@@ -108,7 +108,7 @@ def test_search_record_birth_and_certificate(network, browser, screenshot, db):
     assert address["text"] in page.locator("dd.address").inner_text()
     assert page.locator("table.history tbody tr").count() == 1 and "shibuya-7" in page.locator("table.history").inner_text()
     assert page.locator("#dv-alert").count() == 0, "no measure, no alert"
-    record = httpx.get(f"{rrs_url}/v1/residents/{code}", timeout=10).json()
+    record = httpx.get(f"{rrs_url}/v1/residents/{code}", auth=network.staff_auth(), timeout=10).json()
     assert record["name"]["family_name_kana"] == kana and record["status"] == "active"
 
     # search by reading finds the record; it opens from the result
@@ -278,7 +278,7 @@ def test_incoming_measure_alert_stays_until_acknowledged(network, browser, scree
     measure = protect(network, CHIYODA, code, perpetrator="追跡次郎", honseki=TOYONAKA)
 
     def received():
-        held = httpx.get(f"{rrs(network, TOYONAKA)}/v1/support-measures/{measure['measure_id']}", timeout=10)
+        held = httpx.get(f"{rrs(network, TOYONAKA)}/v1/support-measures/{measure['measure_id']}", auth=network.staff_auth(), timeout=10)
         return held.status_code == 200 and held.json()["revision"] == measure["revision"]
 
     wait_until(received, timeout=60, what="the decided measure received at Toyonaka")
@@ -298,7 +298,7 @@ def test_incoming_measure_alert_stays_until_acknowledged(network, browser, scree
     banner.locator("button.ack").click()
     arrive(page, "/staff/notices?done=measure-alert")
     assert banner.count() == 0
-    alerts = httpx.get(f"{rrs(network, TOYONAKA)}/v1/support-measure-alerts", params={"resident_code": code, "include_closed": "true"}, timeout=10).json()
+    alerts = httpx.get(f"{rrs(network, TOYONAKA)}/v1/support-measure-alerts", auth=network.staff_auth(), params={"resident_code": code, "include_closed": "true"}, timeout=10).json()
     seen = [a for a in alerts if a["measure_id"] == measure["measure_id"] and a["kind"] == "measure_received"]
     assert seen and all(a["acknowledged_by"] == "toyonaka-3" and not a["open"] for a in seen), seen
     assert "toyonaka-3" in page.locator("#received-measures").inner_text()
@@ -306,7 +306,7 @@ def test_incoming_measure_alert_stays_until_acknowledged(network, browser, scree
 
     # the home municipality hears who saw it
     def seen_at_home():
-        deliveries = httpx.get(f"{rrs(network, CHIYODA)}/v1/support-measures/{measure['measure_id']}/deliveries", timeout=10).json()
+        deliveries = httpx.get(f"{rrs(network, CHIYODA)}/v1/support-measures/{measure['measure_id']}/deliveries", auth=network.staff_auth(), timeout=10).json()
         return [d for d in deliveries if d["target_municipality_code"] == TOYONAKA and d["revision"] == measure["revision"]
                 and d["staff_acknowledged_by"] == "toyonaka-3"]
 
@@ -316,10 +316,10 @@ def test_incoming_measure_alert_stays_until_acknowledged(network, browser, scree
 def test_move_in_from_reservation_seal_and_death(network, browser, screenshot):
     person = adult(network, CHIYODA)
     code = person["resident_code"]
-    out = httpx.post(f"{rrs(network, CHIYODA)}/v1/move-outs", timeout=20, json={
+    out = httpx.post(f"{rrs(network, CHIYODA)}/v1/move-outs", auth=network.staff_auth(), timeout=20, json={
         "resident_codes": [code], "destination": address_in(SHIBUYA), "planned_date": TODAY, "notified_date": TODAY})
     assert out.status_code == 201, out.text
-    wait_until(lambda: code in {c["resident_code"] for c in httpx.get(f"{rrs(network, SHIBUYA)}/v1/move-reservations", timeout=10).json()},
+    wait_until(lambda: code in {c["resident_code"] for c in httpx.get(f"{rrs(network, SHIBUYA)}/v1/move-reservations", auth=network.staff_auth(), timeout=10).json()},
                what="転入予約 at Shibuya")
     rrs_url = rrs(network, SHIBUYA)
     context, page = logged_in(browser, network, SHIBUYA, "shibuya-9")
@@ -350,7 +350,7 @@ def test_move_in_from_reservation_seal_and_death(network, browser, screenshot):
     arrive(page, f"/staff/residents/{code}?done=death")
     assert "死亡により消除" in page.locator("h1").inner_text()
     assert "死亡による職権抹消" in page.locator("ul.seals").inner_text()
-    seals = httpx.get(f"{rrs_url}/v1/seal-registrations", params={"holder_resident_code": code}, timeout=10).json()
+    seals = httpx.get(f"{rrs_url}/v1/seal-registrations", auth=network.staff_auth(), params={"holder_resident_code": code}, timeout=10).json()
     assert [(s["status"], s["end_reason"], s["ended_by"]) for s in seals] == [("ended", "died", "shibuya-9")]
 
     # a refused step comes back as a Japanese message on the form, nothing written
@@ -402,7 +402,7 @@ def test_support_measure_lifecycle_on_the_measures_screen(network, browser):
     page.fill("#perpetrator_name_1", "付纏三郎")
     page.click("#apply-measure")
     arrive(page, "/staff/measures?done=measure")
-    [measure] = httpx.get(f"{rrs_url}/v1/residents/{code}/support-measures", timeout=10).json()
+    [measure] = httpx.get(f"{rrs_url}/v1/residents/{code}/support-measures", auth=network.staff_auth(), timeout=10).json()
     row = page.locator(f"tr[data-measure-id='{measure['measure_id']}']")
     assert "申出受付" in row.locator(".measure-status").inner_text(), "protected from the application on"
 
@@ -419,7 +419,7 @@ def test_support_measure_lifecycle_on_the_measures_screen(network, browser):
     row.locator("form[action$='/cancellation'] button").click()
     arrive(page, "/staff/measures?done=measure")
     assert "終了" in row.locator(".measure-status").inner_text()
-    held = httpx.get(f"{rrs_url}/v1/support-measures/{measure['measure_id']}", timeout=10).json()
+    held = httpx.get(f"{rrs_url}/v1/support-measures/{measure['measure_id']}", auth=network.staff_auth(), timeout=10).json()
     assert held["status"] == "cancelled" and [s["by"] for s in held["history"]] == ["dv-desk-1"] * 3
     page.goto(f"{rrs_url}/staff/residents/{code}")
     assert page.locator("#dv-alert").count() == 0, "a cancelled measure no longer alerts"
