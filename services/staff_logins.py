@@ -94,8 +94,9 @@ class StaffLogins:
             raise KeyError(f"no account {username} enrolled for {municipality} in {self.path}")
         return totp_code(account["totp_secret"], datetime.now(UTC))
 
-    def _fresh_code(self, municipality: str, username: str, secret: str) -> str:
-        """A code of a step not used by this process yet (waits for the next step if needed)."""
+    def fresh_code(self, municipality: str, username: str, secret: str) -> str:
+        """A code of a step not used by this process yet (waits for the next step if needed): what a person does
+        who logs in twice within 30 seconds."""
         while True:
             step = int(time.time()) // TOTP_STEP_SECONDS
             if step > self._last_step.get((municipality, username), 0):
@@ -111,7 +112,7 @@ class StaffLogins:
             account = self.account(municipality, username)
             if account is None:
                 raise KeyError(f"no account {username} enrolled for {municipality} in {self.path}")
-            body = {"username": username, "password": account["password"], "totp": self._fresh_code(municipality, username, account["totp_secret"])}
+            body = {"username": username, "password": account["password"], "totp": self.fresh_code(municipality, username, account["totp_secret"])}
             response = httpx.post(f"{self.register_url(municipality)}/v1/staff/token", json=body, timeout=30.0)
             if response.status_code == 200:
                 return response.json()["access_token"]
