@@ -94,9 +94,10 @@ class StaffLogins:
             raise KeyError(f"no account {username} enrolled for {municipality} in {self.path}")
         return totp_code(account["totp_secret"], datetime.now(UTC))
 
-    def fresh_code(self, municipality: str, username: str, secret: str) -> str:
+    def fresh_code(self, municipality: str, username: str, secret: str | None = None) -> str:
         """A code of a step not used by this process yet (waits for the next step if needed): what a person does
         who logs in twice within 30 seconds."""
+        secret = secret or self.account(municipality, username)["totp_secret"]
         while True:
             step = int(time.time()) // TOTP_STEP_SECONDS
             if step > self._last_step.get((municipality, username), 0):

@@ -35,15 +35,28 @@ def rrs(network, municipality: str) -> str:
     return network.url(f"municipal_rrs.{municipality}")
 
 
-def logged_in(browser, network, municipality: str, staff_id: str, **options):
+def log_in(page, network, municipality: str, username: str, role: str = "clerk") -> None:
+    """Fill the login form as the member of staff ``username`` (enrolled with ``role`` on first use): password and a fresh TOTP code."""
+    account = network.staff.ensure(municipality, username, role)
+    page.fill("#username", username)
+    page.fill("#password", account["password"])
+    page.fill("#totp", network.staff.fresh_code(municipality, username))
+    page.click("button[type=submit]")
+
+
+def logged_in(browser, network, municipality: str, staff_id: str, *, role: str = "clerk", **options):
     context = browser.new_context(**(options or COUNTER))
     page = context.new_page()
     page.goto(f"{rrs(network, municipality)}/staff")
-    assert "/staff/login" in page.url, "without a session the screens ask for the staff id"
-    page.fill("#staff_id", staff_id)
-    page.click("button[type=submit]")
+    assert "/staff/login" in page.url, "without a session the screens ask for a login"
+    log_in(page, network, municipality, staff_id, role)
     page.wait_for_url("**/staff")
     return context, page
+
+
+def csrf_of(page) -> str:
+    """The session's CSRF token, as every form of the screens carries it."""
+    return page.locator("input[name=csrf]").first.get_attribute("value")
 
 
 def arrive(page, path_and_query: str) -> None:
@@ -68,8 +81,7 @@ def protect(network, municipality: str, code: str, *, perpetrator: str, honseki:
         body["honseki_municipality_code"] = honseki
     applied = httpx.post(f"{rrs(network, municipality)}/v1/support-measures", auth=network.staff_auth(), json=body, timeout=20)
     assert applied.status_code == 201, applied.text
-    decided = httpx.post(f"{rrs(network, municipality)}/v1/support-measures/{applied.json()['measure_id']}/decision", auth=network.staff_auth("supervisor"), json={"outcome": "approve"},
-                         headers={"X-Staff-Id": "dv-chief"}, timeout=20)
+    decided = httpx.post(f"{rrs(network, municipality)}/v1/support-measures/{applied.json()['measure_id']}/decision", auth=network.staff_auth("supervisor"), json={"outcome": "approve"}, timeout=20)
     assert decided.status_code == 200, decided.text
     return decided.json()
 
@@ -82,8 +94,7 @@ def test_search_record_birth_and_certificate(network, browser, screenshot, db):
     assert page.locator("html").get_attribute("lang") == "ja"
     assert page.locator("h1").inner_text() == "窓口業務へのログイン"
     screenshot(page, "staff-login", full_page=False)
-    page.fill("#staff_id", "shibuya-7")
-    page.click("button[type=submit]")
+    log_in(page, network, SHIBUYA, "shibuya-7")
     page.wait_for_url("**/staff/births/new")  # back where the clerk wanted to go
 
     # 出生届 through the form
@@ -202,7 +213,7 @@ def test_protected_record_alert_blocks_issuance_until_acknowledged(network, brow
     # issuance is blocked: the button is disabled, and the server refuses a post made anyway
     page.goto(f"{rrs_url}/staff/residents/{code}/certificate")
     assert page.locator("#issue-button").is_disabled()
-    forced = page.request.post(f"{rrs_url}/staff/residents/{code}/certificate", form={"relation": "self"}, max_redirects=0)
+    forced = page.request.post(f"{rrs_url}/staff/residents/{code}/certificate", form={"relation": "self", "csrf": csrf_of(page)}, max_redirects=0)
     assert forced.status == 409 and "警告を確認してください" in forced.text()
     assert db(f"rrs_{CHIYODA}").value("select count(*) from certificate_requests where subject_code = %s", (code,)) == 0
     assert db(f"rrs_{CHIYODA}").value("select count(*) from staff_alert_acknowledgements where resident_code = %s", (code,)) == 0
@@ -249,10 +260,9 @@ def test_protected_record_alert_blocks_issuance_until_acknowledged(network, brow
     other_context.close()
     page.click("header .who button")
     page.wait_for_url("**/staff/login")
-    page.fill("#staff_id", "chiyoda-5")
-    page.click("button[type=submit]")
+    log_in(page, network, CHIYODA, "chiyoda-5")
     page.wait_for_url("**/staff")
-    again = page.request.post(f"{rrs_url}/staff/residents/{code}/certificate", form={"relation": "self"}, max_redirects=0)
+    again = page.request.post(f"{rrs_url}/staff/residents/{code}/certificate", form={"relation": "self", "csrf": csrf_of(page)}, max_redirects=0)
     assert again.status == 409, "a new login session asks again"
     context.close()
 
@@ -260,8 +270,7 @@ def test_protected_record_alert_blocks_issuance_until_acknowledged(network, brow
     calm = browser.new_context(**COUNTER, reduced_motion="reduce")
     page = calm.new_page()
     page.goto(f"{rrs_url}/staff/login")
-    page.fill("#staff_id", "chiyoda-7")
-    page.click("button[type=submit]")
+    log_in(page, network, CHIYODA, "chiyoda-7")
     page.wait_for_url("**/staff")
     page.goto(f"{rrs_url}/staff/residents/{code}")
     alert = page.locator("#dv-alert")
@@ -392,7 +401,7 @@ def test_support_measure_lifecycle_on_the_measures_screen(network, browser):
     victim = adult(network, SHIBUYA)
     code = victim["resident_code"]
     rrs_url = rrs(network, SHIBUYA)
-    context, page = logged_in(browser, network, SHIBUYA, "dv-desk-1")
+    context, page = logged_in(browser, network, SHIBUYA, "dv-desk-1", role="supervisor")
     page.goto(f"{rrs_url}/staff/residents/{code}")
     page.click("text=支援措置の申出を受け付ける")
     assert page.locator("#victim").input_value() == code

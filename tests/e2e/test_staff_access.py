@@ -140,7 +140,7 @@ def test_login_refuses_a_wrong_password_a_wrong_code_and_a_replayed_code(network
 
 def test_screens_need_the_csrf_token_on_every_post_and_logout_ends_the_session(network):
     client, csrf = screen_session(network, f"csrf-{uuid.uuid4().hex[:6]}", "clerk")
-    with client:
+    try:
         origin = {"origin": rrs(network)}
         missing = client.post("/staff/seals", data={"holder_resident_code": "00000000000"}, headers=origin)
         assert missing.status_code == 403 and "不正な送信" in missing.text
@@ -155,6 +155,8 @@ def test_screens_need_the_csrf_token_on_every_post_and_logout_ends_the_session(n
         # the old cookie opens nothing any more: the session row has ended
         with httpx.Client(base_url=rrs(network), timeout=20, follow_redirects=False, cookies={"jukinet_staff": cookie}) as kept:
             assert kept.get("/staff").status_code == 303
+    finally:
+        client.close()
 
 
 def test_the_cookie_is_httponly_and_samesite_strict(network):
