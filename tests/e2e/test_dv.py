@@ -115,11 +115,11 @@ def test_the_measure_reaches_the_honseki_and_the_new_municipality_after_a_move(n
     code, child_code = victim["resident_code"], child["resident_code"]
 
     applied = apply(network, CHIYODA, victim, family=[child], honseki=TOYONAKA)
-    assert applied["status"] == "applied" and applied["history"][0]["by"] == "clerk-apply"
+    assert applied["status"] == "applied" and applied["history"][0]["by"] == "clerk"
     assert [p["resident_code"] for p in applied["protected"]] == [code, child_code]
     measure = decide(network, CHIYODA, applied)
     assert measure["status"] == "active" and measure["valid_until"] == period_end(TODAY).isoformat()
-    assert [(s["action"], s["by"]) for s in measure["history"]] == [("applied", "clerk-apply"), ("approved", "chief-1")]
+    assert [(s["action"], s["by"]) for s in measure["history"]] == [("applied", "clerk"), ("approved", "supervisor")]
     mid = measure["measure_id"]
 
     # the 本籍地 shows it, though the person is not on its register, and raises it to its staff
@@ -154,7 +154,7 @@ def test_the_measure_reaches_the_honseki_and_the_new_municipality_after_a_move(n
 
     # Shibuya carries it on; Chiyoda (previous address) and Toyonaka (本籍地) hold the new revision; the marker follows
     carried = measure_at(network, SHIBUYA, mid)
-    assert carried["home_municipality_code"] == SHIBUYA and carried["history"][-1]["action"] == "taken_over" and carried["history"][-1]["by"] == "clerk-shibuya"
+    assert carried["home_municipality_code"] == SHIBUYA and carried["history"][-1]["action"] == "taken_over" and carried["history"][-1]["by"] == "clerk"
     for place in (CHIYODA, TOYONAKA):
         wait_until(lambda place=place: (measure_at(network, place, mid) or {}).get("home_municipality_code") == SHIBUYA, what=f"new revision at {place}")
     wait_until(lambda: marker(db, "national", code) == (True, SHIBUYA), what="marker from the new home")
@@ -329,7 +329,7 @@ def test_expiry_reminder_extension_and_cancellation(network, db):
     assert response.status_code == 200, response.text
     longer = response.json()
     assert longer["valid_until"] == period_end(date.fromisoformat(soon["valid_until"]) + timedelta(days=1)).isoformat()
-    assert (longer["history"][-1]["action"], longer["history"][-1]["by"], longer["basis"]) == ("extended", "clerk-2", "support_centre_opinion")
+    assert (longer["history"][-1]["action"], longer["history"][-1]["by"], longer["basis"]) == ("extended", "supervisor", "support_centre_opinion")
     assert alert_for(network, TOYONAKA, soon["measure_id"], "expiring") is None, "the reminder is closed by the extension"
 
     # cancellation: only at the victim's request
@@ -339,7 +339,7 @@ def test_expiry_reminder_extension_and_cancellation(network, db):
     assert wrong.status_code == 409 and "only the victim" in wrong.json()["detail"]
     body["requested_by"] = fresh_person["resident_code"]
     done = httpx.post(f"{rrs(network, TOYONAKA)}/v1/support-measures/{fresh['measure_id']}/cancellation", auth=network.staff_auth("supervisor"), json=body, timeout=10)
-    assert done.status_code == 200 and done.json()["status"] == "cancelled" and done.json()["history"][-1]["by"] == "clerk-3"
+    assert done.status_code == 200 and done.json()["status"] == "cancelled" and done.json()["history"][-1]["by"] == "supervisor"
     wait_until(lambda: marker(db, "national", fresh_person["resident_code"]) == (False, TOYONAKA), what="marker dropped on cancellation")
 
 

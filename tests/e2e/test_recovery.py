@@ -321,7 +321,7 @@ def _still_protected_after_the_drill(net: Network, code: str, lost_measure_id: s
     # staff re-enter the measure from the victim's application: it supersedes the restored protection, and names who decided it
     reentered = _protect(net, CHIYODA, code)
     rrs = TenantDb(net, f"rrs_{CHIYODA}")
-    assert rrs.rows("select superseded_by, superseded_by_measure::text from restored_protections where resident_code = %s", (code,)) == [("chief-1", reentered)]
+    assert rrs.rows("select superseded_by, superseded_by_measure::text from restored_protections where resident_code = %s", (code,)) == [("supervisor", reentered)]
     assert ask({"relation": "household_member", **PERPETRATOR}).status_code == 404  # the perpetrator is known again: refused like a missing record
 
 
