@@ -107,7 +107,7 @@ def test_seal_registration_ends_when_the_holder_moves_out_dies_or_is_removed(net
                       json={"removal_date": TODAY, "explanation": "居住の実態がないため"}, timeout=10)
     assert gone.status_code == 200, gone.text
 
-    expected = {mover["resident_code"]: ("moved_out", "clerk-out"), deceased["resident_code"]: ("died", "clerk-death"), removed["resident_code"]: ("removed", "counter")}
+    expected = {mover["resident_code"]: ("moved_out", "clerk"), deceased["resident_code"]: ("died", "clerk"), removed["resident_code"]: ("removed", "supervisor")}
     for code, (reason, by) in expected.items():
         state = seal_state(network, CHIYODA, numbers[code])
         assert (state["status"], state["end_reason"], state["ended_on"], state["ended_by"]) == ("ended", reason, TODAY, by), state
