@@ -216,3 +216,19 @@ def test_ex_officio_removal_is_a_supervisors_and_a_supervisor_manages_accounts(n
     assert token.status_code == 200, token.text
     gone = httpx.post(f"{rrs(network)}/v1/staff/accounts/{username}/deactivation", headers=supervisor, timeout=10)
     assert gone.status_code == 200 and gone.json()["active"] is False
+
+
+def test_the_operator_enrols_staff_with_the_cli(network):
+    from typer.testing import CliRunner
+
+    from services.cli import app
+
+    runner = CliRunner()
+    username = f"cli-{uuid.uuid4().hex[:6]}"
+    added = runner.invoke(app, ["staff", "add", "--municipality", CHIYODA, "--username", username, "--role", "auditor", "--data", str(network.root)])
+    assert added.exit_code == 0, added.output
+    assert "password:" in added.output and "TOTP secret:" in added.output and "otpauth://totp/" in added.output
+    again = runner.invoke(app, ["staff", "add", "--municipality", CHIYODA, "--username", username, "--role", "auditor", "--data", str(network.root)])
+    assert again.exit_code == 1 and "409" in again.output, "an existing account is re-enrolled only with --replace"
+    code = runner.invoke(app, ["staff", "code", "--municipality", CHIYODA, "--username", "clerk", "--data", str(network.root)])
+    assert code.exit_code == 0 and re.fullmatch(r"\d{6}\n", code.output), code.output
