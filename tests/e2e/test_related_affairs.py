@@ -146,7 +146,7 @@ def test_non_resident_is_linked_to_the_resident_record_when_they_move_in(network
 
     linked = httpx.get(f"{rrs(network, TOYONAKA)}/v1/non-residents/{non_resident['non_resident_id']}", auth=network.staff_auth(), timeout=10).json()
     assert linked["status"] == "linked" and linked["linked_resident_code"] == code
-    assert linked["linked_by"].startswith("clerk-in")
+    assert linked["linked_by"] == "clerk (転入時に個人番号で自動連携)"
     by_resident = httpx.get(f"{rrs(network, TOYONAKA)}/v1/non-residents", auth=network.staff_auth(), params={"linked_resident_code": code}, timeout=10).json()
     assert [p["non_resident_id"] for p in by_resident] == [non_resident["non_resident_id"]]
     # a resident is not a 住登外者: registering them again is refused
