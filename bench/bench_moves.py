@@ -166,8 +166,9 @@ class Driver:
 
     IDLE_SECONDS = 3.0  # uvicorn closes a keep-alive connection idle for 5 s; never reuse one near that
 
-    def __init__(self, timeout: float = 120.0, per_register: int = 64):
+    def __init__(self, timeout: float = 120.0, per_register: int = 64, headers_for=None):
         self.timeout = timeout
+        self.headers_for = headers_for  # url → extra headers (the staff credential of the register called: Network.staff_headers)
         self._idle: dict[tuple[str, int], list] = defaultdict(list)  # (host, port) → [(reader, writer, idle since)]
         self._slots: dict[tuple[str, int], asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(per_register))
 
@@ -181,7 +182,8 @@ class Driver:
     async def _request(self, method: str, url: str, body: bytes) -> tuple[int, bytes]:
         parts = urlsplit(url)
         where = (parts.hostname, parts.port)
-        head = f"{method} {parts.path} HTTP/1.1\r\nhost: {parts.netloc}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
+        extra = "".join(f"{k}: {v}\r\n" for k, v in (self.headers_for(url) if self.headers_for else {}).items())
+        head = f"{method} {parts.path} HTTP/1.1\r\nhost: {parts.netloc}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n{extra}\r\n"
         while True:
             reader, writer, reused = await self._connection(where)
             try:
@@ -559,9 +561,9 @@ def _log_warnings(net: Network) -> dict:
 
 
 async def _run(net: Network, rate: int, seconds: int) -> dict:
-    driver = Driver()
+    driver = Driver(headers_for=lambda url: net.staff_headers(net.municipality_at(url)))
     try:
-        async with httpx.AsyncClient(timeout=60) as client:  # the untimed requests
+        async with httpx.AsyncClient(timeout=60, auth=net.staff_auth()) as client:  # the untimed requests
             reference, reference_stages = await _reference(net, client, driver)
             births, people = await _births(net, driver, rate * seconds, rate)
             movers, notes = await _prepare_moves(net, client, people)

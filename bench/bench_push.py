@@ -102,7 +102,7 @@ async def _propagation(net: Network, people: list[tuple[str, str]]) -> dict:
     addresses = {m: neighborhoods(m[:5]) for m in {m for _, m in people}}
     committed: dict[tuple[str, int], float] = {}
     errors = 0
-    driver = Driver(timeout=30.0)  # the moves benchmark's small client: httpx's pool, not the network, set the pace at this rate
+    driver = Driver(timeout=30.0, headers_for=lambda url: net.staff_headers(net.municipality_at(url)))  # the moves benchmark's small client: httpx's pool, not the network, set the pace at this rate
     try:
         async def move(i: int, code: str, municipality: str) -> None:
             nonlocal errors
@@ -173,7 +173,7 @@ def main() -> dict:
             people = []
             for municipality in ("131016", "131130", "272035"):
                 for _ in range(PERSONS_PER_MUNICIPALITY):
-                    r = httpx.post(f"{net.url(f'municipal_rrs.{municipality}')}/v1/residents", json=birth_body(municipality), timeout=30)
+                    r = httpx.post(f"{net.url(f'municipal_rrs.{municipality}')}/v1/residents", auth=net.staff_auth(), json=birth_body(municipality), timeout=30)
                     r.raise_for_status()
                     people.append((r.json()["resident_code"], municipality))
             auth = net.agency_auth(AGENCY)  # signed anew before it ends

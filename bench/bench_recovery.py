@@ -139,7 +139,7 @@ def _hundred_changes_at_the_counter(net: Network) -> None:
     with _connect(net, f"rrs_{MUNICIPALITY}") as conn:
         codes = [r[0] for r in conn.execute("select resident_code from residents where status = 'active' order by random() limit 100")]
     hoods = neighborhoods(MUNICIPALITY[:5])
-    with httpx.Client(timeout=60) as client:
+    with httpx.Client(timeout=60, auth=net.staff_auth()) as client:
         for i, code in enumerate(codes):
             postal, text = hoods[i % len(hoods)]
             r = client.post(f"{net.url(f'municipal_rrs.{MUNICIPALITY}')}/v1/residents/{code}/move-within",

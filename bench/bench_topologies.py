@@ -107,7 +107,7 @@ async def _drive_moves(net: Network, people: list[tuple[str, str]], rng: random.
     """転居 at the registers at RATE per second for ROUND_SECONDS; the (code, version) of each commit."""
     addresses = {m: neighborhoods(m[:5]) for m in MUNICIPALITIES}
     committed: list[tuple[str, int]] = []
-    async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=32)) as client:
+    async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=32), auth=net.staff_auth()) as client:
         async def move(code: str, municipality: str) -> None:
             postal, text = rng.choice(addresses[municipality])
             body = {"new_address": {"municipality_code": municipality, "postal_code": postal, "text": f"{text}{rng.randint(1, 9)}-{rng.randint(1, 30)}"}, "move_date": date.today().isoformat()}

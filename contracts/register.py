@@ -208,3 +208,49 @@ class PortalCredential(Contract):
     token: str
     expires_at: datetime
     issuer: ShortCode
+
+
+class IdentityCheckMethod(StrEnum):
+    """How the counter checked that the person asking is the resident (本人確認書類)."""
+
+    mynumber_card = "mynumber_card"
+    driving_licence = "driving_licence"
+    passport = "passport"
+    residence_card = "residence_card"
+    other_photo_id = "other_photo_id"  # a photo ID issued by a public body: described in ``note``
+    two_documents = "two_documents"  # two documents without a photo (health insurance card and pension book): described in ``note``
+
+
+class IdentityCheck(Contract):
+    """What the clerk saw: the document's kind and the last four characters of its number (never the whole number)."""
+
+    method: IdentityCheckMethod
+    document_number_last4: str | None = Field(default=None, pattern=r"^[0-9A-Za-z]{4}$")
+    note: LabelText | None = None
+
+    @model_validator(mode="after")
+    def described(self) -> "IdentityCheck":
+        if self.method in (IdentityCheckMethod.other_photo_id, IdentityCheckMethod.two_documents) and not self.note:
+            raise ValueError(f"{self.method.value}: say which documents in note")
+        if self.method not in (IdentityCheckMethod.other_photo_id, IdentityCheckMethod.two_documents) and not self.document_number_last4:
+            raise ValueError(f"{self.method.value}: give the last four characters of the document number")
+        return self
+
+
+class PortalCredentialRequest(Contract):
+    """A portal credential is handed over only after an identity check, recorded with who made it."""
+
+    identity_check: IdentityCheck
+
+
+class PortalCredentialIssue(Contract):
+    """One credential handed over at the counter (for the auditor)."""
+
+    issue_id: UUID
+    resident_code: ResidentCode
+    issued_by: str
+    issued_at: datetime
+    expires_at: datetime
+    method: IdentityCheckMethod
+    document_number_last4: str | None
+    note: str | None

@@ -50,10 +50,11 @@ def run(
         marker = data / "demo-population.seeded"
         if demo_population > 0 and not marker.exists():
             try:
-                _seed_over_http(network.topology, {nid: network.url(nid) for nid in network.nodes}, demo_population, seed=1)
+                _seed_over_http(network.topology, {nid: network.url(nid) for nid in network.nodes}, demo_population, seed=1, data=data)
                 marker.write_text(str(demo_population))
             except (RuntimeError, httpx.HTTPError) as exc:  # the network stays up; the operator sees why
                 console.print(f"[yellow]demo population not completed: {exc}[/yellow]")
+        _print_demo_logins(network)
         console.print(f"logs: {data / 'logs'} · traces: {data / 'traces'} · Ctrl-C to stop")
         while not stop.wait(1.0):
             for node_id, running in network.nodes.items():
@@ -407,8 +408,11 @@ def _progress() -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(), console=console)
 
 
-def _seed_over_http(topology, nodes: dict[str, str], persons: int, *, seed: int) -> list[str]:
+def _seed_over_http(topology, nodes: dict[str, str], persons: int, *, seed: int, data: Path) -> list[str]:
     from services.population import PopulationSpec, register_over_http
+    from services.staff_logins import StaffLogins
+
+    logins = StaffLogins(data, lambda code: nodes[f"municipal_rrs.{code}"])  # the demo clerk of each municipality registers them
 
     spec = PopulationSpec(seed=seed, municipalities=tuple(m.code for m in topology.municipalities))
     started = time.monotonic()
@@ -419,7 +423,7 @@ def _seed_over_http(topology, nodes: dict[str, str], persons: int, *, seed: int)
             done = progress.tasks[0].completed + 1
             progress.update(task, advance=1, rate=f"{done / max(time.monotonic() - started, 1e-6):,.0f}/s")
 
-        return register_over_http(lambda code: nodes[f"municipal_rrs.{code}"], spec, persons, client=client, on_person=tick)
+        return register_over_http(lambda code: nodes[f"municipal_rrs.{code}"], spec, persons, client=client, staff_headers=logins.headers, on_person=tick)
 
 
 @app.command()
@@ -437,7 +441,7 @@ def seed(
     addresses = _addresses(data)
     started = time.monotonic()
     if not bulk:
-        _seed_over_http(topo, addresses["nodes"], persons, seed=seed_value)
+        _seed_over_http(topo, addresses["nodes"], persons, seed=seed_value, data=data)
     else:
         import psycopg
 
@@ -461,6 +465,71 @@ def seed(
             bulk_load(connect, topo, spec, persons, on_progress=advance)
     elapsed = time.monotonic() - started
     console.print(f"{persons:,} persons in {elapsed:,.1f} s ({persons / elapsed:,.0f} persons/s)")
+
+
+# --- staff accounts at the registers ----------------------------------------------------
+
+staff_app = typer.Typer(help="Staff accounts of the municipal registers: enrol, and (for the accounts of a local network) current TOTP codes and tokens.")
+app.add_typer(staff_app, name="staff")
+
+
+def _print_demo_logins(network: Network) -> None:
+    """How to log in at each register (the demo clerk ``make run`` enrolled); the secrets stay in staff.json."""
+    table = Table(title="staff login (demo clerk of each municipality; TOTP code: services.cli staff code)")
+    for column in ("register screens", "username", "password", "TOTP code now"):
+        table.add_column(column)
+    for m in network.topology.municipalities:
+        account = network.staff.account(m.code, "clerk")
+        if account is not None:
+            table.add_row(f"{network.url(f'municipal_rrs.{m.code}')}/staff", "clerk", account["password"], network.staff.code(m.code, "clerk"))
+    console.print(table)
+    console.print("next code: .venv/bin/python -m services.cli staff code --municipality 131016 --username clerk "
+                  "(accounts clerk, supervisor and auditor; secrets in " + str(network.staff.path) + ")")
+
+
+def _logins(data: Path):
+    from services.staff_logins import StaffLogins
+
+    nodes = _addresses(data)["nodes"]
+    return StaffLogins(data, lambda code: nodes[f"municipal_rrs.{code}"])
+
+
+@staff_app.command("add")
+def staff_add(
+    municipality: str = typer.Option(..., help="municipality code: the register that keeps the account"),
+    username: str = typer.Option(..., help="lower-case letters, digits, . _ -"),
+    role: str = typer.Option(..., help="clerk, supervisor or auditor"),
+    replace: bool = typer.Option(False, help="re-enrol an existing account (lost authenticator): new password and TOTP secret, its sessions end"),
+    ask_password: bool = typer.Option(False, help="type the password (at least 12 characters) instead of having one generated"),
+    data: Path = typer.Option(DEFAULT_DATA),
+) -> None:
+    """Enrol a member of staff at a register; prints the password and the TOTP secret once (enrol the otpauth URI in an authenticator app)."""
+    node = f"municipal_rrs.{municipality}"
+    password = typer.prompt("password", hide_input=True, confirmation_prompt=True) if ask_password else ""
+    body = {"username": username, "role": role, "replace": replace, **({"password": password} if password else {})}
+    response = httpx.post(f"{_node_url(data, node)}/internal/v1/operator/staff-accounts", json=body, headers=_operator_headers(data, node), timeout=30.0)
+    if response.status_code != 201:
+        console.print(f"[red]{response.status_code}[/red] {response.text}")
+        raise typer.Exit(1)
+    created = response.json()
+    console.print(f"enrolled [bold]{created['username']}[/bold] ({created['role']}) at {node}; shown once, not kept:")
+    if created.get("password"):
+        console.print(f"  password:    {created['password']}")
+    console.print(f"  TOTP secret: {created['totp_secret']}")
+    console.print(f"  otpauth URI: {created['otpauth_uri']}")
+
+
+@staff_app.command("code")
+def staff_code(municipality: str = typer.Option(...), username: str = typer.Option("clerk"), data: Path = typer.Option(DEFAULT_DATA)) -> None:
+    """The current TOTP code of an account this local network enrolled (demo and test accounts only: their secrets are in staff.json)."""
+    print(_logins(data).code(municipality, username))
+
+
+@staff_app.command("token")
+def staff_token(municipality: str = typer.Option(...), role: str = typer.Option("clerk", help="the account of that role (clerk, supervisor, auditor)"),
+                data: Path = typer.Option(DEFAULT_DATA)) -> None:
+    """Log in as the role's demo account (password + TOTP) and print the bearer token (10 minutes) for curl."""
+    print(_logins(data).token(municipality, role))
 
 
 # --- docker compose deployment (deploy/compose.yaml) ----------------------------------

@@ -71,6 +71,8 @@ NEVER_CARRIED = (
     "history before a person moved in from another municipality (it stays with the municipality of origin)",
     "DV等支援措置: the measures' details (kind, basis, 相手方, history, deliveries) are never carried — only the protection marker is; "
     "each marked person is restored as protected, and staff must re-enter the measure from the victim's application",
+    "staff accounts, screen sessions, the access log of record reads and the record of portal-credential identity checks: "
+    "the operator enrols the staff again (services.cli staff add)",
 )
 
 

@@ -25,6 +25,7 @@ from services.common.encryption_keys import generate_encryption_key_pair
 from services.common.kafka import ensure_topics
 from services.common.tokens import RefreshingToken, generate_key_pair, load_private_key, sign_token
 from services.common.topology import Node, Topology, load_topology
+from services.staff_logins import StaffLogins
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -58,6 +59,7 @@ class Network:
         self.broker = EmbeddedBroker(self.ports.kafka, self.root / "logs" / "broker.log")
         self.nodes: dict[str, RunningNode] = {n.id: RunningNode(node=n, port=self.ports.base + i) for i, n in enumerate(self.topology.nodes)}
         self.credentials: dict[str, TenantCredentials] = {}
+        self.staff = StaffLogins(self.root, lambda code: self.url(f"municipal_rrs.{code}"))
 
     @classmethod
     def on_free_ports(cls, root: Path, *, topology_path: Path | None = None) -> "Network":
@@ -148,6 +150,24 @@ class Network:
         for node_id in self.nodes:
             self.wait_healthy(node_id)
         self.write_addresses()
+        self.staff.enrol_roles(m.code for m in self.topology.municipalities)
+
+    def staff_headers(self, municipality: str, role: str = "clerk", *, username: str | None = None) -> dict[str, str]:
+        """``Authorization`` of a member of staff of the municipality's register: the role's own account
+        (username = role), or ``username`` enrolled with that role on first use (services/staff_logins.py)."""
+        return self.staff.headers(municipality, role, username=username)
+
+    def staff_auth(self, role: str = "clerk", *, username: str | None = None) -> httpx.Auth:
+        """The same as an ``httpx.Auth`` (``auth=net.staff_auth()``): it logs in at whichever register the request goes to."""
+        return self.staff.auth(self.municipality_at, role, username=username)
+
+    def municipality_at(self, url) -> str | None:
+        """The municipality whose register listens at ``url`` (None for any other node)."""
+        port = httpx.URL(str(url)).port
+        for running in self.nodes.values():
+            if running.port == port and running.node.kind == "municipal_rrs":
+                return running.node.tenant
+        return None
 
     def write_addresses(self) -> None:
         """``network.json`` in the data directory: where every node listens and which topology runs, for the operator CLI."""

@@ -241,15 +241,18 @@ class Identifiers:
 # --- writers -------------------------------------------------------------------------
 
 
-def register_over_http(rrs_url: Callable[[str], str], spec: PopulationSpec, persons: int, *, client, on_person: Callable[[], None] | None = None) -> list[str]:
-    """Register the population at each RRS counter (POST /v1/residents); returns the resident codes."""
+def register_over_http(rrs_url: Callable[[str], str], spec: PopulationSpec, persons: int, *, client, staff_headers: Callable[[str], dict[str, str]],
+                       on_person: Callable[[], None] | None = None) -> list[str]:
+    """Register the population at each RRS counter (POST /v1/residents) as a logged-in clerk (``staff_headers(municipality)``,
+    e.g. :meth:`services.staff_logins.StaffLogins.headers`); returns the resident codes."""
     codes = []
     for household in households(spec, persons):
         household_id = None
         for body in household.members:
             if household_id is not None:
                 body = {**body, "household": {**body["household"], "household_id": household_id}}
-            response = client.post(f"{rrs_url(body['address']['municipality_code'])}/v1/residents", json=body, headers={"X-Staff-Id": "population-seed"})
+            municipality = body["address"]["municipality_code"]
+            response = client.post(f"{rrs_url(municipality)}/v1/residents", json=body, headers=staff_headers(municipality))
             if response.status_code != 201:
                 raise RuntimeError(f"the RRS refused a generated person ({response.status_code}): {response.text[:500]}")
             record = response.json()

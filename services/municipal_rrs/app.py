@@ -5,12 +5,11 @@ the relay that carries identity changes to the municipality's own CS."""
 import asyncio
 import functools
 import json
-import re
 import uuid
 from datetime import date, datetime, timedelta, UTC
 from typing import Annotated
 
-from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from sqlalchemy import select
 
 from contracts.identifiers import ResidentCode
@@ -20,16 +19,16 @@ from contracts.moves import (
 )
 from contracts.online import Letter, OnlineFilingState, OnlineFilingView
 from contracts.register import (
-    ChangeHousehold, ChangeName, CorrectRecord, HistoryEntry, HouseholdMember, MoveWithin, PortalCredential,
+    ChangeHousehold, ChangeName, CorrectRecord, HistoryEntry, HouseholdMember, MoveWithin, PortalCredential, PortalCredentialRequest,
     RecordDeath, RegisterResident, RemoveExOfficio, ResidentList, ResidentRecord, RestoreExOfficio,
 )
-from services.common.idempotency import first_caller, install_idempotency, token_caller
+from services.common.idempotency import install_idempotency, token_caller
 from services.common.outbox import DeliveryRefused, REFUSAL_STATUSES, RELAY_PACE_SECONDS, OutboxRelay, poll_forever
 from services.common.problems import ProblemError, install_problem_handlers
 from services.common.runtime import Runtime
 from services.common.settings import ServiceSettings
 from services.common.tokens import RESIDENT_CREDENTIAL_MAX_SECONDS, RESIDENT_CREDENTIAL_SCOPE
-from services.municipal_rrs import moves, online, service
+from services.municipal_rrs import access, moves, online, service, staff_routes, staff_store
 from services.municipal_rrs.domain import RegistryRuleViolation
 from services.municipal_rrs.jpki_routes import jpki_router
 from services.municipal_rrs.dv_routes import dv_housekeeping, dv_router
@@ -40,15 +39,6 @@ from services.municipal_rrs.models import IdempotencyKey, IncomingNoticeRow, Let
 from services.municipal_rrs.request_deps import StaffDep, transaction_dependency
 
 PORTAL_CREDENTIAL_SECONDS = RESIDENT_CREDENTIAL_MAX_SECONDS  # a kind of its own (services/common/tokens.py, docs/security-tokens.md)
-STAFF_ID = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
-
-
-async def counter_staff(request: Request) -> str | None:
-    """The clerk an Idempotency-Key belongs to, as ``request_deps.staff_id`` names them (``X-Staff-Id``, else "counter")."""
-    staff = request.headers.get("x-staff-id")
-    if staff is None:
-        return "counter"
-    return staff if STAFF_ID.match(staff) else None  # the route refuses the header
 
 
 def build_app(settings: ServiceSettings) -> FastAPI:
@@ -132,12 +122,16 @@ def build_app(settings: ServiceSettings) -> FastAPI:
         description="The resident register of one municipality: every 住民票 item with its history. Only its own CS receives anything from it.",
         lifespan=rt.background(relay.run_forever, pull_notices_forever, reconciler.run_forever,
                                dv_housekeeping(rt, municipality_code=municipality.code, relay=relay, known_municipality=known_municipality)),
+        dependencies=[Depends(access.authorize)],  # every route: its rule in access.ACCESS, the staff member's credential and role
     )
-    install_problem_handlers(app, rt.refusal_recorder(Refusal))
-    # Idempotency-Key on every POST, scoped to the member of staff: a staff bearer token of this register, else X-Staff-Id
-    install_idempotency(app, rt, IdempotencyKey, caller=first_caller(token_caller(rt.keys, audience=rt.party), counter_staff),
+    record_refusal = rt.refusal_recorder(Refusal)
+    install_problem_handlers(app, record_refusal)
+    # Idempotency-Key on every POST, scoped to the member of staff whose bearer token (POST /v1/staff/token) made it
+    install_idempotency(app, rt, IdempotencyKey, caller=token_caller(rt.keys, audience=rt.party),
                         not_kept=[r"/v1/residents/[^/]+/portal-credential", r"/v1/staff/.*"])  # answers that are credentials
     app.state.relay = relay
+    app.state.runtime = rt  # for access.authorize and the staff routes, before the lifespan sets it too
+    app.state.record_refusal = record_refusal
 
     SessionDep = transaction_dependency(rt.sessions)  # a commit that wrote outbox rows wakes the relay (outbox.enqueue)
     router = APIRouter(prefix="/v1")
@@ -168,6 +162,7 @@ def build_app(settings: ServiceSettings) -> FastAPI:
 
     @router.get("/residents", response_model=ResidentList)
     async def search_residents(
+        request: Request,
         session: SessionDep,
         name: Annotated[str | None, Query(max_length=60)] = None,
         kana: Annotated[str | None, Query(max_length=120)] = None,
@@ -180,6 +175,7 @@ def build_app(settings: ServiceSettings) -> FastAPI:
         if not any((name, kana, birth_date, address)):
             raise ProblemError(400, "search-needs-criteria", "Give at least one search criterion")
         found, truncated = await service.search(session, name=name, kana=kana, birth_date=birth_date, address=address, include_closed=include_closed, limit=limit)
+        await access.record_reads(request, [r.resident_code for r in found])  # each record listed was read
         return ResidentList(residents=found, truncated=truncated)
 
     @router.get("/residents/{resident_code}", response_model=ResidentRecord)
@@ -362,22 +358,29 @@ def build_app(settings: ServiceSettings) -> FastAPI:
                 for r in (await session.execute(stmt)).scalars()]
 
     @router.get("/households/{household_id}", response_model=list[HouseholdMember])
-    async def household(household_id: uuid.UUID, session: SessionDep) -> list[HouseholdMember]:
+    async def household(household_id: uuid.UUID, session: SessionDep, request: Request) -> list[HouseholdMember]:
         """Members of a household, head first."""
         try:
-            return await service.household_members(session, household_id)
+            members = await service.household_members(session, household_id)
         except service.NotFound:
             raise ProblemError(404, "not-found", "No such household") from None
+        await access.record_reads(request, [m.resident_code for m in members])
+        return members
 
     @router.post("/residents/{resident_code}/portal-credential", response_model=PortalCredential)
-    async def portal_credential(resident_code: ResidentCode, session: SessionDep, staff: StaffDep) -> PortalCredential:
-        """Issue the resident a signed credential for the provision-log portal (handed over at the counter)."""
+    async def portal_credential(resident_code: ResidentCode, body: PortalCredentialRequest, session: SessionDep, staff: StaffDep) -> PortalCredential:
+        """Issue the resident a signed credential for the provision-log portal, handed over at the counter after an identity
+        check; who issued it, when and on which document is kept (``GET /v1/portal-credential-issues``)."""
         try:
             resident = await service.load(session, resident_code)
         except service.NotFound:
             raise not_found(resident_code) from None
+        expires_at = datetime.now(UTC) + timedelta(seconds=PORTAL_CREDENTIAL_SECONDS)
+        check = body.identity_check
+        await staff_store.record_credential_issue(session, resident_code=resident.resident_code, issued_by=staff, expires_at=expires_at, method=check.method.value,
+                                                  document_number_last4=check.document_number_last4, note=check.note)
         token = rt.token_for("provision-log", subject=resident.resident_code, lifetime_seconds=PORTAL_CREDENTIAL_SECONDS, claims={"scope": RESIDENT_CREDENTIAL_SCOPE})
-        return PortalCredential(resident_code=resident.resident_code, token=token, expires_at=datetime.now(UTC) + timedelta(seconds=PORTAL_CREDENTIAL_SECONDS), issuer=rt.party)
+        return PortalCredential(resident_code=resident.resident_code, token=token, expires_at=expires_at, issuer=rt.party)
 
     app.include_router(router)
     app.include_router(jpki_router(rt, municipality.code))  # JPKI at the counter, through the CS
@@ -385,6 +388,7 @@ def build_app(settings: ServiceSettings) -> FastAPI:
     app.include_router(reconciler.router())  # the register compares itself with its CS
     app.include_router(related_router(rt, municipality.code))  # 住登外者 and 印鑑登録 (R-REL-1)
     app.include_router(staff_router(rt, municipality_code=municipality.code, municipality_name=municipality.name, topology=topology,
-                                    known_municipality=known_municipality, changed=relay.wakeup.set))  # counter staff screens (/staff)
-    install_staff_screen_handler(app)
+                                    known_municipality=known_municipality, changed=relay.wakeup.set, record_refusal=record_refusal))  # counter staff screens (/staff)
+    app.include_router(staff_routes.router)  # staff login and accounts, the access log
+    install_staff_screen_handler(app, record_refusal)
     return app

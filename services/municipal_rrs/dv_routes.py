@@ -1,7 +1,8 @@
 """HTTP edge of DV等支援措置 at the register (counter staff and back office), and its housekeeping loop.
 
-Staff name themselves in ``X-Staff-Id`` like on every other route; each step
-of a measure and each certificate request records who handled it. A
+Each step of a measure and each certificate request records the member of
+staff who handled it, as authenticated by ``access.authorize``; deciding,
+extending and ending a measure are a supervisor's (``access.ACCESS``). A
 perpetrator's request and a request about nobody get the same 404 problem,
 byte for byte; the difference is only in the register's own records.
 """

@@ -264,3 +264,68 @@ class CertificateRequestRow(RrsBase):
     decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     decision_reason: Mapped[str | None] = mapped_column(Text)
     document: Mapped[str | None] = mapped_column(Text)  # the CertificateDocument issued, as issued
+
+
+# --- staff: accounts, screen sessions, who read which record, identity checks (docs/security-staff.md) ----------
+
+
+class StaffAccountRow(RrsBase):
+    """A member of staff of this municipality: argon2id password hash, TOTP secret, role.
+
+    ``last_totp_step`` is the last 30-second step whose code was accepted: a code
+    is taken once, so one seen over a shoulder or replayed from a log is refused.
+    """
+
+    __tablename__ = "staff_accounts"
+    username: Mapped[str] = mapped_column(String(64), primary_key=True)
+    role: Mapped[str] = mapped_column(String(16))
+    password_hash: Mapped[str] = mapped_column(String(200))
+    totp_secret: Mapped[str] = mapped_column(String(64))  # base32, as in the otpauth URI
+    last_totp_step: Mapped[int] = mapped_column(BigInteger, default=0)
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_by: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    deactivated_by: Mapped[str | None] = mapped_column(String(100))
+    deactivated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class StaffSessionRow(RrsBase):
+    """A login on the staff screens. The cookie holds a random value whose SHA-256 is ``token_hash``;
+    ``csrf`` is the token every form of the session carries. A logout ends the row for good."""
+
+    __tablename__ = "staff_sessions"
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    username: Mapped[str] = mapped_column(ForeignKey("staff_accounts.username"), index=True)
+    role: Mapped[str] = mapped_column(String(16))
+    csrf: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class RecordReadRow(RrsBase):
+    """Who read which resident's record, when and through which route (the access log)."""
+
+    __tablename__ = "record_reads"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    resident_code: Mapped[str] = mapped_column(String(11), index=True)
+    read_by: Mapped[str] = mapped_column(String(64), index=True)
+    read_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(), index=True)
+    route: Mapped[str] = mapped_column(String(200))
+
+
+class PortalCredentialIssueRow(RrsBase):
+    """A portal credential handed over at the counter: who issued it, when, and how the resident's identity was checked."""
+
+    __tablename__ = "portal_credential_issues"
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    resident_code: Mapped[str] = mapped_column(String(11), index=True)
+    issued_by: Mapped[str] = mapped_column(String(64))
+    issued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    check_method: Mapped[str] = mapped_column(String(32))
+    document_number_last4: Mapped[str | None] = mapped_column(String(4))
+    note: Mapped[str | None] = mapped_column(String(400))

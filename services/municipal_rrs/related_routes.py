@@ -8,14 +8,14 @@ import uuid
 from datetime import date
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
 from contracts.register import ResidentRecord
 from contracts.related import EndSeal, LinkNonResident, NonResident, NonResidentStatus, RegisterNonResident, RegisterSeal, SealRegistration, SealStatus
 from services.common.params import PositiveBigIntPath
 from services.common.problems import ProblemError
 from services.common.runtime import Runtime
-from services.municipal_rrs import related
+from services.municipal_rrs import access, related
 from services.municipal_rrs.domain import RegistryRuleViolation
 from services.municipal_rrs.request_deps import StaffDep, transaction_dependency
 
@@ -60,12 +60,14 @@ def related_router(rt: Runtime, municipality_code: str) -> APIRouter:
             raise not_found(exc, "non-resident") from None
 
     @router.get("/non-residents/{non_resident_id}/link-candidates", response_model=list[ResidentRecord])
-    async def link_candidates(non_resident_id: uuid.UUID, session: SessionDep) -> list[ResidentRecord]:
+    async def link_candidates(non_resident_id: uuid.UUID, session: SessionDep, request: Request) -> list[ResidentRecord]:
         """Residents with the same birth date and name or reading: candidates for staff to check, never linked by name alone."""
         try:
-            return await related.link_candidates(session, non_resident_id)
+            candidates = await related.link_candidates(session, non_resident_id)
         except related.NotFound as exc:
             raise not_found(exc, "non-resident") from None
+        await access.record_reads(request, [r.resident_code for r in candidates])  # each candidate's record was shown
+        return candidates
 
     @router.post("/non-residents/{non_resident_id}/link", response_model=NonResident)
     async def link(non_resident_id: uuid.UUID, body: LinkNonResident, session: SessionDep, staff: StaffDep) -> NonResident:

@@ -1,4 +1,4 @@
-"""What every JSON route of the register needs from a request: its transaction and the clerk.
+"""What every JSON route of the register needs from a request: its transaction and the member of staff.
 
 The transaction commits *before* the answer is sent (``scope="function"``):
 a 201 means the change is durable and the next request reads it. With
@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.common.problems import ProblemError
 
 
 def transaction_dependency(sessions: async_sessionmaker):
@@ -29,10 +31,16 @@ def transaction_dependency(sessions: async_sessionmaker):
     return Annotated[AsyncSession, Depends(transaction, scope="function")]
 
 
-def staff_id(request: Request, x_staff_id: Annotated[str | None, Header(max_length=100, pattern=r"^[A-Za-z0-9._-]+$")] = None) -> str:
-    """The clerk acting (``X-Staff-Id``), recorded with every change and refusal; "counter" when not given."""
-    request.state.caller = x_staff_id or "counter"
-    return request.state.caller
+def staff_id(request: Request) -> str:
+    """The member of staff acting, as ``access.authorize`` authenticated them: recorded with every change and refusal.
+
+    There is no default and no header to name oneself: a route reached without
+    an authenticated member of staff is a route missing from the access table.
+    """
+    member = getattr(request.state, "staff", None)
+    if member is None:
+        raise ProblemError(401, "unauthorized", "Staff log in first")
+    return member.username
 
 
 StaffDep = Annotated[str, Depends(staff_id)]

@@ -69,7 +69,7 @@ def birth_body(municipality_code: str, *, family_name: str | None = None, family
 
 
 def register(net: Network, municipality_code: str, body: dict | None = None) -> dict:
-    response = httpx.post(f"{net.url(f'municipal_rrs.{municipality_code}')}/v1/residents", json=body or birth_body(municipality_code), timeout=10)
+    response = httpx.post(f"{net.url(f'municipal_rrs.{municipality_code}')}/v1/residents", auth=net.staff_auth(), json=body or birth_body(municipality_code), timeout=10)
     assert response.status_code == 201, response.text
     return response.json()
 

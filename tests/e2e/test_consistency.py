@@ -24,7 +24,7 @@ def _stream_changes(network, stop: threading.Event, touched: dict[str, str], err
             mine = [code for code, m in touched.items() if m == municipality]
             if mine and rng.random() < 0.5:
                 code = rng.choice(mine)
-                r = httpx.post(f"{network.url(f'municipal_rrs.{municipality}')}/v1/residents/{code}/move-within",
+                r = httpx.post(f"{network.url(f'municipal_rrs.{municipality}')}/v1/residents/{code}/move-within", auth=network.staff_auth(),
                                json={"new_address": address_in(municipality, rng), "move_date": date.today().isoformat()}, timeout=10)
                 if r.status_code != 200 and r.status_code != 409:
                     errors.append(r.text)
@@ -96,7 +96,7 @@ def test_a_version_gap_is_held_and_healed_from_the_tier_below(network, db):
     below_db = network.nodes[below].node.database
     rrs = network.url("municipal_rrs.131016")
     for _ in range(2):
-        assert httpx.post(f"{rrs}/v1/residents/{code}/move-within", json={"new_address": address_in("131016"), "move_date": date.today().isoformat()}).status_code == 200
+        assert httpx.post(f"{rrs}/v1/residents/{code}/move-within", auth=network.staff_auth(), json={"new_address": address_in("131016"), "move_date": date.today().isoformat()}).status_code == 200
     wait_until(lambda: db(below_db).value("select version from identity where resident_code = %s", (code,)) == 3, what=f"version 3 at {below}")
     wait_until(lambda: db("national").value("select version from identity where resident_code = %s", (code,)) == 3, what="version 3 at national")
     latest = db(below_db).value("select payload from identity_history where resident_code = %s and version = 3", (code,))

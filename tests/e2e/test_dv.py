@@ -26,10 +26,6 @@ def rrs(network, municipality: str) -> str:
     return network.url(f"municipal_rrs.{municipality}")
 
 
-def staff(name: str) -> dict:
-    return {"X-Staff-Id": name}
-
-
 def adult(network, db, municipality: str, household_id: str | None = None) -> dict:
     person = register(network, municipality, birth_body(municipality, born=ADULT, household_id=household_id))
     wait_until(lambda: db("national").value("select version from identity where resident_code = %s", (person["resident_code"],)) == 1, what="registered nationally")
@@ -47,14 +43,14 @@ def apply(network, municipality: str, victim: dict, *, family: list[dict] = (), 
         body["honseki_municipality_code"] = honseki
     if applied_on:
         body["applied_on"] = applied_on.isoformat()
-    response = httpx.post(f"{rrs(network, municipality)}/v1/support-measures", json=body, headers=staff("clerk-apply"), timeout=20)
+    response = httpx.post(f"{rrs(network, municipality)}/v1/support-measures", auth=network.staff_auth(), json=body, timeout=20)
     assert response.status_code == 201, response.text
     return response.json()
 
 
 def decide(network, municipality: str, measure: dict, *, valid_from: date | None = None) -> dict:
     body = {"outcome": "approve", **({"valid_from": valid_from.isoformat()} if valid_from else {})}
-    response = httpx.post(f"{rrs(network, municipality)}/v1/support-measures/{measure['measure_id']}/decision", json=body, headers=staff("chief-1"), timeout=20)
+    response = httpx.post(f"{rrs(network, municipality)}/v1/support-measures/{measure['measure_id']}/decision", auth=network.staff_auth("supervisor"), json=body, timeout=20)
     assert response.status_code == 200, response.text
     return response.json()
 
@@ -67,16 +63,16 @@ def protect(network, db, municipality: str, victim: dict, **kwargs) -> dict:
 
 
 def measure_at(network, municipality: str, measure_id: str) -> dict | None:
-    response = httpx.get(f"{rrs(network, municipality)}/v1/support-measures/{measure_id}", timeout=10)
+    response = httpx.get(f"{rrs(network, municipality)}/v1/support-measures/{measure_id}", auth=network.staff_auth(), timeout=10)
     return response.json() if response.status_code == 200 else None
 
 
 def measures_of(network, municipality: str, code: str) -> list[dict]:
-    return httpx.get(f"{rrs(network, municipality)}/v1/residents/{code}/support-measures", timeout=10).json()
+    return httpx.get(f"{rrs(network, municipality)}/v1/residents/{code}/support-measures", auth=network.staff_auth(), timeout=10).json()
 
 
 def alerts(network, municipality: str, *, include_closed: bool = False) -> list[dict]:
-    return httpx.get(f"{rrs(network, municipality)}/v1/support-measure-alerts", params={"include_closed": include_closed}, timeout=10).json()
+    return httpx.get(f"{rrs(network, municipality)}/v1/support-measure-alerts", auth=network.staff_auth(), params={"include_closed": include_closed}, timeout=10).json()
 
 
 def alert_for(network, municipality: str, measure_id: str, kind: str, *, include_closed: bool = False) -> dict | None:
@@ -84,7 +80,7 @@ def alert_for(network, municipality: str, measure_id: str, kind: str, *, include
 
 
 def deliveries(network, municipality: str, measure_id: str) -> list[dict]:
-    return httpx.get(f"{rrs(network, municipality)}/v1/support-measures/{measure_id}/deliveries", timeout=10).json()
+    return httpx.get(f"{rrs(network, municipality)}/v1/support-measures/{measure_id}/deliveries", auth=network.staff_auth(), timeout=10).json()
 
 
 def delivery_to(network, municipality: str, measure: dict, target: str) -> dict | None:
@@ -99,12 +95,11 @@ def marker(db, database: str, code: str):
 
 
 def ask(network, municipality: str, certificate_type: str, subject: dict, requester: dict) -> httpx.Response:
-    return httpx.post(f"{rrs(network, municipality)}/v1/certificate-requests", json={"type": certificate_type, "subject": subject, "requester": requester},
-                      headers=staff("clerk-counter"), timeout=20)
+    return httpx.post(f"{rrs(network, municipality)}/v1/certificate-requests", auth=network.staff_auth(), json={"type": certificate_type, "subject": subject, "requester": requester}, timeout=20)
 
 
 def requests_about(network, municipality: str, code: str) -> list[dict]:
-    return httpx.get(f"{rrs(network, municipality)}/v1/residents/{code}/certificate-requests", timeout=10).json()
+    return httpx.get(f"{rrs(network, municipality)}/v1/residents/{code}/certificate-requests", auth=network.staff_auth(), timeout=10).json()
 
 
 def as_perpetrator(relation: str = "household_member") -> dict:
@@ -120,11 +115,11 @@ def test_the_measure_reaches_the_honseki_and_the_new_municipality_after_a_move(n
     code, child_code = victim["resident_code"], child["resident_code"]
 
     applied = apply(network, CHIYODA, victim, family=[child], honseki=TOYONAKA)
-    assert applied["status"] == "applied" and applied["history"][0]["by"] == "clerk-apply"
+    assert applied["status"] == "applied" and applied["history"][0]["by"] == "clerk"
     assert [p["resident_code"] for p in applied["protected"]] == [code, child_code]
     measure = decide(network, CHIYODA, applied)
     assert measure["status"] == "active" and measure["valid_until"] == period_end(TODAY).isoformat()
-    assert [(s["action"], s["by"]) for s in measure["history"]] == [("applied", "clerk-apply"), ("approved", "chief-1")]
+    assert [(s["action"], s["by"]) for s in measure["history"]] == [("applied", "clerk"), ("approved", "supervisor")]
     mid = measure["measure_id"]
 
     # the 本籍地 shows it, though the person is not on its register, and raises it to its staff
@@ -141,25 +136,25 @@ def test_the_measure_reaches_the_honseki_and_the_new_municipality_after_a_move(n
             wait_until(lambda person=person: marker(db, "pref_13", person) == (True, CHIYODA), what="marker at the prefecture server")
 
     # Toyonaka's staff acknowledge; Chiyoda sees who
-    response = httpx.post(f"{rrs(network, TOYONAKA)}/v1/support-measure-alerts/{received['alert_id']}/acknowledgement", headers=staff("clerk-toyonaka"), timeout=10)
-    assert response.status_code == 200 and not response.json()["open"] and response.json()["acknowledged_by"] == "clerk-toyonaka"
-    wait_until(lambda: delivery_to(network, CHIYODA, measure, TOYONAKA)["staff_acknowledged_by"] == "clerk-toyonaka", what="the home hears who saw it")
+    response = httpx.post(f"{rrs(network, TOYONAKA)}/v1/support-measure-alerts/{received['alert_id']}/acknowledgement", auth=network.staff_auth(), timeout=10)
+    assert response.status_code == 200 and not response.json()["open"] and response.json()["acknowledged_by"] == "clerk"
+    wait_until(lambda: delivery_to(network, CHIYODA, measure, TOYONAKA)["staff_acknowledged_by"] == "clerk", what="the home hears who saw it")
 
     # 転出 to Shibuya: the certificate carries the measure, shown from the 転入予約 on
-    response = httpx.post(f"{rrs(network, CHIYODA)}/v1/move-outs", json={
+    response = httpx.post(f"{rrs(network, CHIYODA)}/v1/move-outs", auth=network.staff_auth(), json={
         "resident_codes": [code, child_code], "planned_date": TODAY.isoformat(), "destination": address_in(SHIBUYA)}, timeout=20)
     assert response.status_code == 201, response.text
     wait_until(lambda: any(m["measure_id"] == mid for m in measures_of(network, SHIBUYA, code)), what="measure at the destination before the 転入")
     assert wait_until(lambda: alert_for(network, SHIBUYA, mid, "measure_received"), what="alert at the destination")["open"]
-    wait_until(lambda: {c["resident_code"] for c in httpx.get(f"{rrs(network, SHIBUYA)}/v1/move-reservations", timeout=10).json()} >= {code, child_code}, what="転入予約")
-    response = httpx.post(f"{rrs(network, SHIBUYA)}/v1/move-ins", json={
+    wait_until(lambda: {c["resident_code"] for c in httpx.get(f"{rrs(network, SHIBUYA)}/v1/move-reservations", auth=network.staff_auth(), timeout=10).json()} >= {code, child_code}, what="転入予約")
+    response = httpx.post(f"{rrs(network, SHIBUYA)}/v1/move-ins", auth=network.staff_auth(), json={
         "persons": [{"resident_code": code}, {"resident_code": child_code}], "new_address": address_in(SHIBUYA), "move_date": TODAY.isoformat()},
-        headers=staff("clerk-shibuya"), timeout=20)
+        timeout=20)
     assert response.status_code == 201, response.text
 
     # Shibuya carries it on; Chiyoda (previous address) and Toyonaka (本籍地) hold the new revision; the marker follows
     carried = measure_at(network, SHIBUYA, mid)
-    assert carried["home_municipality_code"] == SHIBUYA and carried["history"][-1]["action"] == "taken_over" and carried["history"][-1]["by"] == "clerk-shibuya"
+    assert carried["home_municipality_code"] == SHIBUYA and carried["history"][-1]["action"] == "taken_over" and carried["history"][-1]["by"] == "clerk"
     for place in (CHIYODA, TOYONAKA):
         wait_until(lambda place=place: (measure_at(network, place, mid) or {}).get("home_municipality_code") == SHIBUYA, what=f"new revision at {place}")
     wait_until(lambda: marker(db, "national", code) == (True, SHIBUYA), what="marker from the new home")
@@ -167,7 +162,7 @@ def test_the_measure_reaches_the_honseki_and_the_new_municipality_after_a_move(n
     assert {d["target_municipality_code"]: d["role"] for d in deliveries(network, SHIBUYA, mid)} == {TOYONAKA: "honseki", CHIYODA: "previous_address"}
 
     # the previous address refuses the perpetrator the 除票 (which names the new address)
-    wait_until(lambda: httpx.get(f"{rrs(network, CHIYODA)}/v1/residents/{code}", timeout=10).json()["status"] == "removed", what="Chiyoda closed the record")
+    wait_until(lambda: httpx.get(f"{rrs(network, CHIYODA)}/v1/residents/{code}", auth=network.staff_auth(), timeout=10).json()["status"] == "removed", what="Chiyoda closed the record")
     refused = ask(network, CHIYODA, "removed_record", {"resident_code": code}, as_perpetrator())
     assert refused.status_code == 404 and refused.json()["title"] == "No such record"
     assert [r["state"] for r in requests_about(network, CHIYODA, code) if r["type"] == "removed_record"] == ["refused"]
@@ -235,13 +230,12 @@ def test_a_third_partys_request_is_queued_and_its_refusal_reads_like_a_missing_r
     assert {r.json()["state"] for r in asked.values()} == {"under_review"}
     ids = {who: r.json()["request_id"] for who, r in asked.items()}
 
-    queue = httpx.get(f"{rrs(network, CHIYODA)}/v1/certificate-review-queue", timeout=10).json()
+    queue = httpx.get(f"{rrs(network, CHIYODA)}/v1/certificate-review-queue", auth=network.staff_auth(), timeout=10).json()
     flagged = {r["request_id"]: r["protected"] for r in queue}
     assert flagged[ids["protected"]] is True and flagged[ids["other"]] is False and flagged[ids["nobody"]] is False
 
     def review(which: str, decision: str) -> httpx.Response:
-        return httpx.post(f"{rrs(network, CHIYODA)}/v1/certificate-review-queue/{ids[which]}/decision", json={"decision": decision, "reason": "審査の結果"},
-                          headers=staff("reviewer-1"), timeout=10)
+        return httpx.post(f"{rrs(network, CHIYODA)}/v1/certificate-review-queue/{ids[which]}/decision", auth=network.staff_auth("supervisor"), json={"decision": decision, "reason": "審査の結果"}, timeout=10)
 
     # no override at the counter: a protected person's record is never issued to a third party
     before = db(f"rrs_{CHIYODA}").value("select count(*) from refusals where reason = 'review-refused'")
@@ -253,14 +247,14 @@ def test_a_third_partys_request_is_queued_and_its_refusal_reads_like_a_missing_r
     assert review("other", "issue").status_code == 200
 
     def outcome(which: str) -> httpx.Response:
-        return httpx.get(f"{rrs(network, CHIYODA)}/v1/certificate-requests/{ids[which]}/outcome", timeout=10)
+        return httpx.get(f"{rrs(network, CHIYODA)}/v1/certificate-requests/{ids[which]}/outcome", auth=network.staff_auth(), timeout=10)
 
     assert outcome("protected").status_code == outcome("nobody").status_code == 404
     assert {k: v for k, v in outcome("protected").json().items() if k != "instance"} == {k: v for k, v in outcome("nobody").json().items() if k != "instance"}
     issued = outcome("other")
     assert issued.status_code == 200 and issued.json()["document"]["entries"][0]["address"] == other["address"]["text"]
     [on_record] = requests_about(network, CHIYODA, victim["resident_code"])
-    assert (on_record["state"], on_record["decided_by"], on_record["protected"]) == ("refused", "reviewer-1", True)
+    assert (on_record["state"], on_record["decided_by"], on_record["protected"]) == ("refused", "supervisor", True)
 
 
 # --- provision -----------------------------------------------------------------------------------------------
@@ -320,7 +314,7 @@ def test_expiry_reminder_extension_and_cancellation(network, db):
     # ending within a month: listed, and staff are reminded
     soon_person = adult(network, db, TOYONAKA)
     soon = decide(network, TOYONAKA, apply(network, TOYONAKA, soon_person, applied_on=TODAY - timedelta(days=350)), valid_from=TODAY - timedelta(days=340))
-    listed = httpx.get(f"{rrs(network, TOYONAKA)}/v1/support-measures", params={"expiring_within_days": 30}, timeout=10).json()
+    listed = httpx.get(f"{rrs(network, TOYONAKA)}/v1/support-measures", auth=network.staff_auth(), params={"expiring_within_days": 30}, timeout=10).json()
     assert soon["measure_id"] in {m["measure_id"] for m in listed}
     reminder = wait_until(lambda: alert_for(network, TOYONAKA, soon["measure_id"], "expiring"), what="expiry reminder")
     assert reminder["resident_code"] == soon_person["resident_code"]
@@ -329,23 +323,23 @@ def test_expiry_reminder_extension_and_cancellation(network, db):
     fresh_person = adult(network, db, TOYONAKA)
     fresh = decide(network, TOYONAKA, apply(network, TOYONAKA, fresh_person))
     extension = {"basis": "support_centre_opinion", "basis_issuer": "配偶者暴力相談支援センター"}
-    early = httpx.post(f"{rrs(network, TOYONAKA)}/v1/support-measures/{fresh['measure_id']}/extension", json=extension, headers=staff("clerk-2"), timeout=10)
+    early = httpx.post(f"{rrs(network, TOYONAKA)}/v1/support-measures/{fresh['measure_id']}/extension", auth=network.staff_auth("supervisor"), json=extension, timeout=10)
     assert early.status_code == 409 and "can be filed from" in early.json()["detail"]
-    response = httpx.post(f"{rrs(network, TOYONAKA)}/v1/support-measures/{soon['measure_id']}/extension", json=extension, headers=staff("clerk-2"), timeout=10)
+    response = httpx.post(f"{rrs(network, TOYONAKA)}/v1/support-measures/{soon['measure_id']}/extension", auth=network.staff_auth("supervisor"), json=extension, timeout=10)
     assert response.status_code == 200, response.text
     longer = response.json()
     assert longer["valid_until"] == period_end(date.fromisoformat(soon["valid_until"]) + timedelta(days=1)).isoformat()
-    assert (longer["history"][-1]["action"], longer["history"][-1]["by"], longer["basis"]) == ("extended", "clerk-2", "support_centre_opinion")
+    assert (longer["history"][-1]["action"], longer["history"][-1]["by"], longer["basis"]) == ("extended", "supervisor", "support_centre_opinion")
     assert alert_for(network, TOYONAKA, soon["measure_id"], "expiring") is None, "the reminder is closed by the extension"
 
     # cancellation: only at the victim's request
     wait_until(lambda: marker(db, "national", fresh_person["resident_code"]) == (True, TOYONAKA), what="marker")
     body = {"requested_by": soon_person["resident_code"], "explanation": "本人からの終了の申出"}
-    wrong = httpx.post(f"{rrs(network, TOYONAKA)}/v1/support-measures/{fresh['measure_id']}/cancellation", json=body, headers=staff("clerk-3"), timeout=10)
+    wrong = httpx.post(f"{rrs(network, TOYONAKA)}/v1/support-measures/{fresh['measure_id']}/cancellation", auth=network.staff_auth("supervisor"), json=body, timeout=10)
     assert wrong.status_code == 409 and "only the victim" in wrong.json()["detail"]
     body["requested_by"] = fresh_person["resident_code"]
-    done = httpx.post(f"{rrs(network, TOYONAKA)}/v1/support-measures/{fresh['measure_id']}/cancellation", json=body, headers=staff("clerk-3"), timeout=10)
-    assert done.status_code == 200 and done.json()["status"] == "cancelled" and done.json()["history"][-1]["by"] == "clerk-3"
+    done = httpx.post(f"{rrs(network, TOYONAKA)}/v1/support-measures/{fresh['measure_id']}/cancellation", auth=network.staff_auth("supervisor"), json=body, timeout=10)
+    assert done.status_code == 200 and done.json()["status"] == "cancelled" and done.json()["history"][-1]["by"] == "supervisor"
     wait_until(lambda: marker(db, "national", fresh_person["resident_code"]) == (False, TOYONAKA), what="marker dropped on cancellation")
 
 
@@ -363,7 +357,7 @@ def test_an_undelivered_measure_is_retried_and_raised_until_acknowledged(network
         pending = wait_until(lambda: (d := delivery_to(network, CHIYODA, measure, TOYONAKA)) and d["attempts"] >= 2 and d, what="sent again")
         assert pending["state"] == "pending" and pending["acknowledged_at"] is None
         # staff seeing it does not close it: only the 本籍地's acknowledgement does
-        response = httpx.post(f"{rrs(network, CHIYODA)}/v1/support-measure-alerts/{raised['alert_id']}/acknowledgement", headers=staff("clerk-1"), timeout=10)
+        response = httpx.post(f"{rrs(network, CHIYODA)}/v1/support-measure-alerts/{raised['alert_id']}/acknowledgement", auth=network.staff_auth(), timeout=10)
         assert response.status_code == 200 and response.json()["open"]
     finally:
         network.start_node(honseki_register)

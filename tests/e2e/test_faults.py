@@ -53,6 +53,7 @@ class Load:
     def run(self) -> None:
         rng = random.Random(11)
         token, token_at = None, 0.0
+        staff = self.net.staff_auth()  # a clerk logged in at each register
         with httpx.Client(timeout=5.0) as client:
             while not self.stop.is_set():
                 municipality = rng.choice(MUNICIPALITIES)
@@ -68,17 +69,17 @@ class Load:
                                 self.provisions += [i for i in r.headers.get("X-Provision-Records", "").split(",") if i]
                         continue
                     if mine and rng.random() < 0.5:
-                        r = client.post(f"{self.net.url(f'municipal_rrs.{municipality}')}/v1/residents/{rng.choice(mine)}/move-within",
+                        r = client.post(f"{self.net.url(f'municipal_rrs.{municipality}')}/v1/residents/{rng.choice(mine)}/move-within", auth=staff,
                                         json={"new_address": address_in(municipality, rng), "move_date": date.today().isoformat()})
                     else:
-                        r = client.post(f"{self.net.url(f'municipal_rrs.{municipality}')}/v1/residents", json=birth_body(municipality))
+                        r = client.post(f"{self.net.url(f'municipal_rrs.{municipality}')}/v1/residents", auth=staff, json=birth_body(municipality))
                         if r.status_code == 201:
                             self.persons[r.json()["resident_code"]] = municipality
                     if r.status_code in (200, 201):
                         self.acknowledged += 1
                     else:
                         self.failed += 1
-                except httpx.HTTPError:
+                except (httpx.HTTPError, RuntimeError):  # RuntimeError: the clerk's login failed while a service was away
                     self.failed += 1
                     self.stop.wait(0.1)  # pace the load while a service is away
 

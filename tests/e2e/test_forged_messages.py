@@ -96,7 +96,7 @@ def test_a_forged_change_is_refused_and_the_real_one_is_applied(network):
     produce(network, topics.NATIONAL_IDENTITY, key=code, value=json.dumps(forged).encode(), kind="identity-change")
     dead_letter_after(network, before, containing="unsigned record")
 
-    moved = httpx.post(f"{network.url('municipal_rrs.131016')}/v1/residents/{code}/move-within",
+    moved = httpx.post(f"{network.url('municipal_rrs.131016')}/v1/residents/{code}/move-within", auth=network.staff_auth(),
                        json={"new_address": address_in("131016"), "move_date": date.today().isoformat()}, timeout=10)
     assert moved.status_code == 200, moved.text
     wait_until(lambda: national(network).value("select version from identity where resident_code = %s", (code,)) == 2, what="the real version 2 at national")

@@ -109,7 +109,7 @@ def test_tenant_roles_cannot_use_the_shared_databases(network):
 def test_a_nul_in_a_key_of_a_seal_registration_is_not_echoed(network, db):
     body = '{"holder_resident_code": "12345678903", "impression": "x", "registered_on": "2026-11-01", "\\u0000evil": 1}'
     _, (reason, _, _, detail) = _refused(network, db, RRS, lambda url: httpx.post(
-        f"{url}/v1/seal-registrations", content=body, headers={"content-type": "application/json", "x-staff-id": "clerk-1"}, timeout=10), status=422)
+        f"{url}/v1/seal-registrations", content=body, headers={"content-type": "application/json", **network.staff_headers("131016")}, timeout=10), status=422)
     assert reason == "invalid-request" and "\\x00evil" in detail
 
 
@@ -121,7 +121,7 @@ def test_a_nul_in_a_key_of_a_seal_registration_is_not_echoed(network, db):
     ("a seal registration number past 64 bits", "/v1/seal-registrations/99999999999999999999"),
 ])
 def test_hostile_paths_at_the_register(network, db, label, path):
-    _, (_, _, recorded_path, _) = _refused(network, db, RRS, lambda url: httpx.get(f"{url}{path}", headers={"x-staff-id": "clerk-1"}, timeout=10))
+    _, (_, _, recorded_path, _) = _refused(network, db, RRS, lambda url: httpx.get(f"{url}{path}", headers=network.staff_headers("131016"), timeout=10))
     assert "\x00" not in recorded_path and "\x0b" not in recorded_path, label
 
 

@@ -56,7 +56,7 @@ def test_household_composition_only_for_household_based_affairs(network, db):
     assert agency_direct.status_code == 401
 
     # a household change reaches the CS; the answer follows it
-    split = httpx.post(f"{network.url('municipal_rrs.131130')}/v1/residents/{child['resident_code']}/household", json={"household": {"relationship": "世帯主"}, "change_date": date.today().isoformat()})
+    split = httpx.post(f"{network.url('municipal_rrs.131130')}/v1/residents/{child['resident_code']}/household", auth=network.staff_auth(), json={"household": {"relationship": "世帯主"}, "change_date": date.today().isoformat()})
     assert split.status_code == 200
     wait_until(lambda: db("cs_131130").value("select count(*) from household_members where household_id = %s", (head["household_id"],)) == 1, what="the split at the CS")
     alone = agency_call(network, "cfa-child-allowance", "POST", "/v1/households/query", json={"affair": "child-allowance", "resident_code": child["resident_code"]}).json()

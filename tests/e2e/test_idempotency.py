@@ -28,8 +28,13 @@ def rrs(network) -> str:
     return network.url(f"municipal_rrs.{CHIYODA}")
 
 
-def register_with_key(network, body: dict, key: str, *, staff: str = "clerk-1") -> httpx.Response:
-    return httpx.post(f"{rrs(network)}/v1/residents", json=body, headers={"idempotency-key": key, "x-staff-id": staff}, timeout=20)
+def staff(network, username: str | None = None) -> dict[str, str]:
+    """A clerk's bearer token at 千代田区's register (another clerk for another ``username``)."""
+    return network.staff_headers(CHIYODA, "clerk", username=username)
+
+
+def register_with_key(network, body: dict, key: str, *, clerk: str | None = None) -> httpx.Response:
+    return httpx.post(f"{rrs(network)}/v1/residents", json=body, headers={"idempotency-key": key, **staff(network, clerk)}, timeout=20)
 
 
 def persons_like(db, body: dict) -> int:
@@ -63,7 +68,7 @@ def test_a_retry_with_the_same_key_gets_the_first_answer_and_registers_once(netw
     assert persons_like(db, body) == 1
     # the same JSON written otherwise is the same request
     reordered = httpx.post(f"{rrs(network)}/v1/residents", content=httpx.Request("POST", "/", json=dict(reversed(list(body.items())))).content,
-                           headers={"idempotency-key": key, "x-staff-id": "clerk-1", "content-type": "application/json"}, timeout=20)
+                           headers={"idempotency-key": key, **staff(network), "content-type": "application/json"}, timeout=20)
     assert reordered.status_code == 201 and reordered.content == first.content
     assert persons_like(db, body) == 1
 
@@ -77,20 +82,21 @@ def test_the_same_key_with_another_body_is_refused(network, db):
     assert persons_like(db, other) == 0 and persons_like(db, body) == 1
     # the key is one route's: the same key on another route is another key
     code = persons_code(db, body)
-    moved = httpx.post(f"{rrs(network)}/v1/residents/{code}/move-within", headers={"idempotency-key": key, "x-staff-id": "clerk-1"}, timeout=20,
+    moved = httpx.post(f"{rrs(network)}/v1/residents/{code}/move-within", headers={"idempotency-key": key, **staff(network)}, timeout=20,
                        json={"new_address": address_in(CHIYODA), "move_date": body["notified_date"]})
     assert moved.status_code == 200 and moved.json()["resident_code"] == code, moved.text
     # a route whose answer is a credential keeps no answer: the key is not looked at there
     for _ in range(2):
-        credential = httpx.post(f"{rrs(network)}/v1/residents/{code}/portal-credential", headers={"idempotency-key": key, "x-staff-id": "clerk-1"}, timeout=20)
+        credential = httpx.post(f"{rrs(network)}/v1/residents/{code}/portal-credential", headers={"idempotency-key": key, **staff(network)}, timeout=20,
+                                json={"identity_check": {"method": "mynumber_card", "document_number_last4": "1234"}})
         assert credential.status_code == 200 and "idempotency-replayed" not in credential.headers
     assert db(f"rrs_{CHIYODA}").value("select count(*) from idempotency_keys where path like %s", ("%portal-credential",)) == 0
 
 
 def test_another_caller_with_the_same_key_gets_its_own_answer(network, db):
     body, key = birth_body(CHIYODA), str(uuid.uuid4())
-    first = register_with_key(network, body, key, staff="clerk-1")
-    second = register_with_key(network, body, key, staff="clerk-2")
+    first = register_with_key(network, body, key, clerk="clerk-1")
+    second = register_with_key(network, body, key, clerk="clerk-2")
     assert first.status_code == second.status_code == 201
     assert "idempotency-replayed" not in second.headers
     assert second.json()["resident_code"] != first.json()["resident_code"]

@@ -47,7 +47,7 @@ def _national_at(db, code: str, version: int) -> None:
 
 
 def _issue(network, code: str, card: Card, municipality: str = "131016", **keys) -> httpx.Response:
-    return httpx.post(f"{_rrs(network, municipality)}/v1/residents/{code}/jpki-certificates", json=keys or card.keys(), headers={"X-Staff-Id": "clerk-jpki"}, timeout=10)
+    return httpx.post(f"{_rrs(network, municipality)}/v1/residents/{code}/jpki-certificates", auth=network.staff_auth(), json=keys or card.keys(), timeout=10)
 
 
 def _issued(network, code: str, card: Card) -> dict[str, dict]:
@@ -98,7 +98,7 @@ def _ocsp(network, certificate: x509.Certificate, issuer: x509.Certificate, nonc
 
 
 def _assurance(network, code: str, municipality: str = "131016") -> dict:
-    response = httpx.get(f"{_rrs(network, municipality)}/v1/residents/{code}/assurance", timeout=10)
+    response = httpx.get(f"{_rrs(network, municipality)}/v1/residents/{code}/assurance", auth=network.staff_auth(), timeout=10)
     assert response.status_code == 200, response.text
     return response.json()
 
@@ -208,7 +208,7 @@ def test_no_signing_certificate_for_a_child_and_no_certificate_for_a_dead_person
     assert only_authentication.status_code == 201, only_authentication.text
 
     _problem(_issue(network, child["resident_code"], card, municipality="272035", authentication_public_key_pem="-----BEGIN PUBLIC KEY-----\n" + "A" * 64 + "\n-----END PUBLIC KEY-----\n"), 422, "unsupported-public-key")
-    assert httpx.post(f"{_rrs(network, '272035')}/v1/residents/{child['resident_code']}/jpki-certificates", json={}, timeout=10).status_code == 422
+    assert httpx.post(f"{_rrs(network, '272035')}/v1/residents/{child['resident_code']}/jpki-certificates", auth=network.staff_auth(), json={}, timeout=10).status_code == 422
 
 
 # --- signed filings ----------------------------------------------------------------------------
@@ -275,7 +275,7 @@ def test_a_move_revokes_the_signing_certificate_but_not_the_authentication_certi
     assert _ocsp(network, signing, ca).certificate_status is ocsp.OCSPCertStatus.GOOD
     assert _crl(network, ca).get_revoked_certificate_by_serial_number(signing.serial_number) is None
 
-    moved = httpx.post(f"{_rrs(network, '131130')}/v1/residents/{code}/move-within", json={"new_address": address_in("131130"), "move_date": date.today().isoformat()}, timeout=10)
+    moved = httpx.post(f"{_rrs(network, '131130')}/v1/residents/{code}/move-within", auth=network.staff_auth(), json={"new_address": address_in("131130"), "move_date": date.today().isoformat()}, timeout=10)
     assert moved.status_code == 200, moved.text
     wait_until(lambda: _status(network, issued["signing"]["serial"])["status"] == "revoked", what="the signing certificate revoked after the move")
     assert _status(network, issued["signing"]["serial"])["reason"] == "basic_items_changed"
@@ -326,7 +326,7 @@ def _issued_in(network, code: str, card: Card, municipality: str) -> dict[str, d
 def test_death_revokes_both_certificates(network, db):
     code = _adult(network, db, "272035", born=date(1950, 5, 1))["resident_code"]
     issued = _issued_in(network, code, Card(), "272035")
-    died = httpx.post(f"{_rrs(network, '272035')}/v1/residents/{code}/death", json={"death_date": date.today().isoformat()}, timeout=10)
+    died = httpx.post(f"{_rrs(network, '272035')}/v1/residents/{code}/death", auth=network.staff_auth(), json={"death_date": date.today().isoformat()}, timeout=10)
     assert died.status_code == 200, died.text
     for kind in ("signing", "authentication"):
         wait_until(lambda kind=kind: _status(network, issued[kind]["serial"]).get("reason") == "deceased", what=f"the {kind} certificate revoked on death")
@@ -347,7 +347,7 @@ def test_online_procedures_are_counted_and_an_in_person_check_resets_the_count(n
         assert counted.json()["consecutive_online_procedures"] == n
     assert _assurance(network, code, "131130")["consecutive_online_procedures"] == 3
 
-    checked = httpx.post(f"{_rrs(network, '131130')}/v1/residents/{code}/identity-checks", headers={"X-Staff-Id": "clerk-9"}, timeout=10)
+    checked = httpx.post(f"{_rrs(network, '131130')}/v1/residents/{code}/identity-checks", auth=network.staff_auth(), timeout=10)
     assert checked.status_code == 200, checked.text
     assert checked.json()["consecutive_online_procedures"] == 0 and checked.json()["last_in_person_check_at"] is not None
     assert _assurance_event(network, code, "online_procedure", "131130").json()["consecutive_online_procedures"] == 1

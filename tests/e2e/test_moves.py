@@ -33,18 +33,18 @@ def move_out(network, origin: str, codes: list[str], destination: str | None = N
         body["destination_country"] = country
     if remaining_head:
         body["remaining_head"] = remaining_head
-    return httpx.post(f"{rrs(network, origin)}/v1/move-outs", json=body, timeout=20)
+    return httpx.post(f"{rrs(network, origin)}/v1/move-outs", auth=network.staff_auth(), json=body, timeout=20)
 
 
 def move_in(network, destination: str, persons: list[dict], *, household_id: str | None = None) -> httpx.Response:
     body = {"persons": persons, "new_address": address_in(destination), "move_date": TODAY, "notified_date": TODAY}
     if household_id:
         body["household_id"] = household_id
-    return httpx.post(f"{rrs(network, destination)}/v1/move-ins", json=body, timeout=20)
+    return httpx.post(f"{rrs(network, destination)}/v1/move-ins", auth=network.staff_auth(), json=body, timeout=20)
 
 
 def reservations(network, municipality: str) -> set[str]:
-    return {c["resident_code"] for c in httpx.get(f"{rrs(network, municipality)}/v1/move-reservations", timeout=10).json()}
+    return {c["resident_code"] for c in httpx.get(f"{rrs(network, municipality)}/v1/move-reservations", auth=network.staff_auth(), timeout=10).json()}
 
 
 def national_row(db, code: str):
@@ -53,7 +53,7 @@ def national_row(db, code: str):
 
 
 def record(network, municipality: str, code: str) -> dict:
-    response = httpx.get(f"{rrs(network, municipality)}/v1/residents/{code}", timeout=10)
+    response = httpx.get(f"{rrs(network, municipality)}/v1/residents/{code}", auth=network.staff_auth(), timeout=10)
     assert response.status_code == 200, response.text
     return response.json()
 
@@ -108,11 +108,11 @@ def test_move_across_prefectures_keeps_the_codes_and_continues_the_versions(netw
 
     # the Rückmeldung: Chiyoda answered, no discrepancy; Toyonaka's staff see it
     def reply():
-        notices = httpx.get(f"{rrs(network, TOYONAKA)}/v1/notices", timeout=10).json()
+        notices = httpx.get(f"{rrs(network, TOYONAKA)}/v1/notices", auth=network.staff_auth(), timeout=10).json()
         return [n for n in notices if n["resident_code"] == code and n["kind"] == "move-in-reply/v1"]
     [answered] = wait_until(reply, what="reply from Chiyoda")
     assert "no discrepancy" in answered["summary"]
-    history = httpx.get(f"{rrs(network, TOYONAKA)}/v1/residents/{code}/history", timeout=10).json()
+    history = httpx.get(f"{rrs(network, TOYONAKA)}/v1/residents/{code}/history", auth=network.staff_auth(), timeout=10).json()
     assert [h["reason"] for h in history] == ["move_in"]
     assert [h[0] for h in db("national").rows("select version from identity_history where resident_code = %s order by version", (code,))] == [1, 2, 3]
     # each change went upward once per node that keeps it: to the national server from the prefecture (or CS) of the
@@ -179,7 +179,7 @@ def test_a_register_back_from_a_stop_closes_the_records_of_a_whole_pull_together
         taken = {s["trace_id"] for s in trace_spans(network, f"municipal_rrs.{SHIBUYA}") if s["name"] == "rrs take move-in-reply/v1"}
         return traces <= taken
     wait_until(replies_in_move_traces, what="Shibuya taking each reply in the trace of its move")
-    replies = [n for n in httpx.get(f"{rrs(network, SHIBUYA)}/v1/notices", timeout=10).json() if n["resident_code"] in codes and n["kind"] == "move-in-reply/v1"]
+    replies = [n for n in httpx.get(f"{rrs(network, SHIBUYA)}/v1/notices", auth=network.staff_auth(), timeout=10).json() if n["resident_code"] in codes and n["kind"] == "move-in-reply/v1"]
     assert sorted(n["resident_code"] for n in replies) == sorted(codes) and all("no discrepancy" in n["summary"] for n in replies)
 
 
@@ -205,7 +205,7 @@ def test_a_household_moves_together_and_can_split_or_merge(network, db):
     arrived = response.json()
     assert len({r["household_id"] for r in arrived}) == 1
     assert [r["relationship"] for r in arrived] == ["世帯主", "子", "子"]
-    members = httpx.get(f"{rrs(network, SHIBUYA)}/v1/households/{arrived[0]['household_id']}", timeout=10).json()
+    members = httpx.get(f"{rrs(network, SHIBUYA)}/v1/households/{arrived[0]['household_id']}", auth=network.staff_auth(), timeout=10).json()
     assert {m["resident_code"] for m in members} == set(codes)
     for code in codes:
         wait_until(lambda code=code: (r := national_row(db, code)) and r[:2] == (SHIBUYA, "active"), what=f"{code} at Shibuya")
@@ -220,7 +220,7 @@ def test_a_household_moves_together_and_can_split_or_merge(network, db):
     assert response.status_code == 201, response.text
     [back] = response.json()
     assert back["household_id"] == host["household_id"] and back["relationship"] == "同居人" and back["version"] == 5
-    still = httpx.get(f"{rrs(network, SHIBUYA)}/v1/households/{arrived[0]['household_id']}", timeout=10).json()
+    still = httpx.get(f"{rrs(network, SHIBUYA)}/v1/households/{arrived[0]['household_id']}", auth=network.staff_auth(), timeout=10).json()
     assert {m["resident_code"] for m in still} == set(codes[:2])
     wait_until(lambda: (r := national_row(db, codes[2])) and r[:3] == (CHIYODA, "active", 5), what="back at Chiyoda nationally")
     # within one prefecture, each change of the child went upward once, from the CS of the municipality that made it
@@ -233,7 +233,7 @@ def test_a_cancelled_move_out_withdraws_the_certificate(network, db):
     code = register(network, SHIBUYA)["resident_code"]
     assert move_out(network, SHIBUYA, [code], TOYONAKA).status_code == 201
     wait_reserved(network, TOYONAKA, [code])
-    response = httpx.post(f"{rrs(network, SHIBUYA)}/v1/residents/{code}/move-out/cancellation",
+    response = httpx.post(f"{rrs(network, SHIBUYA)}/v1/residents/{code}/move-out/cancellation", auth=network.staff_auth(),
                           json={"cancellation_date": TODAY, "explanation": "転居先の契約が取り消された"}, timeout=10)
     assert response.status_code == 200, response.text
     assert response.json()["status"] == "active" and response.json()["version"] == 3
@@ -244,7 +244,7 @@ def test_a_cancelled_move_out_withdraws_the_certificate(network, db):
     response = move_in(network, TOYONAKA, [{"resident_code": code}])
     assert response.status_code == 409 and response.json()["type"].endswith("no-matching-move-out")
     # cancelling twice is refused
-    again = httpx.post(f"{rrs(network, SHIBUYA)}/v1/residents/{code}/move-out/cancellation",
+    again = httpx.post(f"{rrs(network, SHIBUYA)}/v1/residents/{code}/move-out/cancellation", auth=network.staff_auth(),
                        json={"cancellation_date": TODAY, "explanation": "二重"}, timeout=10)
     assert again.status_code == 409
 
@@ -256,7 +256,7 @@ def test_a_move_in_without_a_matching_move_out_is_flagged_for_staff(network, db)
     assert response.status_code == 409, response.text
     problem = response.json()
     assert problem["resident_codes"] == [code]
-    reviews = httpx.get(f"{rrs(network, TOYONAKA)}/v1/move-in-reviews", timeout=10).json()
+    reviews = httpx.get(f"{rrs(network, TOYONAKA)}/v1/move-in-reviews", auth=network.staff_auth(), timeout=10).json()
     assert any(r["review_id"] == problem["review_id"] and r["resident_codes"] == [code] and r["state"] == "open" for r in reviews)
     assert db("rrs_272035").value("select count(*) from residents where resident_code = %s", (code,)) == 0
     assert national_row(db, code)[:2] == (CHIYODA, "active")
@@ -271,7 +271,7 @@ def test_moving_abroad_and_back_keeps_the_resident_code(network, db):
     row = wait_until(lambda: (r := national_row(db, code)) and r[1] == "removed" and r, what="emigrated nationally")
     assert json.loads(row[3])["move"]["destination_country"] == "アメリカ合衆国"
 
-    response = httpx.post(f"{rrs(network, SHIBUYA)}/v1/move-ins/from-abroad", json={
+    response = httpx.post(f"{rrs(network, SHIBUYA)}/v1/move-ins/from-abroad", auth=network.staff_auth(), json={
         "resident_code": code, "new_address": address_in(SHIBUYA), "move_date": TODAY, "notified_date": TODAY,
     }, timeout=20)
     assert response.status_code == 201, response.text
@@ -282,7 +282,7 @@ def test_moving_abroad_and_back_keeps_the_resident_code(network, db):
     # a person who never left abroad cannot be 'returned'
     stayer = register(network, CHIYODA)["resident_code"]
     wait_until(lambda: national_row(db, stayer) is not None, what="registered")
-    response = httpx.post(f"{rrs(network, SHIBUYA)}/v1/move-ins/from-abroad", json={
+    response = httpx.post(f"{rrs(network, SHIBUYA)}/v1/move-ins/from-abroad", auth=network.staff_auth(), json={
         "resident_code": stayer, "new_address": address_in(SHIBUYA), "move_date": TODAY,
     }, timeout=20)
     assert response.status_code == 409

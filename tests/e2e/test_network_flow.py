@@ -36,7 +36,8 @@ def test_birth_reaches_every_tier_and_an_authorised_agency(network, db):
     assert len(record_ids) == 1
 
     # the resident sees the provision with its details
-    credential = httpx.post(f"{network.url('municipal_rrs.131016')}/v1/residents/{code}/portal-credential").json()
+    credential = httpx.post(f"{network.url('municipal_rrs.131016')}/v1/residents/{code}/portal-credential", auth=network.staff_auth(),
+                            json={"identity_check": {"method": "mynumber_card", "document_number_last4": "1234"}}).json()
     auth = {"authorization": f"Bearer {credential['token']}"}
     records = wait_until(
         lambda: httpx.get(f"{network.url('provision_log.provision_log')}/v1/me/provisions", headers=auth).json()["records"],

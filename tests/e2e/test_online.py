@@ -37,7 +37,7 @@ def adult(network, db, municipality: str, household_id: str | None = None) -> di
 
 def card_for(network, person: dict, municipality: str) -> tuple[Card, dict]:
     card = Card()
-    response = httpx.post(f"{rrs(network, municipality)}/v1/residents/{person['resident_code']}/jpki-certificates", json=card.keys(), headers={"X-Staff-Id": "clerk-1"}, timeout=10)
+    response = httpx.post(f"{rrs(network, municipality)}/v1/residents/{person['resident_code']}/jpki-certificates", auth=network.staff_auth(), json=card.keys(), timeout=10)
     assert response.status_code == 201, response.text
     return card, {c["kind"]: c for c in response.json()["certificates"]}
 
@@ -87,7 +87,7 @@ def test_a_household_moves_online_across_prefectures_with_a_mailed_code(network,
     assert done["state"] == "completed", done
     for code in (head["resident_code"], child["resident_code"]):
         wait_until(lambda code=code: national(db, code) == (CHIYODA, "moving_out"), what="in transit nationally")
-        wait_until(lambda code=code: any(c["resident_code"] == code for c in httpx.get(f"{rrs(network, TOYONAKA)}/v1/move-reservations", timeout=10).json()), what="転入予約 at Toyonaka")
+        wait_until(lambda code=code: any(c["resident_code"] == code for c in httpx.get(f"{rrs(network, TOYONAKA)}/v1/move-reservations", auth=network.staff_auth(), timeout=10).json()), what="転入予約 at Toyonaka")
 
     # 転入届 online at Toyonaka, residence confirmed by a code mailed to the new address
     new_address = address_in(TOYONAKA)
@@ -96,7 +96,7 @@ def test_a_household_moves_online_across_prefectures_with_a_mailed_code(network,
     assert response.status_code == 202, response.text
     waiting = settled(network, TOYONAKA, inward["nonce"], "awaiting_confirmation", "refused")
     assert waiting["state"] == "awaiting_confirmation" and "code" in waiting["next_step"], waiting
-    letters = httpx.get(f"{rrs(network, TOYONAKA)}/v1/letters", params={"resident_code": head["resident_code"]}, timeout=10).json()
+    letters = httpx.get(f"{rrs(network, TOYONAKA)}/v1/letters", auth=network.staff_auth(), params={"resident_code": head["resident_code"]}, timeout=10).json()
     [letter] = [l for l in letters if inward["nonce"] in l["body"]]
     assert letter["address_text"] == new_address["text"]
     code = re.search(r"([0-9]{6})", letter["body"].split(":", 1)[1]).group(1)
@@ -111,7 +111,7 @@ def test_a_household_moves_online_across_prefectures_with_a_mailed_code(network,
     assert settled(network, TOYONAKA, inward["nonce"], "completed", "refused")["state"] == "completed"
     for person in (head, child):
         wait_until(lambda p=person: national(db, p["resident_code"]) == (TOYONAKA, "active"), what="registered at Toyonaka")
-    record = httpx.get(f"{rrs(network, TOYONAKA)}/v1/residents/{head['resident_code']}", timeout=10).json()
+    record = httpx.get(f"{rrs(network, TOYONAKA)}/v1/residents/{head['resident_code']}", auth=network.staff_auth(), timeout=10).json()
     assert record["address"]["text"] == new_address["text"] and record["relationship"] == "世帯主"
 
     # the address changed: the old signing certificate is revoked, and a filing signed with it is refused
@@ -175,14 +175,14 @@ def test_the_trust_limit_forces_an_in_person_check_which_resets_it(network, db):
     card, certificates = card_for(network, person, SHIBUYA)
 
     def assurance() -> dict:
-        return httpx.get(f"{rrs(network, SHIBUYA)}/v1/residents/{code}/assurance", timeout=10).json()
+        return httpx.get(f"{rrs(network, SHIBUYA)}/v1/residents/{code}/assurance", auth=network.staff_auth(), timeout=10).json()
 
     def online_move_within(certificate: dict, key) -> httpx.Response:
         filing = content("online-move-within", new_address=address_in(SHIBUYA), move_date=date.today().isoformat(), confirmation="landlord")
         response = submit(network, SHIBUYA, signed(certificate, key, filing))
         if response.status_code == 202:
             assert settled(network, SHIBUYA, filing["nonce"], "awaiting_confirmation")["next_step"]
-            confirmed = httpx.post(f"{rrs(network, SHIBUYA)}/v1/online-filings/{filing['nonce']}/residence-confirmed", headers={"X-Staff-Id": "clerk-7"}, timeout=10)
+            confirmed = httpx.post(f"{rrs(network, SHIBUYA)}/v1/online-filings/{filing['nonce']}/residence-confirmed", auth=network.staff_auth(), timeout=10)
             assert confirmed.status_code == 200 and confirmed.json()["state"] == "completed", confirmed.text
         return response
 
@@ -205,7 +205,7 @@ def test_the_trust_limit_forces_an_in_person_check_which_resets_it(network, db):
     assert "in-person identity check" in response.json()["detail"]
 
     # the counter checks the person face to face: the count starts again and the online path is open
-    checked = httpx.post(f"{rrs(network, SHIBUYA)}/v1/residents/{code}/identity-checks", headers={"X-Staff-Id": "clerk-9"}, timeout=10)
+    checked = httpx.post(f"{rrs(network, SHIBUYA)}/v1/residents/{code}/identity-checks", auth=network.staff_auth(), timeout=10)
     assert checked.status_code in (200, 201), checked.text
     assert assurance()["consecutive_online_procedures"] == 0
     assert online_move_within(renewed, renewed_key).status_code == 202
@@ -220,14 +220,14 @@ def test_online_moves_within_a_prefecture_and_abroad(network, db):
     out = content("online-move-out", destination=address_in(SHIBUYA), planned_date=date.today().isoformat())
     assert submit(network, CHIYODA, signed(signing, card.signing, out)).status_code == 202
     assert settled(network, CHIYODA, out["nonce"], "completed", "refused")["state"] == "completed"
-    wait_until(lambda: any(c["resident_code"] == code for c in httpx.get(f"{rrs(network, SHIBUYA)}/v1/move-reservations", timeout=10).json()), what="転入予約 at Shibuya")
+    wait_until(lambda: any(c["resident_code"] == code for c in httpx.get(f"{rrs(network, SHIBUYA)}/v1/move-reservations", auth=network.staff_auth(), timeout=10).json()), what="転入予約 at Shibuya")
     inward = content("online-move-in", new_address=address_in(SHIBUYA), move_date=date.today().isoformat(), confirmation="in_person")
     assert submit(network, SHIBUYA, signed(signing, card.signing, inward)).status_code == 202
     assert "visit the counter" in settled(network, SHIBUYA, inward["nonce"], "awaiting_confirmation")["next_step"]
-    confirmed = httpx.post(f"{rrs(network, SHIBUYA)}/v1/online-filings/{inward['nonce']}/residence-confirmed", headers={"X-Staff-Id": "clerk-3"}, timeout=10)
+    confirmed = httpx.post(f"{rrs(network, SHIBUYA)}/v1/online-filings/{inward['nonce']}/residence-confirmed", auth=network.staff_auth(), timeout=10)
     assert confirmed.status_code == 200 and confirmed.json()["state"] == "completed", confirmed.text
     wait_until(lambda: national(db, code) == (SHIBUYA, "active"), what="registered at Shibuya")
-    wait_until(lambda: httpx.get(f"{rrs(network, CHIYODA)}/v1/residents/{code}", timeout=10).json()["status"] == "removed", what="closed at Chiyoda")
+    wait_until(lambda: httpx.get(f"{rrs(network, CHIYODA)}/v1/residents/{code}", auth=network.staff_auth(), timeout=10).json()["status"] == "removed", what="closed at Chiyoda")
 
     # abroad: the record closes at once; the signing certificate ends with it
     emigrant = adult(network, db, SHIBUYA)

@@ -106,7 +106,7 @@ def test_status_shows_every_node_up(network):
 def _moved_person(network) -> tuple[str, str]:
     person = register(network, "272035")
     code = person["resident_code"]
-    moved = httpx.post(f"{network.url('municipal_rrs.272035')}/v1/residents/{code}/move-within", json={"new_address": address_in("272035"), "move_date": date.today().isoformat()}, timeout=10)
+    moved = httpx.post(f"{network.url('municipal_rrs.272035')}/v1/residents/{code}/move-within", auth=network.staff_auth(), json={"new_address": address_in("272035"), "move_date": date.today().isoformat()}, timeout=10)
     assert moved.status_code == 200
     wait_until(lambda: national_version(network, code) == 2, what="the move at national")
     return code, moved.json()["address"]["text"]

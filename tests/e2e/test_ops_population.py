@@ -40,12 +40,12 @@ def test_bulk_load_writes_every_tier_consistently(network):
     code, municipality = national.value("select resident_code || ',' || municipality_code from identity where payload like %s limit 1", ("%2026-10-01T09:00:00Z%",)).split(",")
     for database in copies_of(network, municipality):
         assert TenantDb(network, database).value("select version from identity where resident_code = %s", (code,)) == 1
-    record = httpx.get(f"{network.url(f'municipal_rrs.{municipality}')}/v1/residents/{code}", timeout=10)
+    record = httpx.get(f"{network.url(f'municipal_rrs.{municipality}')}/v1/residents/{code}", auth=network.staff_auth(), timeout=10)
     assert record.status_code == 200 and record.json()["version"] == 1
     assert TenantDb(network, f"rrs_{municipality}").value("select count(*) from resident_history where resident_code = %s", (code,)) == 1
     # an agency finds the bulk-loaded person, and the next change flows on top of version 1
     found = query(network, "pension-service", {"type": "ByResidentCode", "affair": "pension-benefits", "resident_code": code, "reason": "受給資格の確認"})
     assert found.status_code == 200 and found.json()["persons"][0]["resident_code"] == code
-    moved = httpx.post(f"{network.url(f'municipal_rrs.{municipality}')}/v1/residents/{code}/death", json={"death_date": "2026-10-02"}, timeout=10)
+    moved = httpx.post(f"{network.url(f'municipal_rrs.{municipality}')}/v1/residents/{code}/death", auth=network.staff_auth(), json={"death_date": "2026-10-02"}, timeout=10)
     assert moved.status_code == 200, moved.text
     wait_until(lambda: national.value("select version from identity where resident_code = %s", (code,)) == 2, timeout=60, what="the death at national")

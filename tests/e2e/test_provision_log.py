@@ -29,7 +29,8 @@ LOG = "provision_log.provision_log"
 
 
 def resident_auth(net: Network, code: str, municipality: str) -> dict:
-    credential = httpx.post(f"{net.url(f'municipal_rrs.{municipality}')}/v1/residents/{code}/portal-credential", headers={"X-Staff-Id": "clerk-1"}, timeout=10)
+    credential = httpx.post(f"{net.url(f'municipal_rrs.{municipality}')}/v1/residents/{code}/portal-credential", auth=net.staff_auth(), timeout=10,
+                            json={"identity_check": {"method": "mynumber_card", "document_number_last4": "1234"}})
     assert credential.status_code == 200, credential.text
     return {"authorization": f"Bearer {credential.json()['token']}"}
 

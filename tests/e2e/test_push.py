@@ -51,7 +51,7 @@ def _on_topic(network, agency, follow_id):
 
 def _move(network, municipality, code):
     new_address = address_in(municipality)
-    r = httpx.post(f"{network.url(f'municipal_rrs.{municipality}')}/v1/residents/{code}/move-within", json={"new_address": new_address, "move_date": date.today().isoformat()})
+    r = httpx.post(f"{network.url(f'municipal_rrs.{municipality}')}/v1/residents/{code}/move-within", auth=network.staff_auth(), json={"new_address": new_address, "move_date": date.today().isoformat()})
     assert r.status_code == 200, r.text
     return new_address
 
@@ -157,7 +157,7 @@ def test_a_correction_inside_the_hold_window_replaces_the_notification(network, 
     follow = _follow(network, "pension-service", "pension-benefits", resident_code=code)  # hold window: 4 s in the sample topology
     wrong = _move(network, "131016", code)
     right = {**wrong, "text": wrong["text"] + "番地訂正"}
-    corrected = httpx.post(f"{network.url('municipal_rrs.131016')}/v1/residents/{code}/corrections", json={
+    corrected = httpx.post(f"{network.url('municipal_rrs.131016')}/v1/residents/{code}/corrections", auth=network.staff_auth(), json={
         "address": right, "correction_date": date.today().isoformat(), "explanation": "転居先の番地の入力誤りを訂正",
     })
     assert corrected.status_code == 200, corrected.text
@@ -179,7 +179,7 @@ def test_a_correction_after_delivery_follows_the_notification_it_fixes(network, 
     _follow(network, "pension-service", "pension-benefits", resident_code=code)
     _move(network, "272035", code)
     delivered = wait_until(lambda: _mine(_feed(network, "pension-service"), code), timeout=30, what="the move delivered")
-    fixed = httpx.post(f"{network.url('municipal_rrs.272035')}/v1/residents/{code}/corrections", json={
+    fixed = httpx.post(f"{network.url('municipal_rrs.272035')}/v1/residents/{code}/corrections", auth=network.staff_auth(), json={
         "name": {**person["name"], "given_name": "訂正"}, "correction_date": date.today().isoformat(), "explanation": "氏名の誤記",
     })
     assert fixed.status_code == 200, fixed.text
@@ -194,9 +194,9 @@ def test_a_retraction_references_the_erroneous_death(network, db):
     _national_has(db, code)
     _follow(network, "pension-service", "national-pension", resident_code=code)  # no hold window
     rrs = network.url("municipal_rrs.131130")
-    assert httpx.post(f"{rrs}/v1/residents/{code}/death", json={"death_date": date.today().isoformat()}).status_code == 200
+    assert httpx.post(f"{rrs}/v1/residents/{code}/death", auth=network.staff_auth(), json={"death_date": date.today().isoformat()}).status_code == 200
     death = wait_until(lambda: _mine(_feed(network, "pension-service"), code), what="the death notification")
-    restored = httpx.post(f"{rrs}/v1/residents/{code}/restoration", json={"restoration_date": date.today().isoformat(), "explanation": "別人の死亡届を誤って処理"})
+    restored = httpx.post(f"{rrs}/v1/residents/{code}/restoration", auth=network.staff_auth("supervisor"), json={"restoration_date": date.today().isoformat(), "explanation": "別人の死亡届を誤って処理"})
     assert restored.status_code == 200 and restored.json()["status"] == "active"
     both = wait_until(lambda: (lambda n: n if len(n) == 2 else None)(_mine(_feed(network, "pension-service"), code)), what="the retraction")
     assert [n["type"] for n in both] == ["death", "retraction"] and both[1]["corrects"] == death[0]["notification_id"]

@@ -46,7 +46,7 @@ def version_at(net: Network, database: str, code: str):
 
 
 def move_within(net: Network, municipality: str, code: str) -> dict:
-    response = httpx.post(f"{net.url(f'municipal_rrs.{municipality}')}/v1/residents/{code}/move-within",
+    response = httpx.post(f"{net.url(f'municipal_rrs.{municipality}')}/v1/residents/{code}/move-within", auth=net.staff_auth(),
                           json={"new_address": address_in(municipality), "move_date": TODAY}, timeout=20)
     assert response.status_code == 200, response.text
     return response.json()
@@ -134,7 +134,7 @@ def test_every_tier_heals_what_it_lost_by_range_digests_and_records_it(network):
     lost, behind, cs_lost, moved, national_behind = (register(network, CHIYODA)["resident_code"] for _ in range(5))
     move_within(network, CHIYODA, behind)
     move_within(network, CHIYODA, national_behind)
-    out = httpx.post(f"{network.url(f'municipal_rrs.{CHIYODA}')}/v1/move-outs", timeout=20,
+    out = httpx.post(f"{network.url(f'municipal_rrs.{CHIYODA}')}/v1/move-outs", auth=network.staff_auth(), timeout=20,
                      json={"resident_codes": [moved], "planned_date": TODAY, "destination": address_in(TOYONAKA)})
     assert out.status_code == 201, out.text
     for code, version in ((lost, 1), (behind, 2), (cs_lost, 1), (moved, 2), (national_behind, 2)):
@@ -255,30 +255,30 @@ def _population(net: Network) -> dict[str, str]:
     people["moved within"] = register(net, CHIYODA)["resident_code"]
     move_within(net, CHIYODA, people["moved within"])
     people["renamed"] = register(net, CHIYODA)["resident_code"]
-    assert httpx.post(f"{rrs}/v1/residents/{people['renamed']}/name-change", timeout=20, json={
+    assert httpx.post(f"{rrs}/v1/residents/{people['renamed']}/name-change", auth=net.staff_auth(), timeout=20, json={
         "name": {"family_name": "佐藤", "given_name": "花子", "family_name_kana": "サトウ", "given_name_kana": "ハナコ"},
         "former_surname": "山田", "change_date": TODAY}).status_code == 200
     people["deceased"] = register(net, CHIYODA)["resident_code"]
-    assert httpx.post(f"{rrs}/v1/residents/{people['deceased']}/death", json={"death_date": TODAY}, timeout=20).status_code == 200
+    assert httpx.post(f"{rrs}/v1/residents/{people['deceased']}/death", auth=net.staff_auth(), json={"death_date": TODAY}, timeout=20).status_code == 200
     people["in transit"] = register(net, CHIYODA)["resident_code"]
     people["abroad"] = register(net, CHIYODA)["resident_code"]
     people["left"] = register(net, CHIYODA)["resident_code"]
     for who, destination in (("in transit", {"destination": address_in(TOYONAKA)}), ("abroad", {"destination_country": "アメリカ合衆国"}),
                              ("left", {"destination": address_in(SHIBUYA)})):
-        response = httpx.post(f"{rrs}/v1/move-outs", json={"resident_codes": [people[who]], "planned_date": TODAY, **destination}, timeout=20)
+        response = httpx.post(f"{rrs}/v1/move-outs", auth=net.staff_auth(), json={"resident_codes": [people[who]], "planned_date": TODAY, **destination}, timeout=20)
         assert response.status_code == 201, response.text
     # one person arrives from Toyonaka (their history began there), one leaves for Shibuya and arrives
     people["arrived"] = register(net, TOYONAKA)["resident_code"]
-    out = httpx.post(f"{net.url(f'municipal_rrs.{TOYONAKA}')}/v1/move-outs", timeout=20,
+    out = httpx.post(f"{net.url(f'municipal_rrs.{TOYONAKA}')}/v1/move-outs", auth=net.staff_auth(), timeout=20,
                      json={"resident_codes": [people["arrived"]], "planned_date": TODAY, "destination": address_in(CHIYODA)})
     assert out.status_code == 201, out.text
     for who, at in (("arrived", CHIYODA), ("left", SHIBUYA)):
-        wait_until(lambda who=who, at=at: people[who] in {c["resident_code"] for c in httpx.get(f"{net.url(f'municipal_rrs.{at}')}/v1/move-reservations", timeout=10).json()},
+        wait_until(lambda who=who, at=at: people[who] in {c["resident_code"] for c in httpx.get(f"{net.url(f'municipal_rrs.{at}')}/v1/move-reservations", auth=net.staff_auth(), timeout=10).json()},
                    timeout=60, what=f"the 転入予約 of {who}")
-        response = httpx.post(f"{net.url(f'municipal_rrs.{at}')}/v1/move-ins", timeout=20,
+        response = httpx.post(f"{net.url(f'municipal_rrs.{at}')}/v1/move-ins", auth=net.staff_auth(), timeout=20,
                               json={"persons": [{"resident_code": people[who]}], "new_address": address_in(at), "move_date": TODAY})
         assert response.status_code == 201, response.text
-    wait_until(lambda: httpx.get(f"{rrs}/v1/residents/{people['left']}", timeout=10).json()["status"] == "removed", timeout=60, what="the 転出確定 at Chiyoda")
+    wait_until(lambda: httpx.get(f"{rrs}/v1/residents/{people['left']}", auth=net.staff_auth(), timeout=10).json()["status"] == "removed", timeout=60, what="the 転出確定 at Chiyoda")
     return people
 
 
@@ -288,11 +288,10 @@ PERPETRATOR = {"name": "加害 太郎", "name_kana": "カガイ タロウ", "bir
 def _protect(net: Network, municipality: str, code: str) -> str:
     """A decided DV support measure (as tests/e2e/test_dv.py applies and decides one)."""
     url = net.url(f"municipal_rrs.{municipality}")
-    applied = httpx.post(f"{url}/v1/support-measures", headers={"X-Staff-Id": "clerk-apply"}, timeout=20, json={
+    applied = httpx.post(f"{url}/v1/support-measures", auth=net.staff_auth(), timeout=20, json={
         "victim": code, "family": [], "kind": "dv", "basis": "police_opinion", "basis_issuer": "所轄警察署", "perpetrators": [PERPETRATOR]})
     assert applied.status_code == 201, applied.text
-    decided = httpx.post(f"{url}/v1/support-measures/{applied.json()['measure_id']}/decision", json={"outcome": "approve"},
-                         headers={"X-Staff-Id": "chief-1"}, timeout=20)
+    decided = httpx.post(f"{url}/v1/support-measures/{applied.json()['measure_id']}/decision", auth=net.staff_auth("supervisor"), json={"outcome": "approve"}, timeout=20)
     assert decided.status_code == 200, decided.text
     return decided.json()["measure_id"]
 
@@ -300,11 +299,11 @@ def _protect(net: Network, municipality: str, code: str) -> str:
 def _still_protected_after_the_drill(net: Network, code: str, lost_measure_id: str) -> None:
     """Fail-safe: only the person is served; an agent (served without a measure) and a perpetrator go to review; staff re-enter the measure."""
     url = net.url(f"municipal_rrs.{CHIYODA}")
-    person = httpx.get(f"{url}/v1/residents/{code}", timeout=10).json()
+    person = httpx.get(f"{url}/v1/residents/{code}", auth=net.staff_auth(), timeout=10).json()
     name = f"{person['name']['family_name']} {person['name']['given_name']}"
 
     def ask(requester: dict) -> httpx.Response:
-        return httpx.post(f"{url}/v1/certificate-requests", headers={"X-Staff-Id": "clerk-counter"}, timeout=20,
+        return httpx.post(f"{url}/v1/certificate-requests", auth=net.staff_auth(), timeout=20,
                           json={"type": "juminhyo_copy", "subject": {"resident_code": code}, "requester": requester})
 
     me = ask({"relation": "self", "name": name, "resident_code": code})
@@ -313,17 +312,16 @@ def _still_protected_after_the_drill(net: Network, code: str, lost_measure_id: s
     perpetrator = ask({"relation": "household_member", **PERPETRATOR})
     for response in (agent, perpetrator):
         assert response.status_code == 202 and response.json()["state"] == "under_review" and response.json()["document"] is None, response.text
-    queue = {r["request_id"]: r for r in httpx.get(f"{url}/v1/certificate-review-queue", timeout=10).json()}
+    queue = {r["request_id"]: r for r in httpx.get(f"{url}/v1/certificate-review-queue", auth=net.staff_auth(), timeout=10).json()}
     assert queue[agent.json()["request_id"]]["protected"] is True and queue[perpetrator.json()["request_id"]]["protected"] is True
-    overridden = httpx.post(f"{url}/v1/certificate-review-queue/{perpetrator.json()['request_id']}/decision", json={"decision": "issue", "reason": "審査"},
-                            headers={"X-Staff-Id": "reviewer-1"}, timeout=10)
+    overridden = httpx.post(f"{url}/v1/certificate-review-queue/{perpetrator.json()['request_id']}/decision", auth=net.staff_auth("supervisor"), json={"decision": "issue", "reason": "審査"}, timeout=10)
     assert overridden.status_code == 409, overridden.text  # a reviewer cannot issue a protected person's record either
-    assert httpx.get(f"{url}/v1/support-measures/{lost_measure_id}", timeout=10).status_code == 404
+    assert httpx.get(f"{url}/v1/support-measures/{lost_measure_id}", auth=net.staff_auth(), timeout=10).status_code == 404
 
     # staff re-enter the measure from the victim's application: it supersedes the restored protection, and names who decided it
     reentered = _protect(net, CHIYODA, code)
     rrs = TenantDb(net, f"rrs_{CHIYODA}")
-    assert rrs.rows("select superseded_by, superseded_by_measure::text from restored_protections where resident_code = %s", (code,)) == [("chief-1", reentered)]
+    assert rrs.rows("select superseded_by, superseded_by_measure::text from restored_protections where resident_code = %s", (code,)) == [("supervisor", reentered)]
     assert ask({"relation": "household_member", **PERPETRATOR}).status_code == 404  # the perpetrator is known again: refused like a missing record
 
 

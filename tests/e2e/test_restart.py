@@ -31,11 +31,11 @@ def test_data_survives_a_full_restart_and_an_empty_broker(own_network):
 
     net.stop()  # everything: nodes, broker (memory only), PostgreSQL
     net.start()
-    assert httpx.get(f"{net.url('municipal_rrs.131016')}/v1/residents/{code}").json()["name"] == before["name"]
+    assert httpx.get(f"{net.url('municipal_rrs.131016')}/v1/residents/{code}", auth=net.staff_auth()).json()["name"] == before["name"]
     assert _national_version(net, code) == 1
 
     # the broker restarted empty; new changes still flow end to end
-    moved = httpx.post(f"{net.url('municipal_rrs.131016')}/v1/residents/{code}/move-within", json={"new_address": address_in("131016"), "move_date": date.today().isoformat()})
+    moved = httpx.post(f"{net.url('municipal_rrs.131016')}/v1/residents/{code}/move-within", auth=net.staff_auth(), json={"new_address": address_in("131016"), "move_date": date.today().isoformat()})
     assert moved.status_code == 200
     wait_until(lambda: _national_version(net, code) == 2, timeout=60, what="the move at national after the restart")
 

@@ -1,5 +1,6 @@
-"""Who may use the counter staff screens, at the HTTP level: a signed-in clerk, with forms
-posted from the screens themselves. (The screens' behaviour is in tests/browser.)"""
+"""Who may use the counter staff screens, at the HTTP level: a logged-in member of staff, with forms
+posted from the screens themselves. (The screens' behaviour is in tests/browser; the role × screen
+table and the CSRF token in tests/e2e/test_staff_access.py.)"""
 
 from __future__ import annotations
 
@@ -11,15 +12,19 @@ pytest.importorskip("services.municipal_rrs.dv", reason="the staff screens stay 
 CHIYODA = "131016"
 
 
-def test_screens_ask_for_a_clerk_and_refuse_forms_from_another_site(network):
+def test_screens_ask_for_a_login_and_refuse_forms_from_another_site(network):
     base = network.url(f"municipal_rrs.{CHIYODA}")
+    account = network.staff.ensure(CHIYODA, "screens-clerk-7", "clerk")
     with httpx.Client(base_url=base, timeout=20, follow_redirects=False) as client:
         for path in ("/staff", "/staff/residents/12345678901", "/staff/seals"):
             anonymous = client.get(path)
             assert anonymous.status_code == 303 and anonymous.headers["location"].startswith("/staff/login?next="), (path, anonymous.status_code)
         assert client.post("/staff/births/new", data={}).headers["location"].startswith("/staff/login")
 
-        signed = client.post("/staff/login", data={"staff_id": "clerk-7", "next": "/staff"}, headers={"origin": base})
+        refused = client.post("/staff/login", data={"username": "screens-clerk-7", "password": "not the password", "totp": "123456"}, headers={"origin": base})
+        assert refused.status_code == 401 and not client.cookies
+        signed = client.post("/staff/login", data={"username": "screens-clerk-7", "password": account["password"],
+                                                   "totp": network.staff.fresh_code(CHIYODA, "screens-clerk-7"), "next": "/staff"}, headers={"origin": base})
         assert signed.status_code == 303 and client.cookies, signed.text
         assert client.get("/staff").status_code == 200
 

@@ -1,56 +1,50 @@
-"""Who is at the counter: a staff id in a cookie signed with the register's own key.
+"""Who is at the counter on the staff screens: a server-side session opened by a real login.
 
-There is no password here on purpose: a municipality puts the screens behind
-its own sign-on (LGWAN, IC card readers) and this layer only needs to know
-*which* clerk acts, to record it. The cookie holds a short token (EdDSA,
-audience ``rrs-staff-ui``, 12 hours at most) with the staff id and a fresh
-session id; acknowledgements of support-measure alerts are bound to that
-session id, so logging out and in again asks for them again. The cookie is
-HttpOnly and SameSite=Strict, and every POST must come from the register's
-own pages (Origin check), so another site cannot make a clerk's browser act.
+The clerk logs in with username, password and the current TOTP code (the
+same account and rules as ``POST /v1/staff/token``; docs/security-staff.md).
+The cookie holds only a random session key (HttpOnly, SameSite=Strict, path
+``/staff``); the register keeps its SHA-256 in ``staff_sessions`` with the
+session's CSRF token, so a logout or a deactivated account ends the session at
+once. Every form carries the CSRF token and every POST must also come from the
+register's own pages (Origin check), so another site cannot make a clerk's
+browser act. Acknowledgements of support-measure alerts are bound to the
+session id, so logging out and in again asks for them again.
 """
 
 from __future__ import annotations
 
-import re
-import uuid
 from dataclasses import dataclass
 
 from fastapi import Request
-
-from services.common.runtime import Runtime
-from services.common.tokens import TokenRefused
+from fastapi.responses import Response
 
 COOKIE = "jukinet_staff"
-AUDIENCE = "rrs-staff-ui"
-SESSION_SECONDS = 12 * 3600
-STAFF_ID = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
+CSRF_FIELD = "csrf"
+SESSION_SECONDS = 8 * 3600  # one working day at the counter
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",  # no-referrer would make browsers send "Origin: null" on form posts
+    "Cache-Control": "no-store",
+}
 
 
 @dataclass(frozen=True)
 class StaffSession:
+    """The clerk of a screen request: who (``staff_id``, the username), which login session, which role, and the form token."""
+
     staff_id: str
     session_id: str
+    role: str = "clerk"
+    csrf: str = ""
 
 
-def issue(rt: Runtime, staff_id: str) -> tuple[str, StaffSession]:
-    who = StaffSession(staff_id=staff_id, session_id=uuid.uuid4().hex)
-    token = rt.token_for(AUDIENCE, subject=staff_id, lifetime_seconds=SESSION_SECONDS, claims={"scope": "staff-session", "sid": who.session_id})
-    return token, who
+class StaffScreenRefused(Exception):
+    """A screen the request may not see now; ``response`` says so (the login page, or a refused form)."""
 
-
-def current(rt: Runtime, request: Request) -> StaffSession | None:
-    token = request.cookies.get(COOKIE)
-    if not token:
-        return None
-    try:
-        verified = rt.keys.verify(token, audience=AUDIENCE, allowed_issuers=lambda party: party == rt.party, longer_lived={"staff-session": SESSION_SECONDS})
-    except TokenRefused:
-        return None
-    sid = verified.claims.get("sid")
-    if verified.claims.get("scope") != "staff-session" or not isinstance(sid, str) or not STAFF_ID.match(verified.subject):
-        return None
-    return StaffSession(staff_id=verified.subject, session_id=sid)
+    def __init__(self, response: Response):
+        super().__init__(response.status_code)
+        self.response = response
 
 
 def same_origin(request: Request) -> bool:

@@ -11,11 +11,11 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import ValidationError
@@ -27,7 +27,7 @@ from contracts.register import CorrectRecord, FamilyRegisterItems, HouseholdPlac
 from contracts.related import EndSeal, NonResidentReason, NonResidentStatus, RegisterNonResident, RegisterSeal, SealStatus
 from services.common.params import PositiveBigIntPath
 from services.common.runtime import Runtime
-from services.municipal_rrs import moves, related, service
+from services.municipal_rrs import access, moves, related, service, staff_store
 from services.municipal_rrs.domain import RegistryRuleViolation
 from services.municipal_rrs.models import IncomingNoticeRow, MoveReservationRow
 from services.municipal_rrs.ui import acknowledgements, auth, labels
@@ -35,12 +35,7 @@ from services.municipal_rrs.ui.forms import Form, japanese_errors, read_form
 
 HERE = Path(__file__).parent
 ASSETS = {"staff.css": "text/css; charset=utf-8", "staff.js": "text/javascript; charset=utf-8"}
-SECURITY_HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "same-origin",  # no-referrer would make browsers send "Origin: null" on form posts
-    "Cache-Control": "no-store",
-}
+SECURITY_HEADERS = auth.SECURITY_HEADERS
 DONE = {
     "birth": "出生届を登録しました。", "death": "死亡届を登録しました。", "move-within": "転居届を登録しました。", "move-out": "転出届を登録しました。",
     "correction": "記載事項を修正しました。", "move-in": "転入届を登録しました。", "acknowledged": "支援措置を確認しました。",
@@ -52,18 +47,17 @@ DONE = {
 RELATIONSHIPS = [r.value for r in Relationship]
 
 
-class StaffScreenRefused(Exception):
-    """A screen the request may not see now; ``response`` says so (the login page, or a refused cross-site form)."""
-
-    def __init__(self, response: Response):
-        super().__init__(response.status_code)
-        self.response = response
+StaffScreenRefused = auth.StaffScreenRefused
 
 
-def install_staff_screen_handler(app: FastAPI) -> None:
-    """Answer a refused screen with its response (the app's problem handlers are for the JSON API)."""
+def install_staff_screen_handler(app: FastAPI, on_refusal=None) -> None:
+    """Answer a refused screen with its response (the app's problem handlers are for the JSON API); record the refusal
+    like the API's (``on_refusal``: the register's refusal recorder)."""
 
-    async def refused(_request: Request, exc: StaffScreenRefused) -> Response:
+    async def refused(request: Request, exc: StaffScreenRefused) -> Response:
+        if on_refusal is not None:
+            slug = "unauthorized" if exc.response.status_code in (303, 401) else "forbidden"
+            await on_refusal(request, slug, f"{request.method} {request.url.path}: screen answered {exc.response.status_code}")
         return exc.response
 
     app.add_exception_handler(StaffScreenRefused, refused)
@@ -84,8 +78,8 @@ def unavailable_router(reason: str) -> APIRouter:
 
 
 def staff_router(rt: Runtime, *, municipality_code: str, municipality_name: str, topology, known_municipality: Callable[[str], bool],
-                 changed: Callable[[], None]) -> APIRouter:
-    """``changed`` wakes the outbox relay after a change that the network must hear."""
+                 changed: Callable[[], None], record_refusal) -> APIRouter:
+    """``changed`` wakes the outbox relay after a change that the network must hear; ``record_refusal`` records a refused login."""
     try:
         from services.municipal_rrs.ui import measures  # needs the DV backend (services/municipal_rrs/dv.py, contracts/dv.py)
     except ImportError as exc:
@@ -105,7 +99,8 @@ def staff_router(rt: Runtime, *, municipality_code: str, municipality_name: str,
 
     def page(template: str, request: Request, who: auth.StaffSession | None, *, status: int = 200, header: dict | None = None, **context) -> HTMLResponse:
         done = DONE.get(request.query_params.get("done", ""))
-        html = env.get_template(template).render(who=who, done=done, request_path=request.url.path, **(header or {}), **context)
+        html = env.get_template(template).render(who=who, done=done, request_path=request.url.path, csrf=getattr(request.state, "csrf", ""),
+                                                 **(header or {}), **context)
         return HTMLResponse(html, status_code=status, headers=SECURITY_HEADERS)
 
     async def header_of(session) -> dict:
@@ -122,27 +117,14 @@ def staff_router(rt: Runtime, *, municipality_code: str, municipality_name: str,
         query = ("&" if "?" in path else "?") + urlencode(params) if params else ""
         return RedirectResponse(path + query, status_code=303, headers=SECURITY_HEADERS)
 
-    def to_login(request: Request) -> RedirectResponse:
-        return redirect("/staff/login", next=request.url.path)
-
-    def cross_site() -> HTMLResponse:
-        return HTMLResponse("別のサイトからの送信は受け付けません。", status_code=403, headers=SECURITY_HEADERS)
-
-    async def signed_in(request: Request) -> None:
-        """Every screen but the login: a signed-in clerk, and forms posted from these screens only."""
-        who = auth.current(rt, request)
-        if who is None:
-            raise StaffScreenRefused(to_login(request))
-        if request.method == "POST" and not auth.same_origin(request):
-            raise StaffScreenRefused(cross_site())
-        request.state.clerk = who
-
     def clerk(request: Request) -> auth.StaffSession:
-        """The clerk ``signed_in`` found for this request."""
-        return request.state.clerk
+        """The clerk ``access.authorize`` signed in for this request."""
+        member = request.state.staff
+        return auth.StaffSession(staff_id=member.username, session_id=member.session_id, role=member.role.value, csrf=request.state.csrf)
 
-    # the screens behind the login; joined to ``router`` at the end, once all are declared
-    screens = APIRouter(prefix="/staff", include_in_schema=False, dependencies=[Depends(signed_in)])
+    # the screens behind the login (access.authorize, app-wide, checks the session, the CSRF token and the role);
+    # joined to ``router`` at the end, once all are declared
+    screens = APIRouter(prefix="/staff", include_in_schema=False)
 
     # --- login ------------------------------------------------------------------------------------------
 
@@ -152,23 +134,34 @@ def staff_router(rt: Runtime, *, municipality_code: str, municipality_name: str,
 
     @router.post("/login")
     async def login(request: Request) -> Response:
+        """Username, password and TOTP code: a new server-side session; a failure says only that it failed (the reason is recorded)."""
         if not auth.same_origin(request):
-            return cross_site()
+            return HTMLResponse("別のサイトからの送信は受け付けません。", status_code=403, headers=SECURITY_HEADERS)
         form = await read_form(request)
-        staff_id = form.get("staff_id") or ""
+        username = (form.get("username") or "").strip()
         target = form.get("next") or "/staff"
         if not target.startswith("/staff") or "//" in target:
             target = "/staff"
-        if not auth.STAFF_ID.match(staff_id):
-            return page("login.html", request, None, status=400, next=target, error="職員IDは英数字（. _ - を含む）で入力してください。")
-        token, _ = auth.issue(rt, staff_id)
+        now = datetime.now(UTC)
+        request.state.caller = username[:64] or None
+        async with rt.sessions() as session, session.begin():
+            account, why = await staff_store.login(session, username=username, password=form.get("password") or "", code=(form.get("totp") or "").strip(), at=now)
+            if account is not None:
+                token, _ = await staff_store.open_session(session, account, at=now, lifetime=timedelta(seconds=auth.SESSION_SECONDS))
+        if account is None:
+            await record_refusal(request, "login-refused", why or "login refused")
+            return page("login.html", request, None, status=401, next=target, username=username,
+                        error="ログインできませんでした。職員ID・パスワード・確認コードを確かめてください（確認コードは一度しか使えません）。")
         response = RedirectResponse(target, status_code=303, headers=SECURITY_HEADERS)
         response.set_cookie(auth.COOKIE, token, max_age=auth.SESSION_SECONDS, path="/staff", httponly=True, samesite="strict",
                             secure=request.url.scheme == "https")
         return response
 
-    @router.post("/logout")
-    async def logout() -> Response:
+    @screens.post("/logout")
+    async def logout(request: Request) -> Response:
+        """Ends the session row for good: the cookie, if kept, opens nothing."""
+        async with rt.sessions() as session, session.begin():
+            await staff_store.end_session(session, uuid.UUID(clerk(request).session_id), at=datetime.now(UTC))
         response = redirect("/staff/login")
         response.delete_cookie(auth.COOKIE, path="/staff")
         return response
@@ -195,6 +188,7 @@ def staff_router(rt: Runtime, *, municipality_code: str, municipality_name: str,
                     )
                     protected = await mx.protected_codes(session, [r.resident_code for r in results])
             header = await header_of(session)
+        await access.record_reads(request, [r.resident_code for r in results])
         return page("search.html", request, who, header=header, criteria=criteria, include_closed=include_closed, results=results,
                     truncated=truncated, error=error, searched=any(criteria.values()), protected=protected)
 
