@@ -2,8 +2,11 @@
 
 Staff name themselves in ``X-Staff-Id`` like on every other route; each step
 of a measure and each certificate request records who handled it. A
-perpetrator's request and a request about nobody get the same 404 problem,
-byte for byte; the difference is only in the register's own records.
+certificate request is answered with the document, or "under review" (202)
+— byte for byte the same, apart from the request id, for a perpetrator's
+request, a request about nobody, about a protected person or about someone
+living elsewhere; the difference is only in the register's own records and
+review queue. A 広域交付 asks the home municipality after the answer went out.
 """
 
 
@@ -14,14 +17,16 @@ from typing import Annotated
 
 import httpx
 from fastapi import APIRouter, Query, Response
+from fastapi.responses import JSONResponse
 from pydantic import ValidationError
+from starlette.background import BackgroundTask
 
 from contracts.dv import (
-    CertificateRequest, CertificateRequestOutcome, CertificateRequestView, MeasureDelivery, MeasureStatus, RequestState,
+    CertificateRequest, CertificateRequestOutcome, CertificateRequestView, MeasureDelivery, MeasureStatus,
     ReviewDecision, SupportMeasure, SupportMeasureAlert, SupportMeasureApplication, SupportMeasureCancellation, SupportMeasureDecision,
     SupportMeasureExtension, WideAreaAnswer, WideAreaRequest,
 )
-from services.common.dv_rules import MeasureRuleViolation
+from services.common.dv_rules import Answer, MeasureRuleViolation
 from services.common.outbox import poll_forever
 from services.common.problems import ProblemError
 from services.municipal_rrs import dv, service
@@ -30,9 +35,17 @@ from services.municipal_rrs.request_deps import StaffDep
 log = logging.getLogger(__name__)
 
 
-def no_such_record() -> ProblemError:
-    """The one answer for "nothing to give you": a missing record and a refused perpetrator read the same."""
-    return ProblemError(404, "not-found", "No such record", "no record in this municipality matches the request")
+def not_issued() -> ProblemError:
+    """The one answer for a request closed without a document, whatever the reason (no record, a reviewer's refusal,
+    the DV rules' refusal); the reasons go to the requester in writing, never through this answer."""
+    return ProblemError(404, "not-issued", "No document is issued", "the request did not lead to a document")
+
+
+def under_review(request_id: uuid.UUID, background: BackgroundTask | None = None) -> JSONResponse:
+    """The one answer for a request not issued at once. A 広域交付's ask of the home runs as ``background``, after
+    this answer was sent, so its cost never shows in the time the requester waits."""
+    body = CertificateRequestOutcome(request_id=request_id, state="under_review")
+    return JSONResponse(status_code=202, content=body.model_dump(mode="json"), background=background)
 
 
 def _rule(exc: MeasureRuleViolation) -> ProblemError:
@@ -155,18 +168,25 @@ def dv_router(rt, *, municipality_code: str, relay, known_municipality) -> APIRo
 
     @router.post("/certificate-requests", status_code=201, response_model=CertificateRequestOutcome, responses={202: {"model": CertificateRequestOutcome}})
     async def request_certificate(body: CertificateRequest, staff: StaffDep, response: Response) -> CertificateRequestOutcome:
-        """住民票の写し, 除票, 戸籍の附票の写し or 閲覧: issued (201), under review (202, every third-party request), or 404
-        "no such record" — for a missing record and for a perpetrator alike. Every attempt is recorded."""
-        result = await dv.request_certificate(rt.sessions, body, staff=staff, municipality_code=municipality_code, ask_home=ask_home)
+        """住民票の写し, 除票, 戸籍の附票の写し or 閲覧: issued (201) to the person or their household when the record is here,
+        otherwise "under review" (202) — for every third party, a perpetrator (refused out of band, in the review queue),
+        a request about nobody, and a 広域交付 (asked of the home after this answer; its outcome at
+        ``/certificate-requests/{id}/outcome``). Every attempt is recorded."""
+        result = await dv.request_certificate(rt.sessions, body, staff=staff, municipality_code=municipality_code)
         relay.wakeup.set()
-        if result.answer == "issued":
+        if result.answer is Answer.issued:
             return CertificateRequestOutcome(request_id=result.request_id, state="issued", document=result.document)
-        if result.answer == "under_review":
-            response.status_code = 202
-            return CertificateRequestOutcome(request_id=result.request_id, state="under_review")
-        if result.answer == "unavailable":
-            raise ProblemError(503, "home-municipality-unavailable", "The municipality holding the record did not answer; try again later")
-        raise no_such_record()
+        background = None
+        if result.asks_home:
+            background = BackgroundTask(complete_wide_area, result.request_id, body)
+        return under_review(result.request_id, background)
+
+    async def complete_wide_area(request_id: uuid.UUID, body: CertificateRequest) -> None:
+        try:
+            await dv.complete_wide_area(rt.sessions, request_id, body, ask_home=ask_home)
+        except Exception:  # the row stays asking_home; housekeeping asks again
+            log.exception("広域交付 %s: completing in the background failed", request_id)
+        relay.wakeup.set()
 
     @router.get("/certificate-requests/{request_id}", response_model=CertificateRequestView)
     async def certificate_request(request_id: uuid.UUID) -> CertificateRequestView:
@@ -181,22 +201,19 @@ def dv_router(rt, *, municipality_code: str, relay, known_municipality) -> APIRo
 
     @router.get("/certificate-requests/{request_id}/outcome", response_model=CertificateRequestOutcome, responses={202: {"model": CertificateRequestOutcome}})
     async def outcome(request_id: uuid.UUID, response: Response) -> CertificateRequestOutcome:
-        """What the requester is told now: the document, still under review, or "no such record"."""
+        """What the requester is told now: the document, still under review (202), or one "not issued" problem (404) for
+        every request closed without a document — and for an unknown request id."""
         from contracts.dv import CertificateDocument
         from services.municipal_rrs.models import CertificateRequestRow
 
         async with rt.sessions() as session:
             row = await session.get(CertificateRequestRow, request_id)
-        if row is None or dv.reads_missing(row):
-            raise no_such_record()
-        if row.state == RequestState.under_review.value:
-            response.status_code = 202
-            return CertificateRequestOutcome(request_id=row.id, state="under_review")
-        if row.state == RequestState.issued.value:
+        answer = dv.requester_answer(row) if row is not None else Answer.not_issued
+        if answer is Answer.issued:
             return CertificateRequestOutcome(request_id=row.id, state="issued", document=CertificateDocument.model_validate_json(row.document))
-        if row.state == RequestState.failed.value:
-            raise ProblemError(503, "home-municipality-unavailable", "The municipality holding the record did not answer; try again later")
-        raise ProblemError(403, "request-refused", "The request was refused", row.decision_reason)
+        if answer is Answer.under_review:
+            return under_review(row.id)
+        raise not_issued()
 
     @router.get("/certificate-review-queue", response_model=list[CertificateRequestView])
     async def review_queue() -> list[CertificateRequestView]:
@@ -226,7 +243,10 @@ def dv_router(rt, *, municipality_code: str, relay, known_municipality) -> APIRo
 
 
 def dv_housekeeping(rt, *, municipality_code: str, relay, known_municipality):
-    """The loop that expires measures, reminds staff of expiries and sends (again) what was not acknowledged."""
+    """The loop that expires measures, reminds staff of expiries, sends (again) what was not acknowledged and asks the home
+    again for a 広域交付 whose background ask was interrupted."""
+
+    ask_home = home_asker(rt, municipality_code)
 
     async def once() -> int:
         today, now = date.today(), datetime.now(UTC)
@@ -234,9 +254,12 @@ def dv_housekeeping(rt, *, municipality_code: str, relay, known_municipality):
             expired = await dv.expire_due(session, municipality_code=municipality_code, today=today)
             await dv.remind_due(session, today=today)
             sent = await dv.send_due(session, municipality_code=municipality_code, known_municipality=known_municipality, now=now)
-        if expired or sent:
+            interrupted = await dv.stale_wide_area(session, now=now)
+        for request_id, request in interrupted:  # a 広域交付 whose background ask did not finish (e.g. a restart)
+            await dv.complete_wide_area(rt.sessions, request_id, request, ask_home=ask_home)
+        if expired or sent or interrupted:
             relay.wakeup.set()
-        return expired + sent
+        return expired + sent + len(interrupted)
 
     async def forever() -> None:
         await poll_forever(once, wakeup=dv.WAKEUP, idle_seconds=1.0, what="support-measure housekeeping")
