@@ -10,6 +10,7 @@ review queue. A 広域交付 asks the home municipality after the answer went ou
 """
 
 
+import asyncio
 import logging
 import uuid
 from datetime import UTC, date, datetime
@@ -19,7 +20,6 @@ import httpx
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
-from starlette.background import BackgroundTask
 
 from contracts.dv import (
     CertificateRequest, CertificateRequestOutcome, CertificateRequestView, MeasureDelivery, MeasureStatus,
@@ -41,11 +41,28 @@ def not_issued() -> ProblemError:
     return ProblemError(404, "not-issued", "No document is issued", "the request did not lead to a document")
 
 
-def under_review(request_id: uuid.UUID, background: BackgroundTask | None = None) -> JSONResponse:
-    """The one answer for a request not issued at once. A 広域交付's ask of the home runs as ``background``, after
-    this answer was sent, so its cost never shows in the time the requester waits."""
+def under_review(request_id: uuid.UUID) -> JSONResponse:
+    """The one answer for a request not issued at once, whatever the reason."""
     body = CertificateRequestOutcome(request_id=request_id, state="under_review")
-    return JSONResponse(status_code=202, content=body.model_dump(mode="json"), background=background)
+    return JSONResponse(status_code=202, content=body.model_dump(mode="json"))
+
+
+#: 広域交付 asks running in the background (held so that they are not collected before they finish)
+_ASKING: set[asyncio.Task] = set()
+#: the ask starts after this pause, so the requester's answer leaves first
+ASK_AFTER_SECONDS = 0.01
+
+
+def in_background(work) -> None:
+    """Run ``work()`` detached from the request: not a response background task, which would hold a kept-alive
+    connection — and the requester's next request on it — until the home answered."""
+    async def later():
+        await asyncio.sleep(ASK_AFTER_SECONDS)
+        await work()
+
+    task = asyncio.get_running_loop().create_task(later())
+    _ASKING.add(task)
+    task.add_done_callback(_ASKING.discard)
 
 
 def _rule(exc: MeasureRuleViolation) -> ProblemError:
@@ -176,10 +193,9 @@ def dv_router(rt, *, municipality_code: str, relay, known_municipality) -> APIRo
         relay.wakeup.set()
         if result.answer is Answer.issued:
             return CertificateRequestOutcome(request_id=result.request_id, state="issued", document=result.document)
-        background = None
-        if result.asks_home:
-            background = BackgroundTask(complete_wide_area, result.request_id, body)
-        return under_review(result.request_id, background)
+        if result.asks_home:  # the home is asked after the answer went out: how far the question travels never shows in its time
+            in_background(lambda: complete_wide_area(result.request_id, body))
+        return under_review(result.request_id)
 
     async def complete_wide_area(request_id: uuid.UUID, body: CertificateRequest) -> None:
         try:
