@@ -21,7 +21,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import String, bindparam, cast, exists, literal, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -585,22 +585,28 @@ async def _find_subject(session: AsyncSession, subject: CertificateSubject, cert
     return (matches[0] if len(matches) == 1 else None), len(matches) > 1
 
 
+#: looked up when there is no subject, so that a request about nobody runs the same queries as one about somebody
+_NOBODY_CODE = "00000000000"
+_NO_HOUSEHOLD = uuid.UUID(int=0)
+
+
 async def evaluate(session: AsyncSession, request: CertificateRequest) -> Evaluation:
+    """Check a request against this register. The same queries run whether the subject exists, is protected or
+    not (the answer's timing must not tell them apart): the subject, the measures, a restored protection, the household."""
     subject, ambiguous = await _find_subject(session, request.subject, request.type)
     code = subject.resident_code if subject is not None else request.subject.resident_code
     name = f"{subject.family_name}{subject.given_name or ''}" if subject is not None else request.subject.name
     birth = subject.birth_date if subject is not None else request.subject.birth_date
-    restored = False
     if code is not None:  # protected persons are named by resident code in every copy of a measure
         measures = await active_measures(session, code)
-        restored = subject is not None and await restored_protection(session, code) is not None
     else:  # by name and birth date, and no record here (e.g. at the 本籍地): every measure held is checked
         measures = [m for m in await _in_force_everywhere(session) if rules.protects_subject(m, resident_code=None, name=name, birth_date=birth)]
+    restored = await restored_protection(session, subject.resident_code if subject is not None else _NOBODY_CODE) is not None and subject is not None
     requester = request.requester
+    household_codes = set((await session.execute(select(ResidentRow.resident_code).where(
+        ResidentRow.household_id == (subject.household_id if subject is not None else _NO_HOUSEHOLD), ResidentRow.status == "active"))).scalars())
     in_household = principal_ok = False
     if subject is not None:
-        household_codes = set((await session.execute(select(ResidentRow.resident_code).where(
-            ResidentRow.household_id == subject.household_id, ResidentRow.status == "active"))).scalars())
         in_household = requester.resident_code is not None and requester.resident_code in household_codes
         principal = requester.principal
         principal_ok = principal is not None and principal.resident_code is not None and (principal.resident_code == subject.resident_code or principal.resident_code in household_codes)
@@ -635,8 +641,10 @@ async def document_for(session: AsyncSession, row: ResidentRow, certificate_type
 
 
 async def record_request(session: AsyncSession, evaluation: Evaluation, *, state: RequestState, channel: RequestChannel, staff: str, reason: str,
-                         document: CertificateDocument | None = None, request_id: uuid.UUID | None = None, extra_measure_ids: list[str] = ()) -> CertificateRequestRow:
-    """Every attempt, whatever its outcome; a perpetrator's attempt is raised to staff too (out of band: the requester hears nothing of it)."""
+                         document: CertificateDocument | None = None, request_id: uuid.UUID | None = None, extra_measure_ids: list[str] = (),
+                         requesting_municipality_code: str | None = None) -> CertificateRequestRow:
+    """Every attempt, whatever its outcome. A perpetrator's attempt (``refusal_pending``) is raised to staff by the
+    housekeeping loop (:func:`raise_refusal_alerts`), not here: the request's own work is the same whatever the verdict."""
     request = evaluation.request
     ids = list(dict.fromkeys([*evaluation.decision.measure_ids, *extra_measure_ids]))
     subject_code = evaluation.subject.resident_code if evaluation.subject is not None else (
@@ -645,14 +653,9 @@ async def record_request(session: AsyncSession, evaluation: Evaluation, *, state
         id=request_id or uuid.uuid4(), received_at=_now(), type=request.type.value, channel=channel.value, subject=request.subject.model_dump_json(),
         subject_code=subject_code, requester=request.requester.model_dump_json(), state=state.value, reason=reason, protected=bool(ids) or evaluation.restored,
         measure_ids=json.dumps(ids), handled_by=staff, document=document.model_dump_json() if document is not None else None,
+        requesting_municipality_code=requesting_municipality_code,
     )
     session.add(row)
-    if state in (RequestState.refused, RequestState.refusal_pending) and subject_code is not None:
-        await _raise_alert(
-            session, dedupe_key=f"attempt:{row.id}", kind=AlertKind.request_refused, resident_code=subject_code,
-            measure_id=uuid.UUID(ids[0]) if ids else None,
-            summary=f"{request.requester.name} ({request.requester.relation.value}) asked for the {request.type.value} of a protected person: refused",
-        )
     await session.flush()
     return row
 
@@ -697,11 +700,10 @@ async def request_certificate(sessions, request: CertificateRequest, *, staff: s
         document = None
         if state is RequestState.issued:
             document = await document_for(session, evaluation.subject, request.type, municipality_code=municipality_code)
-        reason = "asking the home municipality (広域交付)" if state is RequestState.asking_home else decision.reason
-        row = await record_request(session, evaluation, state=state, channel=RequestChannel.wide_area if state is RequestState.asking_home else RequestChannel.counter,
-                                   staff=staff, reason=reason, document=document, request_id=request_id)
-        if state is RequestState.asking_home:
-            row.requesting_municipality_code = municipality_code
+        asking = state is RequestState.asking_home
+        await record_request(session, evaluation, state=state, channel=RequestChannel.wide_area if asking else RequestChannel.counter, staff=staff,
+                             reason="asking the home municipality (広域交付)" if asking else decision.reason, document=document, request_id=request_id,
+                             requesting_municipality_code=municipality_code if asking else None)
     return RequestResult(request_id, state, document, request)
 
 
@@ -730,14 +732,28 @@ async def complete_wide_area(sessions, request_id: uuid.UUID, request: Certifica
             "not_found": " (no record of the person on the network, or the home would not serve the requester)",
         }.get(answer.outcome, "")
         if answer.outcome == "refused":
-            row.protected = True
-            if row.subject_code is not None:
-                await _raise_alert(session, dedupe_key=f"attempt:{row.id}", kind=AlertKind.request_refused, resident_code=row.subject_code,
-                                   summary=f"{Requester.model_validate_json(row.requester).name} asked for the {row.type} of a protected person "
-                                           f"(広域交付, refused by {answer.home_municipality_code})")
+            row.protected = True  # raised to staff by the housekeeping loop, as every refusal_pending request
         if answer.document is not None and state is RequestState.issued:
             row.document = answer.document.model_dump_json()
         return state
+
+
+async def raise_refusal_alerts(session: AsyncSession) -> int:
+    """Raise a ``request_refused`` alert for every request the DV rules refused that has none yet (housekeeping: within
+    a second of the request, and outside the request's own work, so that a refusal takes no longer to answer)."""
+    key = literal("attempt:") + cast(CertificateRequestRow.id, String)
+    rows = (await session.execute(select(CertificateRequestRow).where(
+        CertificateRequestRow.state == RequestState.refusal_pending.value, CertificateRequestRow.subject_code.is_not(None),
+        ~exists().where(MeasureAlertRow.dedupe_key == key),
+    ).limit(100))).scalars().all()
+    for row in rows:
+        ids = json.loads(row.measure_ids)
+        where = f" (広域交付 at {row.requesting_municipality_code})" if row.channel == RequestChannel.wide_area.value else ""
+        await _raise_alert(session, dedupe_key=f"attempt:{row.id}", kind=AlertKind.request_refused, resident_code=row.subject_code,
+                           measure_id=uuid.UUID(ids[0]) if ids else None,
+                           summary=f"{Requester.model_validate_json(row.requester).name} ({Requester.model_validate_json(row.requester).relation.value}) "
+                                   f"asked for the {row.type} of a protected person{where}: refused (the requester was told \"under review\")")
+    return len(rows)
 
 
 #: a 広域交付 still asking after this long was interrupted (e.g. a restart): housekeeping asks again
@@ -814,5 +830,5 @@ __all__ = [
     "restored_protection", "protected_codes", "get_measure", "list_measures",
     "apply", "decide", "extend", "cancel", "on_move_out", "on_arrival", "take_notice", "take_from_certificate", "expire_due", "remind_due", "send_due",
     "alerts", "acknowledge_alert", "evaluate", "record_request", "document_for", "requests_about", "review_queue", "decide_review", "requester_answer",
-    "request_certificate", "complete_wide_area", "stale_wide_area",
+    "request_certificate", "complete_wide_area", "stale_wide_area", "raise_refusal_alerts",
 ]

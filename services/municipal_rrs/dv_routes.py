@@ -271,6 +271,7 @@ def dv_housekeeping(rt, *, municipality_code: str, relay, known_municipality):
             await dv.remind_due(session, today=today)
             sent = await dv.send_due(session, municipality_code=municipality_code, known_municipality=known_municipality, now=now)
             interrupted = await dv.stale_wide_area(session, now=now)
+            await dv.raise_refusal_alerts(session)  # a perpetrator's request: raised here, outside the request's own work
         for request_id, request in interrupted:  # a 広域交付 whose background ask did not finish (e.g. a restart)
             await dv.complete_wide_area(rt.sessions, request_id, request, ask_home=ask_home)
         if expired or sent or interrupted:

@@ -33,9 +33,13 @@ SUBJECTS = ["protected", "unprotected", "nobody"]
 THIRD = {"relation": "third_party", "name": "第三 者男", "organisation": "債権回収会社", "purpose": "貸金返還請求訴訟の準備のため"}
 PERPETRATOR_AS_THIRD = {"relation": "third_party", **PERPETRATOR, "organisation": "個人", "purpose": "貸金返還請求訴訟の準備のため"}
 PERPETRATOR_AS_HOUSEHOLD = {"relation": "household_member", **PERPETRATOR}
-#: the medians of the two sides of the timing pairs must be closer than this (a request takes tens of ms here)
-TIMING_BOUND_SECONDS = 0.005
+#: the target: the medians of the two sides of the timing pairs are closer than this (a request takes tens of ms here)
+TIMING_TARGET_SECONDS = 0.005
+#: on a loaded machine the noise grows with the request time: the bound is the target or this share of the median, whichever is larger
+TIMING_NOISE_SHARE = 0.05
 PAIRS = 50
+#: a round that misses the bound is measured once more: a real difference misses both, noise rarely does
+ROUNDS = 2
 
 
 def person(record: dict) -> dict:
@@ -167,7 +171,10 @@ def test_the_answer_depends_on_nothing_but_the_requesters_entitlement(network, s
 
 
 def test_answers_take_the_same_time_whether_the_person_is_protected_or_nobody(network, setting):
-    """Benchmark-style: 50 interleaved pairs per path, the median of each side printed; the bound is generous."""
+    """Benchmark-style: 50 interleaved pairs per path (the order within each pair drawn at random), the medians printed
+    against the 5 ms target. The assertion is generous, never a tight timer: the bound grows with the request time on a
+    loaded machine, and a missed round is measured once more (a real difference misses both; the leak of issue 18 was
+    24 ms at a median of 99 ms)."""
     victim, _ = setting["protected"]
     stranger = {"relation": "household_member", "name": "同居 主張", "birth_date": ADULT.isoformat(), "resident_code": new_resident_code()}
     paths = {
@@ -189,18 +196,27 @@ def test_answers_take_the_same_time_whether_the_person_is_protected_or_nobody(ne
             settled(network, place, response.json()["request_id"])  # the background ask ends before the next request starts
             return elapsed
 
-        for name, (place, kind, who) in paths.items():
-            for _ in range(3):  # warm both paths
-                timed(place, kind, victim["resident_code"], who), timed(place, kind, new_resident_code(), who)
+        def round_of_pairs(place: str, kind: str, who: dict) -> tuple[float, float]:
             protected, nobody = [], []
             for _ in range(PAIRS):
                 order = [("protected", victim["resident_code"]), ("nobody", new_resident_code())]
                 rng.shuffle(order)
                 for side, code in order:
                     (protected if side == "protected" else nobody).append(timed(place, kind, code, who))
-            difference = statistics.median(protected) - statistics.median(nobody)
-            print(f"\n{name}: median protected {statistics.median(protected) * 1000:.1f} ms, nobody {statistics.median(nobody) * 1000:.1f} ms, "
-                  f"difference {difference * 1000:+.1f} ms ({PAIRS} pairs)")
-            if abs(difference) >= TIMING_BOUND_SECONDS:
+            return statistics.median(protected), statistics.median(nobody)
+
+        for name, (place, kind, who) in paths.items():
+            for _ in range(3):  # warm both paths
+                timed(place, kind, victim["resident_code"], who), timed(place, kind, new_resident_code(), who)
+            for attempt in range(1, ROUNDS + 1):
+                protected, nobody = round_of_pairs(place, kind, who)
+                difference = protected - nobody
+                bound = max(TIMING_TARGET_SECONDS, TIMING_NOISE_SHARE * min(protected, nobody))
+                print(f"\n{name}: median protected {protected * 1000:.1f} ms, nobody {nobody * 1000:.1f} ms, difference {difference * 1000:+.1f} ms "
+                      f"({PAIRS} pairs; target < {TIMING_TARGET_SECONDS * 1000:.0f} ms: {'met' if abs(difference) < TIMING_TARGET_SECONDS else 'missed'}; "
+                      f"bound {bound * 1000:.1f} ms, round {attempt})")
+                if abs(difference) < bound:
+                    break
+            else:
                 failures.append(f"{name}: {difference * 1000:+.1f} ms")
     assert not failures, "the time tells protected from nobody: " + ", ".join(failures)

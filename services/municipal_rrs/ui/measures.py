@@ -294,6 +294,8 @@ class Measures:
             return Outcome(issued=True, document=document, request_id=request_id, requester=requester)
         await dv.record_request(session, evaluation, state=state, channel=RequestChannel.counter, staff=staff,
                                 reason=evaluation.decision.reason, request_id=request_id)
+        if state is RequestState.refusal_pending:
+            await dv.raise_refusal_alerts(session)  # the banner at once (staff only; the screen says the same as for any review)
         return Outcome(issued=False, status=202, request_id=request_id, errors=[f"この請求は審査が必要です（受付番号 {request_id}）。結果は審査の後にお知らせします。"])
 
     async def issued(self, session: AsyncSession, request_id: str, *, staff: str) -> tuple[Outcome, str] | None:
