@@ -669,7 +669,6 @@ class RequestResult:
     request_id: uuid.UUID
     state: RequestState
     document: CertificateDocument | None = None
-    request: CertificateRequest | None = None
 
     @property
     def answer(self) -> rules.Answer:
@@ -704,7 +703,7 @@ async def request_certificate(sessions, request: CertificateRequest, *, staff: s
         await record_request(session, evaluation, state=state, channel=RequestChannel.wide_area if asking else RequestChannel.counter, staff=staff,
                              reason="asking the home municipality (広域交付)" if asking else decision.reason, document=document, request_id=request_id,
                              requesting_municipality_code=municipality_code if asking else None)
-    return RequestResult(request_id, state, document, request)
+    return RequestResult(request_id, state, document)
 
 
 async def complete_wide_area(sessions, request_id: uuid.UUID, request: CertificateRequest, *, ask_home) -> RequestState | None:
