@@ -568,6 +568,14 @@ class Evaluation:
         return (self.subject is None and self.decision.verdict is Verdict.not_found and self.request.type in WIDE_AREA_TYPES
                 and self.request.requester.relation in WIDE_AREA_RELATIONS)
 
+    @property
+    def asks_the_network(self) -> bool:
+        """Every request of a kind 広域交付 may answer that is not issued here asks the network in the background — not
+        only those that go 広域交付: a refused perpetrator, a review, and a request about nobody then do the same work,
+        and the home of a protected person hears of the attempt. Only a ``goes_wide_area`` request takes the answer."""
+        return (self.decision.verdict is not Verdict.issue and self.request.type in WIDE_AREA_TYPES
+                and self.request.requester.relation in WIDE_AREA_RELATIONS)
+
 
 async def _find_subject(session: AsyncSession, subject: CertificateSubject, certificate_type: CertificateType) -> tuple[ResidentRow | None, bool]:
     """(the record, whether several records matched)."""
@@ -664,19 +672,16 @@ async def record_request(session: AsyncSession, evaluation: Evaluation, *, state
 class RequestResult:
     """What became of a request at the counter. ``answer`` is all the requester may be told: the document, or
     "under review" — for every request not issued at once, whoever asks about whomever (:func:`rules.requester_answer`).
-    ``asks_home``: a 広域交付 to complete in the background (:func:`complete_wide_area`)."""
+    ``asks_home``: the network is to be asked in the background (:func:`complete_wide_area`; see ``Evaluation.asks_the_network``)."""
 
     request_id: uuid.UUID
     state: RequestState
     document: CertificateDocument | None = None
+    asks_home: bool = False
 
     @property
     def answer(self) -> rules.Answer:
         return rules.requester_answer(self.state)
-
-    @property
-    def asks_home(self) -> bool:
-        return self.state is RequestState.asking_home
 
 
 async def request_certificate(sessions, request: CertificateRequest, *, staff: str, municipality_code: str) -> RequestResult:
@@ -703,7 +708,7 @@ async def request_certificate(sessions, request: CertificateRequest, *, staff: s
         await record_request(session, evaluation, state=state, channel=RequestChannel.wide_area if asking else RequestChannel.counter, staff=staff,
                              reason="asking the home municipality (広域交付)" if asking else decision.reason, document=document, request_id=request_id,
                              requesting_municipality_code=municipality_code if asking else None)
-    return RequestResult(request_id, state, document)
+    return RequestResult(request_id, state, document, asks_home=evaluation.asks_the_network)
 
 
 async def complete_wide_area(sessions, request_id: uuid.UUID, request: CertificateRequest, *, ask_home) -> RequestState | None:
@@ -719,6 +724,9 @@ async def complete_wide_area(sessions, request_id: uuid.UUID, request: Certifica
     answer = await ask_home(request, request_id)
     async with sessions() as session, session.begin():
         row = await session.get(CertificateRequestRow, request_id, with_for_update=True)
+        if row is not None and row.state == RequestState.refusal_pending.value and answer is not None:
+            row.reason = f"{row.reason}; the home ({answer.home_municipality_code or 'none found'}) answered {answer.outcome}"
+            return None  # refused here: nothing the home says changes that
         if row is None or row.state != RequestState.asking_home.value:
             return None
         state = rules.state_after_home_answer(answer.outcome if answer is not None else None)

@@ -193,7 +193,7 @@ def dv_router(rt, *, municipality_code: str, relay, known_municipality) -> APIRo
         relay.wakeup.set()
         if result.answer is Answer.issued:
             return CertificateRequestOutcome(request_id=result.request_id, state="issued", document=result.document)
-        if result.asks_home:  # the home is asked after the answer went out: how far the question travels never shows in its time
+        if result.asks_home:  # after the answer went out: how far the question travels never shows in its time
             in_background(lambda: complete_wide_area(result.request_id, body))
         return under_review(result.request_id)
 
