@@ -182,6 +182,7 @@ def test_answers_take_the_same_time_whether_the_person_is_protected_or_nobody(ne
         "広域交付 (Toyonaka)": (TOYONAKA, "juminhyo_copy", stranger),
         # the perpetrator at the municipalities that hold the measure: the rules refuse one, the other is about nobody
         "perpetrator as third party (home)": (SHIBUYA, "juminhyo_copy", PERPETRATOR_AS_THIRD),
+        "perpetrator as household (home)": (SHIBUYA, "juminhyo_copy", PERPETRATOR_AS_HOUSEHOLD),
         "perpetrator as household (former address)": (CHIYODA, "juminhyo_copy", PERPETRATOR_AS_HOUSEHOLD),
     }
     rng = random.Random(1818)
