@@ -21,7 +21,7 @@ import pytest
 
 from contracts.identifiers import new_resident_code
 from tests.conftest import wait_until
-from tests.e2e.helpers import address_in, birth_body, register
+from tests.e2e.helpers import address_in
 from tests.e2e.test_dv import (
     ADULT, CHIYODA, PERPETRATOR, SHIBUYA, TOYONAKA, adult, ask, full_name, marker, measure_at, outcome_of, protect, rrs, settled, without_id,
 )
