@@ -402,11 +402,15 @@ class CertificateRequest(Contract):
 
 
 class RequestState(StrEnum):
+    """Where a request stands (staff see it; the requester hears only issued, under review or not issued)."""
+
     issued = "issued"
-    under_review = "under_review"
-    refused = "refused"  # answered like a missing record
-    not_found = "not_found"
-    failed = "failed"  # the home municipality could not be asked (広域交付)
+    under_review = "under_review"  # waits for a reviewer
+    refusal_pending = "refusal_pending"  # refused by the DV rules (a perpetrator): waits for a reviewer to close it, like any review
+    asking_home = "asking_home"  # 広域交付: the home municipality is being asked, in the background
+    refused = "refused"  # closed by a reviewer (or, at the home, answered to another municipality) without a document
+    not_found = "not_found"  # closed: no record
+    failed = "failed"  # earlier versions: the home municipality could not be asked (広域交付)
 
 
 class RequestChannel(StrEnum):
@@ -441,7 +445,13 @@ class CertificateDocument(Contract):
 
 
 class CertificateRequestOutcome(Contract):
-    """What the requester is told, unless the answer is "no such record" (a 404 problem)."""
+    """What the requester is told: the document (201/200), or "under review" (202) with the id to ask for the outcome.
+
+    Everything not issued at once is "under review", whether the person exists,
+    is protected, lives here or elsewhere, or the requester is refused by the
+    DV rules; a request closed without a document reads as one "not issued"
+    problem (404) at the outcome.
+    """
 
     request_id: UUID
     state: Literal["issued", "under_review"]

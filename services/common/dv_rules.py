@@ -19,7 +19,7 @@ from enum import StrEnum
 from contracts.affairs import Item
 from contracts.dv import (
     IN_FORCE, DeliveryRole, MeasureAction, MeasureBasis, MeasureStatus, MeasureStep, PersonIdentification, Perpetrator,
-    Requester, RequesterRelation, ReviewDecisionKind, SupportMeasure,
+    RequestState, Requester, RequesterRelation, SupportMeasure,
 )
 
 
@@ -270,9 +270,9 @@ def protects_subject(measure: SupportMeasure, *, resident_code: str | None, name
 
 class Verdict(StrEnum):
     issue = "issue"
-    refuse_as_missing = "refuse_as_missing"  # the answer reads exactly like "no such record"
+    refuse = "refuse"  # refused out of band: the requester hears "under review" like anyone; the reviewer sees why and closes it
     review = "review"  # staff decide; the requester hears "under review"
-    not_found = "not_found"
+    not_found = "not_found"  # nothing here: asked of the home (広域交付) or reviewed; the requester hears "under review"
 
 
 @dataclass(frozen=True)
@@ -287,10 +287,13 @@ def decide_request(*, requester: Requester, measures: list[SupportMeasure], subj
     """What happens to a certificate request, in this order:
 
     1. a perpetrator named by a measure in force protecting the subject — or an
-       agent acting for one — is refused, answered like a missing record;
+       agent acting for one — is refused, whatever relation they claim; the
+       refusal is out of band (:func:`requester_answer`): the requester hears
+       "under review" like every request not served, the reviewer sees the
+       refusal and why, and can only confirm it;
     2. a third party is always reviewed by staff, whether the subject exists or
-       is protected or not, so "under review" reveals nothing;
-    3. no record: not found;
+       is protected or not;
+    3. no record: not found (asked of the home municipality, or reviewed);
     4. a protection restored from the network's marker after a disaster
        (``restored_protection``: the measure's 相手方 are unknown until staff
        re-enter them) serves the person themself only: anyone else — a
@@ -300,12 +303,16 @@ def decide_request(*, requester: Requester, measures: list[SupportMeasure], subj
     6. an agent for the person or their household is served, unless a measure
        protects the subject: then staff review it (no proxy requests for victims);
     7. anything that does not add up (a "self" that is someone else) is reviewed.
+
+    Whatever the verdict other than ``issue``, the requester hears the same
+    thing: :func:`requester_answer`.
     """
     in_force_measures = [m for m in measures if in_force(m)]
     ids = tuple(str(m.measure_id) for m in in_force_measures)
     named = perpetrator_measures(in_force_measures, requester)
     if named:
-        return RequestDecision(Verdict.refuse_as_missing, "the requester (or the principal) is named as a perpetrator", tuple(str(m.measure_id) for m in named))
+        return RequestDecision(Verdict.refuse, "the requester (or the principal) is named as a perpetrator (相手方) of a support measure protecting the subject",
+                               tuple(str(m.measure_id) for m in named))
     if requester.relation is RequesterRelation.third_party:
         return RequestDecision(Verdict.review, "third-party requests are reviewed" + (" strictly: a support measure protects the subject" if ids or restored_protection else ""), ids)
     if not subject_found:
@@ -329,18 +336,75 @@ def decide_request(*, requester: Requester, measures: list[SupportMeasure], subj
     return RequestDecision(Verdict.issue, "an agent of the person or the household", ids)
 
 
-def review_issue_refusal(*, protected: bool, subject_found: bool) -> str | None:
+class Answer(StrEnum):
+    """What a requester can be told about a request: nothing else, ever (see :func:`requester_answer`)."""
+
+    issued = "issued"  # the document
+    under_review = "under_review"  # the request id; the outcome comes later
+    not_issued = "not_issued"  # closed without a document
+
+
+#: where a request waits while the requester hears "under review"
+WAITING = (RequestState.under_review, RequestState.refusal_pending, RequestState.asking_home)
+#: the states a reviewer closes (the review queue)
+REVIEWABLE = (RequestState.refusal_pending, RequestState.under_review)
+
+
+def state_after_request(decision: RequestDecision, *, wide_area: bool) -> RequestState:
+    """Where a new request stands once the counter's register has looked at it.
+
+    Only an issue is answered at once. A request about nobody here that another
+    municipality may answer (広域交付) is asked of the home in the background;
+    everything else waits for a reviewer — a perpetrator's request too, already
+    marked refused by the rules, so that it leaves the queue the same way, by a
+    person's hand, as every other request (an automatic close would show in the
+    outcome sooner than a review does).
+    """
+    if decision.verdict is Verdict.issue:
+        return RequestState.issued
+    if decision.verdict is Verdict.refuse:
+        return RequestState.refusal_pending
+    if decision.verdict is Verdict.not_found and wide_area:
+        return RequestState.asking_home
+    return RequestState.under_review
+
+
+def state_after_home_answer(outcome: str | None) -> RequestState:
+    """広域交付: the home's answer (None: it could not be asked). Only a document ends the request; the home's refusal of a
+    perpetrator waits for the reviewer as a refusal, anything else as an ordinary review, so the outcome moves alike."""
+    if outcome == "issued":
+        return RequestState.issued
+    if outcome == "refused":
+        return RequestState.refusal_pending
+    return RequestState.under_review
+
+
+def requester_answer(state: RequestState) -> Answer:
+    """What the requester hears, now or at the outcome: a document, "under review", or "not issued" — never why.
+
+    Whether the person exists, whether a measure protects them, where they live
+    and whether the requester is a perpetrator make no difference to anything
+    but the staff's records: the rules' refusal waits in the review queue like
+    any other request, and every request closed without a document reads the
+    same (a reviewer's reasons go to the requester in writing, not through
+    this answer).
+    """
+    if state is RequestState.issued:
+        return Answer.issued
+    if state in WAITING:
+        return Answer.under_review
+    return Answer.not_issued
+
+
+def review_issue_refusal(*, protected: bool, subject_found: bool, refused_by_rule: bool = False) -> str | None:
     """A reviewer may refuse anything, but issue only for an existing, unprotected person (no override at the counter)."""
+    if refused_by_rule:
+        return "the DV rules refuse this request (the requester is named as a perpetrator): it can only be refused"
     if not subject_found:
         return "there is no record to issue"
     if protected:
         return "a support measure protects the person: a third party's request is refused, whoever reviews it"
     return None
-
-
-def review_outcome_reads_missing(*, decision: ReviewDecisionKind, protected: bool, subject_found: bool) -> bool:
-    """A refused review about a protected or missing person reads like "no such record": the two look the same."""
-    return decision is ReviewDecisionKind.refuse and (protected or not subject_found)
 
 
 # --- online procedures ------------------------------------------------------------------------------------

@@ -166,7 +166,7 @@ class CsDv:
             )
             if decision.verdict is rules.Verdict.issue:
                 outcome, document = "issued", await self._document(session, person, request.type)
-            elif decision.verdict is rules.Verdict.refuse_as_missing:
+            elif decision.verdict is rules.Verdict.refuse:
                 outcome, document = "refused", None
             else:
                 return not_found  # nothing to review at a distance: the requester asks at the home counter

@@ -19,9 +19,9 @@ import asyncio
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import String, bindparam, cast, exists, literal, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -568,6 +568,14 @@ class Evaluation:
         return (self.subject is None and self.decision.verdict is Verdict.not_found and self.request.type in WIDE_AREA_TYPES
                 and self.request.requester.relation in WIDE_AREA_RELATIONS)
 
+    @property
+    def asks_the_network(self) -> bool:
+        """Every request of a kind 広域交付 may answer that is not issued here asks the network in the background — not
+        only those that go 広域交付: a refused perpetrator, a review, and a request about nobody then do the same work,
+        and the home of a protected person hears of the attempt. Only a ``goes_wide_area`` request takes the answer."""
+        return (self.decision.verdict is not Verdict.issue and self.request.type in WIDE_AREA_TYPES
+                and self.request.requester.relation in WIDE_AREA_RELATIONS)
+
 
 async def _find_subject(session: AsyncSession, subject: CertificateSubject, certificate_type: CertificateType) -> tuple[ResidentRow | None, bool]:
     """(the record, whether several records matched)."""
@@ -585,22 +593,28 @@ async def _find_subject(session: AsyncSession, subject: CertificateSubject, cert
     return (matches[0] if len(matches) == 1 else None), len(matches) > 1
 
 
+#: looked up when there is no subject, so that a request about nobody runs the same queries as one about somebody
+_NOBODY_CODE = "00000000000"
+_NO_HOUSEHOLD = uuid.UUID(int=0)
+
+
 async def evaluate(session: AsyncSession, request: CertificateRequest) -> Evaluation:
+    """Check a request against this register. The same queries run whether the subject exists, is protected or
+    not (the answer's timing must not tell them apart): the subject, the measures, a restored protection, the household."""
     subject, ambiguous = await _find_subject(session, request.subject, request.type)
     code = subject.resident_code if subject is not None else request.subject.resident_code
     name = f"{subject.family_name}{subject.given_name or ''}" if subject is not None else request.subject.name
     birth = subject.birth_date if subject is not None else request.subject.birth_date
-    restored = False
     if code is not None:  # protected persons are named by resident code in every copy of a measure
         measures = await active_measures(session, code)
-        restored = subject is not None and await restored_protection(session, code) is not None
     else:  # by name and birth date, and no record here (e.g. at the 本籍地): every measure held is checked
         measures = [m for m in await _in_force_everywhere(session) if rules.protects_subject(m, resident_code=None, name=name, birth_date=birth)]
+    restored = await restored_protection(session, subject.resident_code if subject is not None else _NOBODY_CODE) is not None and subject is not None
     requester = request.requester
+    household_codes = set((await session.execute(select(ResidentRow.resident_code).where(
+        ResidentRow.household_id == (subject.household_id if subject is not None else _NO_HOUSEHOLD), ResidentRow.status == "active"))).scalars())
     in_household = principal_ok = False
     if subject is not None:
-        household_codes = set((await session.execute(select(ResidentRow.resident_code).where(
-            ResidentRow.household_id == subject.household_id, ResidentRow.status == "active"))).scalars())
         in_household = requester.resident_code is not None and requester.resident_code in household_codes
         principal = requester.principal
         principal_ok = principal is not None and principal.resident_code is not None and (principal.resident_code == subject.resident_code or principal.resident_code in household_codes)
@@ -635,8 +649,10 @@ async def document_for(session: AsyncSession, row: ResidentRow, certificate_type
 
 
 async def record_request(session: AsyncSession, evaluation: Evaluation, *, state: RequestState, channel: RequestChannel, staff: str, reason: str,
-                         document: CertificateDocument | None = None, request_id: uuid.UUID | None = None, extra_measure_ids: list[str] = ()) -> CertificateRequestRow:
-    """Every attempt, whatever its outcome; a perpetrator's attempt is raised to staff too."""
+                         document: CertificateDocument | None = None, request_id: uuid.UUID | None = None, extra_measure_ids: list[str] = (),
+                         requesting_municipality_code: str | None = None) -> CertificateRequestRow:
+    """Every attempt, whatever its outcome. A perpetrator's attempt (``refusal_pending``) is raised to staff by the
+    housekeeping loop (:func:`raise_refusal_alerts`), not here: the request's own work is the same whatever the verdict."""
     request = evaluation.request
     ids = list(dict.fromkeys([*evaluation.decision.measure_ids, *extra_measure_ids]))
     subject_code = evaluation.subject.resident_code if evaluation.subject is not None else (
@@ -645,70 +661,119 @@ async def record_request(session: AsyncSession, evaluation: Evaluation, *, state
         id=request_id or uuid.uuid4(), received_at=_now(), type=request.type.value, channel=channel.value, subject=request.subject.model_dump_json(),
         subject_code=subject_code, requester=request.requester.model_dump_json(), state=state.value, reason=reason, protected=bool(ids) or evaluation.restored,
         measure_ids=json.dumps(ids), handled_by=staff, document=document.model_dump_json() if document is not None else None,
+        requesting_municipality_code=requesting_municipality_code,
     )
     session.add(row)
-    if state is RequestState.refused and subject_code is not None:
-        await _raise_alert(
-            session, dedupe_key=f"attempt:{row.id}", kind=AlertKind.request_refused, resident_code=subject_code,
-            measure_id=uuid.UUID(ids[0]) if ids else None,
-            summary=f"{request.requester.name} ({request.requester.relation.value}) asked for the {request.type.value} of a protected person: refused",
-        )
     await session.flush()
     return row
 
 
 @dataclass(frozen=True)
 class RequestResult:
-    """What became of a request. ``answer`` is what the requester may be told: the document, "under review",
-    "no such record" (a missing record and a refused perpetrator alike), or "try again later"."""
+    """What became of a request at the counter. ``answer`` is all the requester may be told: the document, or
+    "under review" — for every request not issued at once, whoever asks about whomever (:func:`rules.requester_answer`).
+    ``asks_home``: the network is to be asked in the background (:func:`complete_wide_area`; see ``Evaluation.asks_the_network``)."""
 
     request_id: uuid.UUID
     state: RequestState
     document: CertificateDocument | None = None
+    asks_home: bool = False
 
     @property
-    def answer(self) -> str:
-        if self.state is RequestState.issued:
-            return "issued"
-        if self.state is RequestState.under_review:
-            return "under_review"
-        if self.state is RequestState.failed:
-            return "unavailable"
-        return "no_such_record"
+    def answer(self) -> rules.Answer:
+        return rules.requester_answer(self.state)
 
 
-async def request_certificate(sessions, request: CertificateRequest, *, staff: str, municipality_code: str, ask_home) -> RequestResult:
-    """A certificate request at this counter, recorded whatever happens.
+async def request_certificate(sessions, request: CertificateRequest, *, staff: str, municipality_code: str) -> RequestResult:
+    """A certificate request at this counter, recorded whatever happens, answered before anyone else is asked.
 
-    ``ask_home(request, request_id) -> WideAreaAnswer | None`` asks the home
-    municipality (広域交付) through the own CS, outside any transaction here;
-    None when it could not be asked.
+    Issued at once only when this register has the record and the rules serve
+    the requester. Everything else — review, a refusal by the DV rules, no
+    record — is recorded and answered "under review" in one transaction of
+    the same shape. A request another municipality may answer (広域交付) is
+    recorded ``asking_home`` and completed by :func:`complete_wide_area`
+    after the answer went out, so how far the question travels (to the home
+    CS, or nowhere because nobody has the person) never shows in the time
+    the requester waits.
     """
     request_id = uuid.uuid4()
     async with sessions() as session, session.begin():
         evaluation = await evaluate(session, request)
-        verdict = evaluation.decision.verdict
-        wide_area = evaluation.goes_wide_area
-        if not wide_area:
-            document = None
-            if verdict is Verdict.issue:
-                document = await document_for(session, evaluation.subject, request.type, municipality_code=municipality_code)
-            state = {Verdict.issue: RequestState.issued, Verdict.review: RequestState.under_review, Verdict.refuse_as_missing: RequestState.refused,
-                     Verdict.not_found: RequestState.not_found}[verdict]
-            await record_request(session, evaluation, state=state, channel=RequestChannel.counter, staff=staff, reason=evaluation.decision.reason,
-                                 document=document, request_id=request_id)
-            return RequestResult(request_id, state, document)
+        decision = evaluation.decision
+        state = rules.state_after_request(decision, wide_area=evaluation.goes_wide_area)
+        document = None
+        if state is RequestState.issued:
+            document = await document_for(session, evaluation.subject, request.type, municipality_code=municipality_code)
+        asking = state is RequestState.asking_home
+        await record_request(session, evaluation, state=state, channel=RequestChannel.wide_area if asking else RequestChannel.counter, staff=staff,
+                             reason="asking the home municipality (広域交付)" if asking else decision.reason, document=document, request_id=request_id,
+                             requesting_municipality_code=municipality_code if asking else None)
+    return RequestResult(request_id, state, document, asks_home=evaluation.asks_the_network)
+
+
+async def complete_wide_area(sessions, request_id: uuid.UUID, request: CertificateRequest, *, ask_home) -> RequestState | None:
+    """広域交付, after the requester was answered: ask the home municipality through the own CS and record its answer.
+
+    ``ask_home(request, request_id) -> WideAreaAnswer | None`` (None: it could
+    not be asked). A document ends the request (the outcome gives it); the
+    home's refusal of a perpetrator, "no record" and a failure go to the review
+    queue (:func:`rules.state_after_home_answer`), where the requester's
+    outcome stays "under review" until a reviewer closes it. Returns the new
+    state, or None when the request was no longer waiting for the home.
+    """
     answer = await ask_home(request, request_id)
     async with sessions() as session, session.begin():
+        row = await session.get(CertificateRequestRow, request_id, with_for_update=True)
+        if row is not None and row.state == RequestState.refusal_pending.value and answer is not None:
+            row.reason = f"{row.reason}; the home ({answer.home_municipality_code or 'none found'}) answered {answer.outcome}"
+            return None  # refused here: nothing the home says changes that
+        if row is None or row.state != RequestState.asking_home.value:
+            return None
+        state = rules.state_after_home_answer(answer.outcome if answer is not None else None)
+        row.state = state.value
         if answer is None:
-            await record_request(session, evaluation, state=RequestState.failed, channel=RequestChannel.wide_area, staff=staff,
-                                 reason="the home municipality could not be asked", request_id=request_id)
-            return RequestResult(request_id, RequestState.failed)
-        state = {"issued": RequestState.issued, "refused": RequestState.refused, "not_found": RequestState.not_found}[answer.outcome]
-        row = await record_request(session, evaluation, state=state, channel=RequestChannel.wide_area, staff=staff, document=answer.document,
-                                   reason=f"answered by {answer.home_municipality_code or 'the network'}: {answer.outcome}", request_id=request_id)
-        row.requesting_municipality_code = municipality_code
-        return RequestResult(request_id, state, answer.document)
+            row.reason = "the home municipality could not be asked (広域交付): ask the requester to come again, or ask the home by other means"
+            return state
+        row.reason = f"answered by {answer.home_municipality_code or 'the network'}: {answer.outcome}" + {
+            "refused": " (the home's DV rules refuse the requester: named as a perpetrator)",
+            "not_found": " (no record of the person on the network, or the home would not serve the requester)",
+        }.get(answer.outcome, "")
+        if answer.outcome == "refused":
+            row.protected = True  # raised to staff by the housekeeping loop, as every refusal_pending request
+        if answer.document is not None and state is RequestState.issued:
+            row.document = answer.document.model_dump_json()
+        return state
+
+
+async def raise_refusal_alerts(session: AsyncSession) -> int:
+    """Raise a ``request_refused`` alert for every request the DV rules refused that has none yet (housekeeping: within
+    a second of the request, and outside the request's own work, so that a refusal takes no longer to answer)."""
+    key = literal("attempt:") + cast(CertificateRequestRow.id, String)
+    rows = (await session.execute(select(CertificateRequestRow).where(
+        CertificateRequestRow.state == RequestState.refusal_pending.value, CertificateRequestRow.subject_code.is_not(None),
+        ~exists().where(MeasureAlertRow.dedupe_key == key),
+    ).limit(100))).scalars().all()
+    for row in rows:
+        ids = json.loads(row.measure_ids)
+        where = f" (広域交付 at {row.requesting_municipality_code})" if row.channel == RequestChannel.wide_area.value else ""
+        await _raise_alert(session, dedupe_key=f"attempt:{row.id}", kind=AlertKind.request_refused, resident_code=row.subject_code,
+                           measure_id=uuid.UUID(ids[0]) if ids else None,
+                           summary=f"{Requester.model_validate_json(row.requester).name} ({Requester.model_validate_json(row.requester).relation.value}) "
+                                   f"asked for the {row.type} of a protected person{where}: refused (the requester was told \"under review\")")
+    return len(rows)
+
+
+#: a 広域交付 still asking after this long was interrupted (e.g. a restart): housekeeping asks again
+STALE_ASK = 60
+
+
+async def stale_wide_area(session: AsyncSession, *, now: datetime) -> list[tuple[uuid.UUID, CertificateRequest]]:
+    """Requests whose background ask of the home was interrupted, to ask again."""
+    rows = (await session.execute(select(CertificateRequestRow).where(
+        CertificateRequestRow.state == RequestState.asking_home.value, CertificateRequestRow.received_at < now - timedelta(seconds=STALE_ASK),
+    ).limit(50))).scalars().all()
+    return [(r.id, CertificateRequest(type=CertificateType(r.type), subject=CertificateSubject.model_validate_json(r.subject),
+                                      requester=Requester.model_validate_json(r.requester))) for r in rows]
 
 
 def request_view(row: CertificateRequestRow) -> CertificateRequestView:
@@ -728,8 +793,10 @@ async def requests_about(session: AsyncSession, resident_code: str) -> list[Cert
 
 
 async def review_queue(session: AsyncSession) -> list[CertificateRequestView]:
-    rows = (await session.execute(select(CertificateRequestRow).where(CertificateRequestRow.state == RequestState.under_review.value)
-                                  .order_by(CertificateRequestRow.protected.desc(), CertificateRequestRow.received_at).limit(500))).scalars()
+    """Requests waiting for a reviewer: those the DV rules refuse first (to confirm), then about protected persons, oldest first."""
+    rows = (await session.execute(select(CertificateRequestRow).where(CertificateRequestRow.state.in_([s.value for s in rules.REVIEWABLE]))
+                                  .order_by((CertificateRequestRow.state == RequestState.refusal_pending.value).desc(), CertificateRequestRow.protected.desc(),
+                                            CertificateRequestRow.received_at).limit(500))).scalars()
     return [request_view(r) for r in rows]
 
 
@@ -742,14 +809,15 @@ async def decide_review(session: AsyncSession, request_id: uuid.UUID, *, decisio
     row = await session.get(CertificateRequestRow, request_id, with_for_update=True)
     if row is None:
         raise RequestNotFound(str(request_id))
-    if row.state != RequestState.under_review.value:
+    if row.state not in {s.value for s in rules.REVIEWABLE}:
         raise MeasureRuleViolation(f"the request is {row.state}, not under review")
+    refused_by_rule = row.state == RequestState.refusal_pending.value
     request = CertificateRequest(type=CertificateType(row.type), subject=CertificateSubject.model_validate_json(row.subject), requester=Requester.model_validate_json(row.requester))
     now_ = await evaluate(session, request)
     ids = list(dict.fromkeys([*json.loads(row.measure_ids), *now_.decision.measure_ids]))
     row.protected, row.measure_ids = bool(ids) or now_.restored or row.protected, json.dumps(ids)
     if decision is ReviewDecisionKind.issue:
-        if refusal := rules.review_issue_refusal(protected=row.protected, subject_found=now_.subject is not None):
+        if refusal := rules.review_issue_refusal(protected=row.protected, subject_found=now_.subject is not None, refused_by_rule=refused_by_rule):
             raise MeasureRuleViolation(refusal)
         document = await document_for(session, now_.subject, request.type, municipality_code=municipality_code)
         row.state, row.document = RequestState.issued.value, document.model_dump_json()
@@ -759,14 +827,15 @@ async def decide_review(session: AsyncSession, request_id: uuid.UUID, *, decisio
     return row
 
 
-def reads_missing(row: CertificateRequestRow) -> bool:
-    """Refused about a protected person, or about nobody: the requester hears "no such record" either way."""
-    return row.state == RequestState.not_found.value or (row.state == RequestState.refused.value and row.protected)
+def requester_answer(row: CertificateRequestRow) -> rules.Answer:
+    """What the requester hears at the outcome: the document, "under review", or "not issued" — never why."""
+    return rules.requester_answer(RequestState(row.state))
 
 
 __all__ = [
     "WAKEUP", "MeasureNotFound", "MeasureRuleViolation", "RegistryRuleViolation", "active_measures", "measures_of", "restored_protections",
     "restored_protection", "protected_codes", "get_measure", "list_measures",
     "apply", "decide", "extend", "cancel", "on_move_out", "on_arrival", "take_notice", "take_from_certificate", "expire_due", "remind_due", "send_due",
-    "alerts", "acknowledge_alert", "evaluate", "record_request", "document_for", "requests_about", "review_queue", "decide_review", "reads_missing",
+    "alerts", "acknowledge_alert", "evaluate", "record_request", "document_for", "requests_about", "review_queue", "decide_review", "requester_answer",
+    "request_certificate", "complete_wide_area", "stale_wide_area", "raise_refusal_alerts",
 ]

@@ -3,11 +3,15 @@
 Each step of a measure and each certificate request records the member of
 staff who handled it, as authenticated by ``access.authorize``; deciding,
 extending and ending a measure are a supervisor's (``access.ACCESS``). A
-perpetrator's request and a request about nobody get the same 404 problem,
-byte for byte; the difference is only in the register's own records.
+certificate request is answered with the document, or "under review" (202)
+— byte for byte the same, apart from the request id, for a perpetrator's
+request, a request about nobody, about a protected person or about someone
+living elsewhere; the difference is only in the register's own records and
+review queue. A 広域交付 asks the home municipality after the answer went out.
 """
 
 
+import asyncio
 import logging
 import uuid
 from datetime import UTC, date, datetime
@@ -15,15 +19,16 @@ from typing import Annotated
 
 import httpx
 from fastapi import APIRouter, Query, Response
+from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from contracts.identifiers import ResidentCode
 from contracts.dv import (
-    CertificateRequest, CertificateRequestOutcome, CertificateRequestView, MeasureDelivery, MeasureStatus, RequestState,
+    CertificateRequest, CertificateRequestOutcome, CertificateRequestView, MeasureDelivery, MeasureStatus,
     ReviewDecision, SupportMeasure, SupportMeasureAlert, SupportMeasureApplication, SupportMeasureCancellation, SupportMeasureDecision,
     SupportMeasureExtension, WideAreaAnswer, WideAreaRequest,
 )
-from services.common.dv_rules import MeasureRuleViolation
+from services.common.dv_rules import Answer, MeasureRuleViolation
 from services.common.outbox import poll_forever
 from services.common.problems import ProblemError
 from services.municipal_rrs import dv, service
@@ -32,9 +37,34 @@ from services.municipal_rrs.request_deps import StaffDep
 log = logging.getLogger(__name__)
 
 
-def no_such_record() -> ProblemError:
-    """The one answer for "nothing to give you": a missing record and a refused perpetrator read the same."""
-    return ProblemError(404, "not-found", "No such record", "no record in this municipality matches the request")
+def not_issued() -> ProblemError:
+    """The one answer for a request closed without a document, whatever the reason (no record, a reviewer's refusal,
+    the DV rules' refusal); the reasons go to the requester in writing, never through this answer."""
+    return ProblemError(404, "not-issued", "No document is issued", "the request did not lead to a document")
+
+
+def under_review(request_id: uuid.UUID) -> JSONResponse:
+    """The one answer for a request not issued at once, whatever the reason."""
+    body = CertificateRequestOutcome(request_id=request_id, state="under_review")
+    return JSONResponse(status_code=202, content=body.model_dump(mode="json"))
+
+
+#: 広域交付 asks running in the background (held so that they are not collected before they finish)
+_ASKING: set[asyncio.Task] = set()
+#: the ask starts after this pause, so the requester's answer leaves first
+ASK_AFTER_SECONDS = 0.01
+
+
+def in_background(work) -> None:
+    """Run ``work()`` detached from the request: not a response background task, which would hold a kept-alive
+    connection — and the requester's next request on it — until the home answered."""
+    async def later():
+        await asyncio.sleep(ASK_AFTER_SECONDS)
+        await work()
+
+    task = asyncio.get_running_loop().create_task(later())
+    _ASKING.add(task)
+    task.add_done_callback(_ASKING.discard)
 
 
 def _rule(exc: MeasureRuleViolation) -> ProblemError:
@@ -157,18 +187,24 @@ def dv_router(rt, *, municipality_code: str, relay, known_municipality) -> APIRo
 
     @router.post("/certificate-requests", status_code=201, response_model=CertificateRequestOutcome, responses={202: {"model": CertificateRequestOutcome}})
     async def request_certificate(body: CertificateRequest, staff: StaffDep, response: Response) -> CertificateRequestOutcome:
-        """住民票の写し, 除票, 戸籍の附票の写し or 閲覧: issued (201), under review (202, every third-party request), or 404
-        "no such record" — for a missing record and for a perpetrator alike. Every attempt is recorded."""
-        result = await dv.request_certificate(rt.sessions, body, staff=staff, municipality_code=municipality_code, ask_home=ask_home)
+        """住民票の写し, 除票, 戸籍の附票の写し or 閲覧: issued (201) to the person or their household when the record is here,
+        otherwise "under review" (202) — for every third party, a perpetrator (refused out of band, in the review queue),
+        a request about nobody, and a 広域交付 (asked of the home after this answer; its outcome at
+        ``/certificate-requests/{id}/outcome``). Every attempt is recorded."""
+        result = await dv.request_certificate(rt.sessions, body, staff=staff, municipality_code=municipality_code)
         relay.wakeup.set()
-        if result.answer == "issued":
+        if result.answer is Answer.issued:
             return CertificateRequestOutcome(request_id=result.request_id, state="issued", document=result.document)
-        if result.answer == "under_review":
-            response.status_code = 202
-            return CertificateRequestOutcome(request_id=result.request_id, state="under_review")
-        if result.answer == "unavailable":
-            raise ProblemError(503, "home-municipality-unavailable", "The municipality holding the record did not answer; try again later")
-        raise no_such_record()
+        if result.asks_home:  # after the answer went out: how far the question travels never shows in its time
+            in_background(lambda: complete_wide_area(result.request_id, body))
+        return under_review(result.request_id)
+
+    async def complete_wide_area(request_id: uuid.UUID, body: CertificateRequest) -> None:
+        try:
+            await dv.complete_wide_area(rt.sessions, request_id, body, ask_home=ask_home)
+        except Exception:  # the row stays asking_home; housekeeping asks again
+            log.exception("広域交付 %s: completing in the background failed", request_id)
+        relay.wakeup.set()
 
     @router.get("/certificate-requests/{request_id}", response_model=CertificateRequestView)
     async def certificate_request(request_id: uuid.UUID) -> CertificateRequestView:
@@ -183,22 +219,19 @@ def dv_router(rt, *, municipality_code: str, relay, known_municipality) -> APIRo
 
     @router.get("/certificate-requests/{request_id}/outcome", response_model=CertificateRequestOutcome, responses={202: {"model": CertificateRequestOutcome}})
     async def outcome(request_id: uuid.UUID, response: Response) -> CertificateRequestOutcome:
-        """What the requester is told now: the document, still under review, or "no such record"."""
+        """What the requester is told now: the document, still under review (202), or one "not issued" problem (404) for
+        every request closed without a document — and for an unknown request id."""
         from contracts.dv import CertificateDocument
         from services.municipal_rrs.models import CertificateRequestRow
 
         async with rt.sessions() as session:
             row = await session.get(CertificateRequestRow, request_id)
-        if row is None or dv.reads_missing(row):
-            raise no_such_record()
-        if row.state == RequestState.under_review.value:
-            response.status_code = 202
-            return CertificateRequestOutcome(request_id=row.id, state="under_review")
-        if row.state == RequestState.issued.value:
+        answer = dv.requester_answer(row) if row is not None else Answer.not_issued
+        if answer is Answer.issued:
             return CertificateRequestOutcome(request_id=row.id, state="issued", document=CertificateDocument.model_validate_json(row.document))
-        if row.state == RequestState.failed.value:
-            raise ProblemError(503, "home-municipality-unavailable", "The municipality holding the record did not answer; try again later")
-        raise ProblemError(403, "request-refused", "The request was refused", row.decision_reason)
+        if answer is Answer.under_review:
+            return under_review(row.id)
+        raise not_issued()
 
     @router.get("/certificate-review-queue", response_model=list[CertificateRequestView])
     async def review_queue() -> list[CertificateRequestView]:
@@ -228,7 +261,10 @@ def dv_router(rt, *, municipality_code: str, relay, known_municipality) -> APIRo
 
 
 def dv_housekeeping(rt, *, municipality_code: str, relay, known_municipality):
-    """The loop that expires measures, reminds staff of expiries and sends (again) what was not acknowledged."""
+    """The loop that expires measures, reminds staff of expiries, sends (again) what was not acknowledged and asks the home
+    again for a 広域交付 whose background ask was interrupted."""
+
+    ask_home = home_asker(rt, municipality_code)
 
     async def once() -> int:
         today, now = date.today(), datetime.now(UTC)
@@ -236,9 +272,13 @@ def dv_housekeeping(rt, *, municipality_code: str, relay, known_municipality):
             expired = await dv.expire_due(session, municipality_code=municipality_code, today=today)
             await dv.remind_due(session, today=today)
             sent = await dv.send_due(session, municipality_code=municipality_code, known_municipality=known_municipality, now=now)
-        if expired or sent:
+            interrupted = await dv.stale_wide_area(session, now=now)
+            await dv.raise_refusal_alerts(session)  # a perpetrator's request: raised here, outside the request's own work
+        for request_id, request in interrupted:  # a 広域交付 whose background ask did not finish (e.g. a restart)
+            await dv.complete_wide_area(rt.sessions, request_id, request, ask_home=ask_home)
+        if expired or sent or interrupted:
             relay.wakeup.set()
-        return expired + sent
+        return expired + sent + len(interrupted)
 
     async def forever() -> None:
         await poll_forever(once, wakeup=dv.WAKEUP, idle_seconds=1.0, what="support-measure housekeeping")

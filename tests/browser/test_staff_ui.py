@@ -238,14 +238,14 @@ def test_protected_record_alert_blocks_issuance_until_acknowledged(network, brow
     assert "確認済み" in alert.inner_text(), "the alert stays, marked as acknowledged"
     assert not page.locator("#issue-button").is_disabled()
 
-    # a perpetrator acting as an agent is refused, and told nothing
+    # a perpetrator acting as an agent is refused out of band: the screen says what it says for any review, the queue has the refusal
     page.check("input[name=relation][value=agent]")
     page.fill("#requester_name", "加害太郎")
     with page.expect_response(lambda r: r.request.method == "POST") as refused:
         page.click("#issue-button")
-    assert refused.value.status == 403
-    assert "加害者として申出のあった者" in page.locator(".outcome-message").inner_text()
-    assert db(f"rrs_{CHIYODA}").rows("select state, handled_by from certificate_requests where subject_code = %s", (code,)) == [("refused", "chiyoda-5")]
+    assert refused.value.status == 202
+    assert "審査が必要です" in page.locator(".outcome-message").inner_text() and "加害" not in page.locator(".outcome-message").inner_text()
+    assert db(f"rrs_{CHIYODA}").rows("select state, handled_by from certificate_requests where subject_code = %s", (code,)) == [("refusal_pending", "chiyoda-5")]
 
     # the person themself gets the copy
     page.check("input[name=relation][value=self]")

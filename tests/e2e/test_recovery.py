@@ -322,7 +322,9 @@ def _still_protected_after_the_drill(net: Network, code: str, lost_measure_id: s
     reentered = _protect(net, CHIYODA, code)
     rrs = TenantDb(net, f"rrs_{CHIYODA}")
     assert rrs.rows("select superseded_by, superseded_by_measure::text from restored_protections where resident_code = %s", (code,)) == [("supervisor", reentered)]
-    assert ask({"relation": "household_member", **PERPETRATOR}).status_code == 404  # the perpetrator is known again: refused like a missing record
+    again = ask({"relation": "household_member", **PERPETRATOR})  # the perpetrator is known again: refused by the rules, told "under review" as before
+    assert again.status_code == 202 and again.content.replace(again.json()["request_id"].encode(), b"") == perpetrator.content.replace(perpetrator.json()["request_id"].encode(), b"")
+    assert rrs.value("select state from certificate_requests where id::text = %s", (again.json()["request_id"],)) == "refusal_pending"
 
 
 def test_drill_wipes_the_municipality_and_restores_every_item_the_network_carried(tmp_path):

@@ -11,7 +11,7 @@ import pytest
 from contracts.affairs import AFFAIRS, Item
 from contracts.dv import (
     DeliveryRole, MeasureAction, MeasureBasis, MeasureKind, MeasureStatus, MeasureStep, Perpetrator, PersonIdentification, ProtectedPerson,
-    ProtectedRole, Requester, RequesterRelation, ReviewDecisionKind, SupportMeasure,
+    ProtectedRole, RequestState, Requester, RequesterRelation, SupportMeasure,
 )
 from contracts.identity import PersonName
 from services.common import dv_rules as rules
@@ -160,13 +160,13 @@ def decide(m, who, **facts):
     return rules.decide_request(requester=who, measures=[m] if m else [], **values)
 
 
-def test_a_perpetrator_or_their_agent_is_refused_like_a_missing_record():
+def test_a_perpetrator_or_their_agent_is_refused_whatever_relation_they_claim():
     m = active()
-    assert decide(m, requester(RequesterRelation.household_member, name="山田一郎", birth=date(1985, 1, 2)), requester_in_household=True).verdict is Verdict.refuse_as_missing
+    assert decide(m, requester(RequesterRelation.household_member, name="山田一郎", birth=date(1985, 1, 2)), requester_in_household=True).verdict is Verdict.refuse
     assert decide(m, requester(RequesterRelation.household_member, name="山田一郎", birth=date(1970, 1, 1)), requester_in_household=True).verdict is Verdict.issue
     agent = requester(RequesterRelation.agent, name="鈴木 弁護", principal=PersonIdentification(name="山田 一郎"))
-    assert decide(m, agent, principal_is_subject_or_household=True).verdict is Verdict.refuse_as_missing
-    assert decide(m, requester(RequesterRelation.third_party, name="山田 一郎")).verdict is Verdict.refuse_as_missing
+    assert decide(m, agent, principal_is_subject_or_household=True).verdict is Verdict.refuse
+    assert decide(m, requester(RequesterRelation.third_party, name="山田 一郎")).verdict is Verdict.refuse
     # the same person asking about someone no measure protects is just a requester
     assert decide(None, requester(RequesterRelation.self_, name="山田 一郎", code=VICTIM), requester_is_subject=True).verdict is Verdict.issue
     # an ended measure protects no more
@@ -211,7 +211,7 @@ def test_a_protection_restored_from_the_marker_serves_only_the_person_themself()
     assert decide(None, member, subject_found=False, **restored).verdict is Verdict.not_found
     # a measure re-entered alongside names its perpetrators again: they are refused as before
     perpetrator = requester(RequesterRelation.household_member, name="山田一郎", birth=date(1985, 1, 2))
-    assert decide(active(), perpetrator, requester_in_household=True, **restored).verdict is Verdict.refuse_as_missing
+    assert decide(active(), perpetrator, requester_in_household=True, **restored).verdict is Verdict.refuse
     # it protects until superseded by a decided measure, or until the marker's last day has passed
     assert rules.restored_protection_in_force(valid_until=None, superseded=False, today=TODAY)
     assert rules.restored_protection_in_force(valid_until=TODAY, superseded=False, today=TODAY)
@@ -223,9 +223,33 @@ def test_a_reviewer_cannot_override_a_measure():
     assert rules.review_issue_refusal(protected=True, subject_found=True)
     assert rules.review_issue_refusal(protected=False, subject_found=False)
     assert rules.review_issue_refusal(protected=False, subject_found=True) is None
-    assert rules.review_outcome_reads_missing(decision=ReviewDecisionKind.refuse, protected=True, subject_found=True)
-    assert rules.review_outcome_reads_missing(decision=ReviewDecisionKind.refuse, protected=False, subject_found=False)
-    assert not rules.review_outcome_reads_missing(decision=ReviewDecisionKind.refuse, protected=False, subject_found=True)
+    assert rules.review_issue_refusal(protected=False, subject_found=True, refused_by_rule=True), "a perpetrator's request can only be refused"
+
+
+def test_the_requester_hears_the_document_or_under_review_and_never_why():
+    """Every verdict but an issue reads "under review", the rules' refusal of a perpetrator too; closed without a document: one answer."""
+    m = active()
+    perpetrator = requester(RequesterRelation.third_party, name="山田 一郎")
+    cases = [
+        decide(m, perpetrator),  # refused by the rules
+        decide(None, perpetrator),  # the same person about someone unprotected: reviewed
+        decide(None, requester(), subject_found=False),  # a third party about nobody
+        decide(None, requester(RequesterRelation.self_), subject_found=False),  # "self" about nobody
+        decide(m, requester(RequesterRelation.household_member, name="山田一郎", birth=date(1985, 1, 2)), requester_in_household=True),
+        decide(None, requester(RequesterRelation.household_member)),  # not in the household
+    ]
+    for wide_area in (False, True):
+        answers = {rules.requester_answer(rules.state_after_request(d, wide_area=wide_area)) for d in cases}
+        assert answers == {rules.Answer.under_review}
+    assert rules.state_after_request(decide(m, perpetrator), wide_area=True) is RequestState.refusal_pending, "refused, waiting for a reviewer"
+    assert rules.state_after_request(decide(None, requester(RequesterRelation.self_), subject_found=False), wide_area=True) is RequestState.asking_home
+    me = decide(m, requester(RequesterRelation.self_, name="山田 花子", code=VICTIM), requester_is_subject=True)
+    assert rules.requester_answer(rules.state_after_request(me, wide_area=False)) is rules.Answer.issued
+    # the home's answer to a 広域交付: only a document ends the request; everything else waits for a reviewer alike
+    assert rules.state_after_home_answer("issued") is RequestState.issued
+    assert {rules.requester_answer(rules.state_after_home_answer(o)) for o in ("refused", "not_found", None)} == {rules.Answer.under_review}
+    # closed without a document, whatever the reason: one answer
+    assert {rules.requester_answer(s) for s in (RequestState.refused, RequestState.not_found, RequestState.failed)} == {rules.Answer.not_issued}
 
 
 def test_a_subject_is_recognised_by_code_or_by_name_and_birth_date():

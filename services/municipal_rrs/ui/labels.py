@@ -86,5 +86,6 @@ MEASURE_ACTION = {"applied": "申出受付", "approved": "実施決定", "refuse
 ALERT_KIND = {"measure_received": "他団体からの支援措置の受信", "delivery_failed": "支援措置の送達未確認", "expiring": "支援措置の期間満了が近い",
               "request_refused": "加害者からの交付請求を拒否"}
 REQUESTER_RELATION = {"self": "本人", "household_member": "同一世帯の者", "agent": "代理人", "third_party": "第三者"}
-REQUEST_STATE = {"issued": "交付", "under_review": "審査中", "refused": "拒否（不存在として回答）", "not_found": "該当なし", "failed": "照会不能"}
+REQUEST_STATE = {"issued": "交付", "under_review": "審査中", "refusal_pending": "審査中（支援措置により拒否・確認待ち）", "asking_home": "住所地に照会中",
+                 "refused": "交付しない", "not_found": "該当なし", "failed": "照会不能"}
 CERTIFICATE_TYPE = {"juminhyo_copy": "住民票の写し", "removed_record": "除票の写し", "koseki_fuhyo": "戸籍の附票の写し", "inspection": "閲覧"}

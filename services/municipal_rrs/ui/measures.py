@@ -2,9 +2,11 @@
 :mod:`services.municipal_rrs.dv` the screens make — the same functions the register's JSON API uses.
 
 A certificate at the counter follows the JSON route's counter path
-(evaluate → issue, review or refuse as missing, every attempt recorded); the
-staff UI only adds what the clerk must see: why it was refused, and the
-one sentence to tell the requester.
+(evaluate → issue, or record it for review — a perpetrator's request too,
+marked refused by the rules — every attempt recorded); the counter screen
+shows one sentence for everything not issued, so the clerk's screen tells the
+requester nothing either: the refusal is in the review queue and raised as an
+alert.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from contracts.dv import (
     SupportMeasureCancellation, SupportMeasureDecision, SupportMeasureExtension,
 )
 from contracts.register import ResidentRecord
-from services.common.dv_rules import MeasureRuleViolation, Verdict
+from services.common import dv_rules as rules
+from services.common.dv_rules import MeasureRuleViolation
 from services.municipal_rrs import dv, service
 from services.municipal_rrs.models import CertificateRequestRow, ResidentRow
 from services.municipal_rrs.ui import labels
@@ -282,25 +285,18 @@ class Measures:
         except ValidationError as exc:
             return Outcome(issued=False, status=422, errors=japanese_errors(exc))
         evaluation = await dv.evaluate(session, request)
-        verdict = evaluation.decision.verdict
         request_id = uuid.uuid4()
-        if verdict is Verdict.issue:
+        state = rules.state_after_request(evaluation.decision, wide_area=False)  # a record of this register: never 広域交付
+        if state is RequestState.issued:
             document = await dv.document_for(session, evaluation.subject, request.type, municipality_code=self.municipality_code)
-            await dv.record_request(session, evaluation, state=RequestState.issued, channel=RequestChannel.counter, staff=staff,
+            await dv.record_request(session, evaluation, state=state, channel=RequestChannel.counter, staff=staff,
                                     reason=evaluation.decision.reason, document=document, request_id=request_id)
             return Outcome(issued=True, document=document, request_id=request_id, requester=requester)
-        if verdict is Verdict.review:
-            await dv.record_request(session, evaluation, state=RequestState.under_review, channel=RequestChannel.counter, staff=staff,
-                                    reason=evaluation.decision.reason, request_id=request_id)
-            return Outcome(issued=False, status=202, request_id=request_id, errors=[
-                f"この請求は審査が必要です（受付番号 {request_id}）。" + ("支援措置の対象者のため、第三者・代理人への交付は原則としてできません。" if evaluation.protected else "")])
-        state = RequestState.refused if verdict is Verdict.refuse_as_missing else RequestState.not_found
-        await dv.record_request(session, evaluation, state=state, channel=RequestChannel.counter, staff=staff, reason=evaluation.decision.reason, request_id=request_id)
-        if verdict is Verdict.refuse_as_missing:
-            return Outcome(issued=False, status=403, request_id=request_id, errors=[
-                "交付できません：請求者（または依頼者）は支援措置の加害者として申出のあった者です。",
-                "請求者には「該当する住民票はありません」とだけ伝えてください。支援措置があることは伝えないでください。"])
-        return Outcome(issued=False, status=404, request_id=request_id, errors=["該当する住民票はありません。"])
+        await dv.record_request(session, evaluation, state=state, channel=RequestChannel.counter, staff=staff,
+                                reason=evaluation.decision.reason, request_id=request_id)
+        if state is RequestState.refusal_pending:
+            await dv.raise_refusal_alerts(session)  # the banner at once (staff only; the screen says the same as for any review)
+        return Outcome(issued=False, status=202, request_id=request_id, errors=[f"この請求は審査が必要です（受付番号 {request_id}）。結果は審査の後にお知らせします。"])
 
     async def issued(self, session: AsyncSession, request_id: str, *, staff: str) -> tuple[Outcome, str] | None:
         """A document this clerk issued (to print it again after the redirect), with its subject; None for anything else."""
