@@ -52,4 +52,4 @@ FUZZ_TOPOLOGY ?= with-prefectures
 fuzz: $(STAMP)
 	@tmp=$$(mktemp -d "$${TMPDIR:-/tmp}/jukinet-fuzz-XXXXXX"); \
 	JUKINET_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) JUKINET_TEST_TOPOLOGY=$(FUZZ_TOPOLOGY) $(PY) -m pytest tests/e2e/test_fuzz.py -q -s --basetemp=$$tmp; \
-	rc=$$?; rm -rf $$tmp; exit $$rc
+	rc=$$?; if [ $$rc -eq 0 ]; then rm -rf $$tmp; else echo "node logs kept under $$tmp"; fi; exit $$rc
