@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test clean contracts install bench
+.PHONY: run test clean contracts install bench fuzz
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -43,3 +43,13 @@ clean: $(STAMP)
 ## run every benchmark and write the figures to docs/benchmarks.md (never part of `make test`)
 bench: $(STAMP)
 	$(PY) -m bench
+
+## fuzz every operation of every kind of service from its OpenAPI document, with more examples than `make test`
+## (tests/e2e/test_fuzz.py), and print how many requests went to each service. FUZZ_EXAMPLES per operation, each
+## sent with and without credentials; one topology (FUZZ_TOPOLOGY)
+FUZZ_EXAMPLES ?= 50
+FUZZ_TOPOLOGY ?= with-prefectures
+fuzz: $(STAMP)
+	@tmp=$$(mktemp -d "$${TMPDIR:-/tmp}/jukinet-fuzz-XXXXXX"); \
+	JUKINET_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) JUKINET_TEST_TOPOLOGY=$(FUZZ_TOPOLOGY) $(PY) -m pytest tests/e2e/test_fuzz.py -q -s --basetemp=$$tmp; \
+	rc=$$?; if [ $$rc -eq 0 ]; then rm -rf $$tmp; else echo "node logs kept under $$tmp"; fi; exit $$rc

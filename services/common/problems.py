@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from urllib.parse import unquote_plus
 
@@ -72,7 +73,39 @@ class RefuseControlCharacters:
         await self.app(scope, receive, send)
 
 
+def document_problems(document: dict) -> dict:
+    """The OpenAPI ``document`` with the problem answers the handlers below give: 422 is a problem document (not
+    FastAPI's default ``HTTPValidationError``), and every operation declares a ``default`` answer (a refusal or an
+    error: 400, 401, 403, 404, 409 …) as one."""
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    problem = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+    schemas.update(problem.pop("$defs", {}))
+    schemas["Problem"] = problem
+    content = {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    for item in document.get("paths", {}).values():
+        for operation in item.values():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            responses = operation["responses"]
+            if "422" in responses:
+                responses["422"] = {"description": "The request does not fit the contract", "content": content}
+            responses.setdefault("default", {"description": "A refusal or an error, as a problem document (RFC 9457)", "content": content})
+    for unused in ("HTTPValidationError", "ValidationError"):  # in this order: the first refers to the second
+        if unused in schemas and f'"#/components/schemas/{unused}"' not in json.dumps(document):
+            del schemas[unused]
+    return document
+
+
 def install_problem_handlers(app: FastAPI, on_refusal: RefusalHook | None = None) -> None:
+    generate = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            document_problems(generate())  # generate() keeps its document in app.openapi_schema
+        return app.openapi_schema
+
+    app.openapi = openapi
+
     async def record(request: Request, slug: str, detail: str) -> None:
         metrics.count_refusal(channel="http", reason=slug)
         if on_refusal is not None:

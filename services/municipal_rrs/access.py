@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse
+from contracts.identifiers import is_valid_resident_code
 
 from services.common.problems import ProblemError
 from services.common.tokens import TokenRefused
@@ -208,8 +209,8 @@ async def authorize(request: Request) -> None:
             raise StaffScreenRefused(_page(403, "この操作を行う権限がありません。"))
         raise ProblemError(403, "forbidden", "Your role may not use this route",
                            f"{member.username} is {member.role.value}; {request.method} {path} needs {' or '.join(sorted(r.value for r in rule.roles))}")
-    if rule.reads and (code := request.path_params.get(rule.reads)):
-        await record_reads(request, [code])
+    if rule.reads and (code := request.path_params.get(rule.reads)) and is_valid_resident_code(code):
+        await record_reads(request, [code])  # a path that names no resident (the route refuses it) reads no record
 
 
 async def record_reads(request: Request, resident_codes: list[str]) -> None:

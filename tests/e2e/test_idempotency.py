@@ -187,16 +187,17 @@ def test_a_move_in_retried_after_a_lost_answer_is_filed_once(network, db):
     code = person["resident_code"]
     today = date.today().isoformat()
     out = httpx.post(f"{rrs(network)}/v1/move-outs", json={"resident_codes": [code], "planned_date": today, "notified_date": today,
-                                                          "destination": address_in(SHIBUYA)}, timeout=20)
+                                                          "destination": address_in(SHIBUYA)}, auth=network.staff_auth(), timeout=20)
     assert out.status_code == 201, out.text
     shibuya = network.url(f"municipal_rrs.{SHIBUYA}")
-    wait_until(lambda: code in {c["resident_code"] for c in httpx.get(f"{shibuya}/v1/move-reservations", timeout=10).json()},
+    wait_until(lambda: code in {c["resident_code"] for c in httpx.get(f"{shibuya}/v1/move-reservations", auth=network.staff_auth(), timeout=10).json()},
                what=f"転入予約 of {code} at {SHIBUYA}")
     filing = {"persons": [{"resident_code": code}], "new_address": address_in(SHIBUYA), "move_date": today, "notified_date": today}
     key = str(uuid.uuid4())
-    first = httpx.post(f"{shibuya}/v1/move-ins", json=filing, headers={"idempotency-key": key}, timeout=20)
+    clerk = network.staff_headers(SHIBUYA)  # the same clerk retries: the key is theirs
+    first = httpx.post(f"{shibuya}/v1/move-ins", json=filing, headers={"idempotency-key": key, **clerk}, timeout=20)
     assert first.status_code == 201, first.text
-    again = httpx.post(f"{shibuya}/v1/move-ins", json=filing, headers={"idempotency-key": key}, timeout=20)
+    again = httpx.post(f"{shibuya}/v1/move-ins", json=filing, headers={"idempotency-key": key, **clerk}, timeout=20)
     assert again.status_code == 201 and again.content == first.content
     assert db(f"rrs_{SHIBUYA}").value("select count(*) from move_in_reviews where resident_codes like %s", (f"%{code}%",)) == 0
     assert db(f"rrs_{SHIBUYA}").value("select count(*) from residents where resident_code = %s", (code,)) == 1

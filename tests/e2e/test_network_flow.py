@@ -5,11 +5,13 @@ serves prefectural affairs too (R-NET-4)."""
 
 from __future__ import annotations
 
+import random
+from datetime import date, timedelta
 
 import httpx
 
 from tests.conftest import wait_until
-from tests.e2e.helpers import copies_of, needs_prefecture_tier, prefecture_node, query, register, trace_spans, unique_reason
+from tests.e2e.helpers import birth_body, copies_of, needs_prefecture_tier, prefecture_node, query, register, trace_spans, unique_reason
 
 
 def test_birth_reaches_every_tier_and_an_authorised_agency(network, db):
@@ -55,7 +57,8 @@ def _slug(response: httpx.Response) -> str:
 
 def test_prefectural_affairs_are_served_for_the_prefectures_own_residents_only(network, db):
     """By the prefecture server, or by the national server without that tier: same answers, rules and records."""
-    tokyo, osaka = register(network, "131130"), register(network, "272035")
+    # born on days no other test uses: a search by name and birth date finds these two alone (synthetic names repeat)
+    tokyo, osaka = (register(network, m, birth_body(m, born=date(1940, 1, 1) + timedelta(days=random.randint(0, 25000)))) for m in ("131130", "272035"))
     serving_13, serving_27 = prefecture_node(network, "13"), prefecture_node(network, "27")
     wait_until(lambda: db(serving_13.database).value("select count(*) from identity where resident_code = %s", (tokyo["resident_code"],)) == 1, what=f"Tokyo resident at {serving_13.id}")
     wait_until(lambda: db(serving_27.database).value("select count(*) from identity where resident_code = %s", (osaka["resident_code"],)) == 1, what=f"Osaka resident at {serving_27.id}")
