@@ -90,12 +90,12 @@ def _agency(net: Network, prefecture: str | None) -> str:
 
 def credentials(net: Network, node_id: str, path: str) -> dict[str, str]:
     """The headers of a caller this route admits, by service and path: the one place to change when a service's
-    authentication changes (e.g. the register's staff, today named by ``X-Staff-Id``)."""
+    authentication changes."""
     node = net.nodes[node_id].node
     if path.startswith("/internal/v1/operator/"):
         return _party_token(net, OPERATOR_PARTY, node.party)
-    if node.kind == "municipal_rrs":
-        return {"X-Staff-Id": "fuzz-clerk"}
+    if node.kind == "municipal_rrs":  # a supervisor's bearer token: the role that may use the most routes
+        return net.staff_headers(node.tenant, "supervisor")
     if node.kind == "national_server":
         if path.startswith("/v1/"):
             return {"authorization": f"Bearer {net.agency_token(_agency(net, None), audience=node.party)}"}
