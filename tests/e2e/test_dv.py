@@ -108,12 +108,12 @@ def without_id(response: httpx.Response) -> tuple:
 
 
 def outcome_of(network, municipality: str, request_id: str) -> httpx.Response:
-    return httpx.get(f"{rrs(network, municipality)}/v1/certificate-requests/{request_id}/outcome", timeout=10)
+    return httpx.get(f"{rrs(network, municipality)}/v1/certificate-requests/{request_id}/outcome", auth=network.staff_auth(), timeout=10)
 
 
 def settled(network, municipality: str, request_id: str) -> dict:
     """The staff view of a request once a 広域交付 has its home's answer (it is asked in the background)."""
-    return wait_until(lambda: (r := httpx.get(f"{rrs(network, municipality)}/v1/certificate-requests/{request_id}", timeout=10).json())["state"] != "asking_home" and r,
+    return wait_until(lambda: (r := httpx.get(f"{rrs(network, municipality)}/v1/certificate-requests/{request_id}", auth=network.staff_auth(), timeout=10).json())["state"] != "asking_home" and r,
                       what="the home municipality's answer")
 
 
@@ -236,7 +236,7 @@ def test_a_perpetrators_request_is_refused_out_of_band_at_home_and_elsewhere(net
     assert all("perpetrator" in r["reason"] for r in refusals if r["channel"] == "counter")
     # raised to staff by the housekeeping loop, within a second
     wait_until(lambda: len([a for a in alerts(network, SHIBUYA) if a["kind"] == "request_refused" and a["resident_code"] == code]) >= 4, what="refusals raised")
-    queue = httpx.get(f"{rrs(network, SHIBUYA)}/v1/certificate-review-queue", timeout=10).json()
+    queue = httpx.get(f"{rrs(network, SHIBUYA)}/v1/certificate-review-queue", auth=network.staff_auth(), timeout=10).json()
     pending = [q for q in queue if q["subject_resident_code"] == code]
     assert {q["state"] for q in pending} == {"refusal_pending"} and queue[0]["state"] == "refusal_pending", "the rules' refusals come first"
     at_toyonaka = requests_about(network, TOYONAKA, code)
@@ -246,14 +246,14 @@ def test_a_perpetrators_request_is_refused_out_of_band_at_home_and_elsewhere(net
     # the reviewer can only confirm the refusal; then the requester reads "not issued", as for nobody
     request_id = pending[0]["request_id"]
     issue = httpx.post(f"{rrs(network, SHIBUYA)}/v1/certificate-review-queue/{request_id}/decision", json={"decision": "issue", "reason": "審査"},
-                       headers=staff("reviewer-1"), timeout=10)
+                       headers=network.staff_headers(SHIBUYA, "supervisor"), timeout=10)
     assert issue.status_code == 409
     done = httpx.post(f"{rrs(network, SHIBUYA)}/v1/certificate-review-queue/{request_id}/decision", json={"decision": "refuse", "reason": "支援措置"},
-                      headers=staff("reviewer-1"), timeout=10)
+                      headers=network.staff_headers(SHIBUYA, "supervisor"), timeout=10)
     assert done.status_code == 200 and done.json()["state"] == "refused"
     nobody_id = missing.json()["request_id"]
     assert httpx.post(f"{rrs(network, SHIBUYA)}/v1/certificate-review-queue/{nobody_id}/decision", json={"decision": "refuse", "reason": "該当なし"},
-                      headers=staff("reviewer-1"), timeout=10).status_code == 200
+                      headers=network.staff_headers(SHIBUYA, "supervisor"), timeout=10).status_code == 200
     closed, closed_nobody = outcome_of(network, SHIBUYA, request_id), outcome_of(network, SHIBUYA, nobody_id)
     assert closed.status_code == 404 and without_id(closed) == without_id(closed_nobody)
 
