@@ -67,12 +67,16 @@ aiokafka.client.MetadataRequest = _MetadataRequestThatCreatesNothing  # the aiok
 aiokafka.admin.client.MetadataRequest = _MetadataRequestThatCreatesNothing
 
 
-def _fingerprint(key: bytes | None, value: bytes | None) -> str:
-    return hashlib.sha256((key or b"") + b"\x00" + (value or b"")).hexdigest()
+def _fingerprint(key: bytes | None, value: bytes | None, message_id: bytes | None = None) -> str:
+    """What tells one record from another at an offset. The message id (every record a node signs has a fresh one)
+    is part of it: an outbox relay sending again what an empty broker lost produces the same key and value, and the
+    new log may hold that copy at the very offset of the original while the records before it differ."""
+    return hashlib.sha256((key or b"") + b"\x00" + (value or b"") + b"\x00" + (message_id or b"")).hexdigest()
 
 
 def fingerprint(record: ConsumerRecord) -> str:
-    return _fingerprint(record.key, record.value)
+    message_id = next((v for k, v in record.headers or () if k == topics.HEADER_MESSAGE_ID), None)
+    return _fingerprint(record.key, record.value, message_id)
 
 
 async def _gone(bootstrap: str, expected: dict[tuple[str, int], tuple[int, str]]) -> list[tuple[str, int]]:
@@ -330,10 +334,11 @@ class Producer:
         so a relay can queue a whole batch and wait once.
         """
         assert self._producer is not None, "producer not started"
-        mark = _fingerprint(key.encode(), value)
         if self._signer is not None:
             headers = {**(headers or {})}
             headers.update(self._signer.headers(topic=topic, key=key.encode(), kind=headers.get(HEADER_MESSAGE_KIND, ""), value=value))
+        message_id = (headers or {}).get(topics.HEADER_MESSAGE_ID)
+        mark = _fingerprint(key.encode(), value, message_id.encode() if message_id else None)
         if topic not in self._known_topics:
             await ensure_topics(self._bootstrap, [topic])
             self._known_topics.add(topic)
