@@ -96,15 +96,10 @@ def credentials(net: Network, node_id: str, path: str) -> dict[str, str]:
         return _party_token(net, OPERATOR_PARTY, node.party)
     if node.kind == "municipal_rrs":  # a supervisor's bearer token: the role that may use the most routes
         return net.staff_headers(node.tenant, "supervisor")
-    if node.kind == "national_server":
+    if node.kind in ("national_server", "prefecture_server"):  # agencies on /v1, the tier below on /internal
         if path.startswith("/v1/"):
-            return {"authorization": f"Bearer {net.agency_token(_agency(net, None), audience=node.party)}"}
-        if path.startswith("/internal/v1/recovery/"):
-            return _party_token(net, f"rrs-{MUNICIPALITY}", node.party)
-        return _party_token(net, f"cs-{MUNICIPALITY}", node.party)
-    if node.kind == "prefecture_server":
-        if path.startswith("/v1/"):
-            return {"authorization": f"Bearer {net.agency_token(_agency(net, node.tenant), audience=node.party)}"}
+            prefecture = node.tenant if node.kind == "prefecture_server" else None
+            return {"authorization": f"Bearer {net.agency_token(_agency(net, prefecture), audience=node.party)}"}
         if path.startswith("/internal/v1/recovery/"):
             return _party_token(net, f"rrs-{MUNICIPALITY}", node.party)
         return _party_token(net, f"cs-{MUNICIPALITY}", node.party)
