@@ -539,12 +539,8 @@ class StoredOffsetConsumer:
                     await self._take_receipts(session, [signed])
                     await self._handler(session, record)
                     await self._store_offset(session, record)
-            except UntrustedRecord as exc:
-                await self._dead_letter(record, f"untrusted record ({exc.kind}): {exc}"[:4000])
-                metrics.count_refusal(channel="kafka", reason=f"untrusted-{exc.kind}")
             except _REFUSALS as exc:
-                reason = f"{type(exc).__name__}: {exc}"[:4000]
-                await self._dead_letter(record, reason)
+                await self._dead_letter(record, _refusal_reason(exc)[:4000])
                 metrics.count_refusal(channel="kafka", reason=_refusal_kind(exc))
 
     async def _apply_batch(self, records: list[ConsumerRecord]) -> None:
@@ -566,7 +562,7 @@ class StoredOffsetConsumer:
                         with self._span(record):
                             await self._handler(session, record)
                 await self._store_offset(session, records[-1])
-        except (*_REFUSALS, UntrustedRecord):
+        except _REFUSALS:
             for record in records:
                 await self._apply(record)
 
@@ -656,11 +652,20 @@ def _connections(consumer: AIOKafkaConsumer) -> list[object]:
     return list(consumer._client._conns.values())  # noqa: SLF001
 
 
-_REFUSALS = (Refuse, ValidationError, UnicodeDecodeError, ValueError)
+_REFUSALS = (UntrustedRecord, Refuse, ValidationError, UnicodeDecodeError, ValueError)
+
+
+def _refusal_reason(exc: Exception) -> str:
+    """The reason a dead letter carries."""
+    if isinstance(exc, UntrustedRecord):
+        return f"untrusted record ({exc.kind}): {exc}"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _refusal_kind(exc: Exception) -> str:
-    """A short label for the metrics: why a record was dead-lettered."""
+    """A short label for the metrics: why a record was dead-lettered (``untrusted-*``: its producer is not proven or not entitled)."""
+    if isinstance(exc, UntrustedRecord):
+        return f"untrusted-{exc.kind}"
     if isinstance(exc, Refuse):
         return "refused-by-rule"
     if isinstance(exc, ValidationError):

@@ -28,27 +28,22 @@ what the record says is a separate rule (:mod:`services.common.entitlement`).
 from __future__ import annotations
 
 import base64
-import hashlib
+import json
 import struct
 import time
 import uuid
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from contracts.topics import HEADER_MESSAGE_ID, HEADER_MESSAGE_KIND, HEADER_SIGNATURE, HEADER_SIGNED_AT, HEADER_SIGNER
+from services.common.entitlement import NotEntitled
+from services.common.tokens import key_fingerprint
 
 SIGNING_CONTEXT = b"jukinet-kafka-record/v1"
 #: A record signed further ahead than this is refused (clocks of the nodes differ a little).
 FUTURE_SKEW_SECONDS = 300.0
-
-
-def key_fingerprint(key: Ed25519PublicKey) -> str:
-    """16 hex digits naming one public key: part of the key id, so a rotated key is a new id."""
-    raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return hashlib.sha256(raw).hexdigest()[:16]
 
 
 def key_id(party: str, key: Ed25519PublicKey) -> str:
@@ -154,10 +149,6 @@ class RecordGate:
         self.max_age_seconds = max_age_seconds
 
     def admit(self, record) -> SignedBy:
-        import json
-
-        from services.common.entitlement import NotEntitled
-
         signed = verify_record(self._keys, topic=record.topic, key=record.key, value=record.value, headers=record.headers, max_age_seconds=self.max_age_seconds)
         try:
             payload = json.loads(record.value or b"")

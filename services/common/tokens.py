@@ -15,6 +15,7 @@ receivers that name that kind (``longer_lived``).
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 import uuid
@@ -52,6 +53,12 @@ def generate_key_pair(private_dir: Path, public_dir: Path, party: str) -> Path:
         private_path.chmod(0o600)
         public_path.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
     return private_path
+
+
+def key_fingerprint(key: Ed25519PublicKey) -> str:
+    """16 hex digits naming one public key: part of a signed record's key id, so a rotated key is a new id."""
+    raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
 
 
 def load_private_key(path: Path) -> Ed25519PrivateKey:
@@ -154,6 +161,7 @@ class PublicKeyRing:
     def __init__(self, keys_dir: Path):
         self._dir = keys_dir
         self._cache: dict[str, Ed25519PublicKey] = {}
+        self._by_id: dict[str, Ed25519PublicKey] = {}  # key id of a signed record → the key it names (found ones only)
         self._verified: dict[tuple[str, str], VerifiedToken] = {}  # (token, audience) → what its signature proved
 
     def key_for(self, party: str) -> Ed25519PublicKey | None:
@@ -177,14 +185,15 @@ class PublicKeyRing:
         otherwise a key it used before and that is still trusted during a
         rotation, kept as ``<party>.<fingerprint>.pub`` (docs/security.md, "Keys").
         """
-        from services.common.message_signing import key_fingerprint
-
+        if kid in self._by_id:  # asked for every record a consumer takes: the fingerprint is worked out once per key
+            return self._by_id[kid]
         party, _, fingerprint = kid.rpartition(":")
         if not party or len(fingerprint) != 16 or not all(c in "0123456789abcdef" for c in fingerprint):
             return None
         for name in (party, f"{party}.{fingerprint}"):
             key = self.key_for(name)
             if key is not None and key_fingerprint(key) == fingerprint:
+                self._by_id[kid] = key
                 return key
         return None
 

@@ -122,14 +122,16 @@ def national_forgets_versions_after_first(net: Network, resident_code: str) -> N
     net.start_node("national_server.national")
 
 
-def produce(net: Network, topic: str, *, key: str, value: bytes, signed_as: str | None = None, kind: str = "", headers: list[tuple[str, bytes]] | None = None) -> None:
+def produce(net: Network, topic: str, *, key: str, value: bytes, signed_as: str | None = None, kind: str = "", headers: list[tuple[str, bytes]] | None = None,
+            key_file=None) -> None:
     """Put one raw record on a topic, as any process that reaches the broker could; ``signed_as`` signs it
-    with that party's key, as the node itself would (services/common/message_signing.py); ``headers`` are sent as given."""
+    in that party's name, with its key as the node itself would (services/common/message_signing.py) or with
+    ``key_file`` (a key that is not the party's); ``headers`` are sent as given."""
     sent = list(headers or [])
     if headers is None:
         sent = [(topics.HEADER_MESSAGE_KIND, kind.encode())] if kind else []
         if signed_as is not None:
-            signer = MessageSigner(load_private_key(net.private_keys / f"{signed_as}.key"), signed_as)
+            signer = MessageSigner(load_private_key(key_file or net.private_keys / f"{signed_as}.key"), signed_as)
             sent += [(name, v.encode()) for name, v in signer.headers(topic=topic, key=key.encode(), kind=kind, value=value).items()]
 
     async def send():

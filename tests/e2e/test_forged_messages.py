@@ -16,7 +16,7 @@ from datetime import UTC, date, datetime, timedelta
 import httpx
 
 from contracts import topics
-from contracts.topics import HEADER_MESSAGE_KIND, HEADER_SIGNER
+from contracts.topics import HEADER_SIGNER
 from services.common.tokens import generate_key_pair
 from tests.conftest import TenantDb, wait_until
 from tests.e2e.helpers import address_in, produce, read_topic, register, upstream_party
@@ -61,8 +61,7 @@ def test_a_forged_marker_cannot_lift_a_protection(network, tmp_path):
     produce(network, topics.NATIONAL_IDENTITY, key=code, value=lift, kind="protection-marker/v1")  # unsigned, as in the attack found
     dead_letter_after(network, before, containing="unsigned record")
     generate_key_pair(tmp_path / "private", tmp_path / "public", "intruder")  # a key of its own, under a node's name
-    produce(network, topics.NATIONAL_IDENTITY, key=code, value=lift, kind="protection-marker/v1",
-            headers=_signed_with_foreign_key(network, tmp_path / "private" / "intruder.key", upstream, code, lift))
+    produce(network, topics.NATIONAL_IDENTITY, key=code, value=lift, kind="protection-marker/v1", signed_as=upstream, key_file=tmp_path / "private" / "intruder.key")
     dead_letter_after(network, before, containing="no key of the network")
     wrong_node = "pref-27" if upstream.startswith("pref-") else "cs-131130"  # a real node, not the person's
     produce(network, topics.NATIONAL_IDENTITY, key=code, value=lift, signed_as=wrong_node, kind="protection-marker/v1")
@@ -75,14 +74,6 @@ def test_a_forged_marker_cannot_lift_a_protection(network, tmp_path):
                        what="the untrusted-record counters to move")
     for reason in ("untrusted-unsigned", "untrusted-unknown-signer", "untrusted-not-entitled"):
         assert value(after, "jukinet_refusals_total", channel="kafka", reason=reason) > value(metrics_before, "jukinet_refusals_total", channel="kafka", reason=reason), reason
-
-
-def _signed_with_foreign_key(network, key_path, party: str, code: str, value_: bytes) -> list[tuple[str, bytes]]:
-    from services.common.message_signing import MessageSigner
-    from services.common.tokens import load_private_key
-
-    headers = MessageSigner(load_private_key(key_path), party).headers(topic=topics.NATIONAL_IDENTITY, key=code.encode(), kind="protection-marker/v1", value=value_)
-    return [(HEADER_MESSAGE_KIND, b"protection-marker/v1")] + [(k, v.encode()) for k, v in headers.items()]
 
 
 def test_a_forged_change_is_refused_and_the_real_one_is_applied(network):

@@ -11,8 +11,8 @@ import pytest
 from contracts import topics
 from contracts.topics import HEADER_MESSAGE_KIND, HEADER_SIGNATURE, HEADER_SIGNED_AT, HEADER_SIGNER
 from services.common.entitlement import NotEntitled, check_entitled
-from services.common.message_signing import MessageSigner, RecordGate, UntrustedRecord, key_fingerprint, verify_record
-from services.common.tokens import PublicKeyRing, generate_key_pair, load_private_key
+from services.common.message_signing import MessageSigner, RecordGate, UntrustedRecord, verify_record
+from services.common.tokens import PublicKeyRing, generate_key_pair, key_fingerprint, load_private_key
 from services.common.topology import load_topology
 
 REPO = Path(__file__).resolve().parents[2]
