@@ -15,6 +15,9 @@ node may say it. They follow the flows of docs/architecture.md:
 - ``jukinet.push.<agency>``: only the national server;
 - ``jukinet.deadletter``: any node of the network.
 
+Agencies, registers and the operator sign tokens with keys of the same ring,
+but produce nothing on the broker: a record signed by one of them is refused.
+
 Everything else is refused: an unknown topic has no producer.
 """
 
@@ -23,9 +26,11 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 
 from contracts import topics
+from services.common.auth import is_network_node
 from services.common.topology import Topology
 
 MARKER_KIND = "protection-marker/v1"
+PROVISION_LOG = "provision-log"  # consumes provisions; produces dead letters only
 IDENTITY_KINDS = ("identity-change", "identity-change/v1")
 
 
@@ -72,6 +77,8 @@ def _prefecture_may_send(prefecture: str, municipalities: Collection[str], kind:
 
 def check_entitled(topology: Topology, *, signer: str, topic: str, kind: str, payload: Mapping) -> None:
     """Raise :class:`NotEntitled` unless ``signer`` may produce a record of ``kind`` with ``payload`` on ``topic``."""
+    if not (is_network_node(signer) or signer == PROVISION_LOG):  # the key ring holds agencies', registers' and the operator's keys too
+        raise NotEntitled(f"{signer} is no node that produces to the broker")
     tier = topology.network.prefecture_tier
     cs = _party_tenant(signer, "cs-")
     cs_municipality = topology.municipality(cs) if cs is not None else None
@@ -102,6 +109,8 @@ def check_entitled(topology: Topology, *, signer: str, topic: str, kind: str, pa
     if topic == topics.PROVISIONS:
         if kind != "provision-record":
             raise NotEntitled(f"a record of kind {kind!r} has no place on {topic}")
+        if not is_network_node(signer):
+            raise NotEntitled(f"{signer} provides nothing to agencies")
         if payload.get("provider") != signer:
             raise NotEntitled(f"{signer} may not record a provision made by {payload.get('provider')}")
         return

@@ -125,6 +125,7 @@ ALLOWED = [
     (WITH_TIER, "cs-131016", topics.PROVISIONS, "provision-record", {"provider": "cs-131016"}),
     (WITH_TIER, "national", "jukinet.push.anything", "change-notification", {}),
     (WITH_TIER, "pref-13", topics.DEAD_LETTER, "", {}),
+    (WITH_TIER, "provision-log", topics.DEAD_LETTER, "", {}),
 ]
 
 REFUSED = [
@@ -144,6 +145,11 @@ REFUSED = [
     (WITH_TIER, "pref-13", topics.PROVISIONS, "provision-record", {"provider": "national"}),
     (WITH_TIER, "cs-131016", "jukinet.push.anything", "change-notification", {}),
     (WITH_TIER, "national", "jukinet.elsewhere", "", {}),
+    (WITH_TIER, "agency-pension-service", topics.PROVISIONS, "provision-record", {"provider": "agency-pension-service"}),  # keys of the ring, no producers
+    (WITH_TIER, "agency-pension-service", topics.DEAD_LETTER, "", {}),
+    (WITH_TIER, "operator", topics.DEAD_LETTER, "", {}),
+    (WITH_TIER, "rrs-131016", topics.PROVISIONS, "provision-record", {"provider": "rrs-131016"}),
+    (WITH_TIER, "provision-log", topics.PROVISIONS, "provision-record", {"provider": "provision-log"}),
 ]
 
 
