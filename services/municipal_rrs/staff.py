@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.hashes import SHA1
 from cryptography.hazmat.primitives.twofactor import InvalidToken
 from cryptography.hazmat.primitives.twofactor.totp import TOTP
 
+from contracts.staff import USERNAME_PATTERN
 from contracts.staff import StaffRole as Role  # clerk; supervisor (DV decisions, 職権消除・回復, accounts); auditor (reads only)
 
 TOTP_STEP_SECONDS = 30
@@ -29,7 +30,7 @@ TOTP_DRIFT_STEPS = 1  # a code from the step before or after is taken too (clock
 MAX_FAILED_LOGINS = 5  # then the account waits LOCK_MINUTES: a password or a code cannot be guessed online
 LOCK_MINUTES = 15
 MIN_PASSWORD_LENGTH = 12
-USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}$")
+USERNAME = re.compile(USERNAME_PATTERN)
 
 #: argon2id (the library's default type) with RFC 9106's second recommended parameter set: 64 MiB, 3 passes
 _hasher = PasswordHasher(time_cost=3, memory_cost=64 * 1024, parallelism=1)
@@ -112,17 +113,18 @@ class AccountState:
 def check_login(account: AccountState | None, *, password: str, code: str, at: datetime) -> int:
     """The TOTP step taken by a successful login; ``LoginRefused`` with the reason otherwise.
 
-    The password is checked even for an unknown account (against a dummy hash),
-    so the time taken does not tell which usernames exist.
+    The password is hashed first, whatever the account (against a dummy hash
+    for an unknown one), so the time taken tells neither which usernames exist
+    nor which accounts are locked or deactivated.
     """
+    password_right = password_matches(account.password_hash if account is not None else _dummy_hash(), password)
     if account is None:
-        password_matches(_dummy_hash(), password)
         raise LoginRefused("no such account")
     if not account.active:
         raise LoginRefused("the account is deactivated")
     if account.locked_until is not None and account.locked_until > at:
         raise LoginRefused("the account is locked after repeated failures")
-    if not password_matches(account.password_hash, password):
+    if not password_right:
         raise LoginRefused("wrong password")
     return accepted_totp_step(account.totp_secret, code, at=at, last_step=account.last_totp_step)
 

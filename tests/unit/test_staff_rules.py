@@ -95,3 +95,16 @@ def test_passwords_are_argon2id_and_long_enough():
 def test_the_otpauth_uri_enrols_an_authenticator():
     uri = staff.otpauth_uri(SECRET, username="tanaka", issuer="住民記録 rrs-131016")
     assert uri.startswith("otpauth://totp/") and f"secret={SECRET}" in uri and "period=30" in uri and "digits=6" in uri
+
+
+def test_every_refused_login_hashes_the_password_once_so_its_time_tells_nothing(monkeypatch):
+    """An attacker timing logins learns neither which usernames exist nor which accounts are locked or deactivated."""
+    hashed = []
+    real = staff.password_matches
+    monkeypatch.setattr(staff, "password_matches", lambda stored, password: hashed.append(stored) or real(stored, password))
+    code = staff.totp_code(SECRET, NOW)
+    for refused in (None, account(active=False), account(locked_until=NOW + timedelta(minutes=1)), account()):
+        hashed.clear()
+        with pytest.raises(staff.LoginRefused):
+            staff.check_login(refused, password="a wrong password", code=code, at=NOW)
+        assert len(hashed) == 1, refused
