@@ -161,8 +161,9 @@ def criteria_refusal(affair: Affair, query: BulkQuery, *, refused: tuple[str, ..
 
 def refused_criteria_in(line: bytes, refused: frozenset[str]) -> list[str]:
     """The criteria of one uploaded line that its job's affair may not use (pure, fast: a line that does not
-    even name one is not parsed). A line that is not JSON is left to the worker to answer ``invalid``."""
-    if not refused or not any(f'"{name}"'.encode() in line for name in refused):
+    even name one, and has no escape that could spell one, is not parsed). A line that is not JSON is left to the
+    worker to answer ``invalid``."""
+    if not refused or (b"\\" not in line and not any(f'"{name}"'.encode() in line for name in refused)):
         return []
     try:
         row = json.loads(line)

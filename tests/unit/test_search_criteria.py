@@ -66,6 +66,8 @@ def test_an_upload_line_is_refused_only_for_a_criterion_it_sets():
     refused = frozenset({"resident_code", "individual_number"})
     assert refused_criteria_in(b'{"type": "ByResidentCode", "resident_code": "12345678903"}', refused) == ["resident_code"]
     assert refused_criteria_in(b'{"type": "ByBasicItems", "family_name": "resident_code", "birth_date": "1990-04-01"}', refused) == []
+    # a criterion spelt with a JSON escape is the same criterion: the upload refuses it too
+    assert refused_criteria_in(b'{"type": "ByResidentCode", "\\u0072esident_code": "12345678903"}', refused) == ["resident_code"]
     assert refused_criteria_in(b'{"type": "ByResidentCode", "resident_code": null}', refused) == []
     assert refused_criteria_in(b'{"type": "ByResidentCode", "resident_code": "1"', refused) == []  # not JSON: the worker answers it invalid
     assert refused_criteria_in(b'{"type": "ByResidentCode", "resident_code": "12345678903"}', frozenset()) == []
