@@ -228,7 +228,6 @@ class Attempt:
     attempt: uuid.UUID
     engine: object  # the sync engine of the service's database: only its commits mark the key
     active: bool = True
-    committed: bool = False
 
 
 @dataclass
@@ -269,7 +268,6 @@ class IdempotencyStore:
             f"lease_until = now() + make_interval(secs => :lease), created_at = now(), expires_at = now() + make_interval(secs => :retention) "
             f"where id = :id"
         )
-        self._mark = text(f"update {name} set state = 'committed' where id = :id and attempt = :attempt and state in ('running', 'committed')")
         self._finish = text(
             f"update {name} set state = 'done', status = :status, headers = :headers, body = :body, lease_until = now() "
             f"where id = :id and attempt = :attempt"
@@ -322,7 +320,6 @@ class IdempotencyStore:
             cursor.close()
         if marked != 1:
             raise KeyTakenOver("the idempotency key was taken over by a retry after this attempt's lease ran out")
-        attempt.committed = True
 
     async def finish(self, attempt: Attempt, *, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
         """Keep the answer; or, for a 5xx of an attempt that committed nothing, release the key."""

@@ -259,8 +259,6 @@ def add_operator_routes(app: FastAPI, settings: ServiceSettings) -> None:
         """Deliver outbox rows from_id..to_id again, oldest first (receivers are idempotent)."""
         if to_id < from_id:
             raise ProblemError(400, "invalid-range", "to_id is before from_id")
-        from services.common.outbox import OutboxRelay
-
         relays = [watched for watched in metrics.outboxes() if isinstance(watched, OutboxRelay)]  # a backlog that is only watched (bulk results) is not relayed
         if not relays:
             raise ProblemError(404, "no-outbox", "This node has no outbox")

@@ -18,7 +18,7 @@ from datetime import UTC, date, datetime
 from typing import Annotated
 
 import httpx
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
@@ -186,7 +186,7 @@ def dv_router(rt, *, municipality_code: str, relay, known_municipality) -> APIRo
     ask_home = home_asker(rt, municipality_code)
 
     @router.post("/certificate-requests", status_code=201, response_model=CertificateRequestOutcome, responses={202: {"model": CertificateRequestOutcome}})
-    async def request_certificate(body: CertificateRequest, staff: StaffDep, response: Response) -> CertificateRequestOutcome:
+    async def request_certificate(body: CertificateRequest, staff: StaffDep) -> CertificateRequestOutcome:
         """住民票の写し, 除票, 戸籍の附票の写し or 閲覧: issued (201) to the person or their household when the record is here,
         otherwise "under review" (202) — for every third party, a perpetrator (refused out of band, in the review queue),
         a request about nobody, and a 広域交付 (asked of the home after this answer; its outcome at
@@ -218,7 +218,7 @@ def dv_router(rt, *, municipality_code: str, relay, known_municipality) -> APIRo
         return dv.request_view(row)
 
     @router.get("/certificate-requests/{request_id}/outcome", response_model=CertificateRequestOutcome, responses={202: {"model": CertificateRequestOutcome}})
-    async def outcome(request_id: uuid.UUID, response: Response) -> CertificateRequestOutcome:
+    async def outcome(request_id: uuid.UUID) -> CertificateRequestOutcome:
         """What the requester is told now: the document, still under review (202), or one "not issued" problem (404) for
         every request closed without a document — and for an unknown request id."""
         from contracts.dv import CertificateDocument

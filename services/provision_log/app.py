@@ -198,7 +198,7 @@ def build_app(settings: ServiceSettings) -> FastAPI:
             return await store.leaves(session, start, limit)
 
     @app.get("/v1/log/proofs", response_model=InclusionPaths, tags=["log"])
-    async def proofs(size: Annotated[int, Query(ge=1)], start: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=1, le=1000)] = 1000) -> InclusionPaths:
+    async def proofs(size: Annotated[int, Query(ge=1, le=BIGINT_MAX)], start: Annotated[int, Query(ge=0, le=BIGINT_MAX)] = 0, limit: Annotated[int, Query(ge=1, le=1000)] = 1000) -> InclusionPaths:
         """The inclusion proof of every leaf in a range at a tree size, as the stored tree gives them: `verify audit`
         checks each against the signed root, so an altered node is found even where no resident looks."""
         async with rt.sessions() as session:

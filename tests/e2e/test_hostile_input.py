@@ -133,6 +133,8 @@ def test_a_cursor_past_64_bits_at_the_national_server(network, db):
 
 def test_a_tree_size_past_64_bits_at_the_provision_log(network, db):
     _refused(network, db, PROVLOG, lambda url: httpx.get(f"{url}/v1/log/checkpoints/99999999999999999999", timeout=10), status=422)
+    for params in ({"size": "99999999999999999999"}, {"size": "1", "start": "99999999999999999999"}):  # the auditor's proofs, paged
+        _refused(network, db, PROVLOG, lambda url, params=params: httpx.get(f"{url}/v1/log/proofs", params=params, timeout=10), status=422)
 
 
 def _signed_by(network, party: str, audience: str) -> str:
